@@ -1,0 +1,173 @@
+#pragma once
+/// \file trident/ops/nms.hpp
+/// Greedy non-maximum suppression with torchvision's semantics (torchvision.ops.nms / batched_nms):
+///  - boxes are visited by score, highest first; equal scores keep their input order (a stable sort);
+///  - a box is removed when its IoU with a kept box is strictly greater than `iou_threshold`
+///    (IoU == threshold survives); IoU = inter / (area_i + area_j - inter), no "+1" on sizes;
+///  - the result holds the indices of the kept boxes (int64) in decreasing score order;
+///  - an empty input gives an empty result; NaN/Inf boxes or scores and boxes with x2 < x1 are errors.
+/// batched_nms() suppresses only among boxes of the same group (class or image), exactly as torchvision's
+/// coordinate-offset trick does but without its loss of precision for large coordinates.
+///
+/// CPU tensors run a direct kernel; tensors on other devices compute the overlap bit matrix on the device
+/// in blocks and do the (inherently sequential) greedy pass on the host, which is how torchvision's CUDA
+/// kernel splits the work too.
+
+#include <trident/ops/boxes.hpp>
+
+#include <ATen/Dispatch.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/max.h>
+#include <ATen/ops/min.h>
+#include <ATen/ops/tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/sort.h>
+#include <ATen/ops/zeros.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace trident::ops {
+
+namespace detail {
+
+inline void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor* groups,
+                             double iou_threshold, std::string_view caller) {
+  validate_boxes(boxes, caller, "boxes");
+  TRIDENT_CHECK(scores.defined() && scores.dim() == 1 && scores.size(0) == boxes.size(0),
+                "{}: scores must be a [N] tensor matching boxes {}, got {}", caller, shape_of(boxes), shape_of(scores));
+  TRIDENT_CHECK(scores.is_floating_point(), "{}: scores must be floating point", caller);
+  TRIDENT_CHECK(scores.device() == boxes.device(), "{}: scores and boxes must be on the same device", caller);
+  if (scores.numel() > 0)
+    TRIDENT_CHECK(scores.isfinite().all().item<bool>(), "{}: scores contain NaN or Inf", caller);
+  TRIDENT_CHECK(iou_threshold == iou_threshold, "{}: iou_threshold is NaN", caller);
+  if (groups != nullptr) {
+    TRIDENT_CHECK(groups->defined() && groups->dim() == 1 && groups->size(0) == boxes.size(0),
+                  "{}: idxs must be a [N] tensor matching boxes {}, got {}", caller, shape_of(boxes),
+                  shape_of(*groups));
+    TRIDENT_CHECK(!groups->is_floating_point(), "{}: idxs must be an integer tensor", caller);
+  }
+}
+
+/// The greedy pass on the host, in score order `order`, over a precomputed "suppresses" predicate.
+template <typename Suppresses>
+at::Tensor greedy_keep(const int64_t* order, int64_t n, Suppresses&& suppresses) {
+  std::vector<uint8_t> removed(static_cast<size_t>(n), 0);
+  std::vector<int64_t> keep;
+  keep.reserve(static_cast<size_t>(n));
+  for (int64_t oi = 0; oi < n; ++oi) {
+    const int64_t i = order[oi];
+    if (removed[i]) continue;
+    keep.push_back(i);
+    for (int64_t oj = oi + 1; oj < n; ++oj) {
+      const int64_t j = order[oj];
+      if (!removed[j] && suppresses(oi, oj, i, j)) removed[j] = 1;
+    }
+  }
+  auto out = at::empty({static_cast<int64_t>(keep.size())}, at::kLong);
+  std::copy(keep.begin(), keep.end(), out.data_ptr<int64_t>());
+  return out;
+}
+
+/// CPU kernel: boxes [N, 4] contiguous, order = stable descending score order, groups optional.
+template <typename T>
+at::Tensor nms_cpu_kernel(const at::Tensor& boxes, const at::Tensor& order, const at::Tensor& groups,
+                          double iou_threshold) {
+  const int64_t n = boxes.size(0);
+  const T* b = boxes.data_ptr<T>();
+  std::vector<T> area(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) area[i] = (b[4 * i + 2] - b[4 * i]) * (b[4 * i + 3] - b[4 * i + 1]);
+  const int64_t* g = groups.defined() ? groups.data_ptr<int64_t>() : nullptr;
+  const auto thr = static_cast<T>(iou_threshold);
+  return greedy_keep(order.data_ptr<int64_t>(), n, [&](int64_t, int64_t, int64_t i, int64_t j) {
+    if (g != nullptr && g[i] != g[j]) return false;
+    const T xx1 = std::max(b[4 * i], b[4 * j]);
+    const T yy1 = std::max(b[4 * i + 1], b[4 * j + 1]);
+    const T xx2 = std::min(b[4 * i + 2], b[4 * j + 2]);
+    const T yy2 = std::min(b[4 * i + 3], b[4 * j + 3]);
+    const T w = std::max(T(0), xx2 - xx1);
+    const T h = std::max(T(0), yy2 - yy1);
+    const T inter = w * h;
+    const T ovr = inter / (area[i] + area[j] - inter);
+    return ovr > thr;
+  });
+}
+
+/// Any device: the "j overlaps i too much" matrix in score order, computed on the device in row blocks and
+/// packed into 64-bit words, then the greedy pass on the host.
+inline at::Tensor nms_tensor_path(const at::Tensor& boxes, const at::Tensor& order, const at::Tensor& groups,
+                                  double iou_threshold) {
+  const int64_t n = boxes.size(0);
+  const int64_t words = (n + 63) / 64;
+  const auto sorted = boxes.index_select(0, order);
+  const auto sorted_groups = groups.defined() ? groups.index_select(0, order) : at::Tensor();
+  const auto x1 = sorted.select(1, 0), y1 = sorted.select(1, 1), x2 = sorted.select(1, 2), y2 = sorted.select(1, 3);
+  const auto area = (x2 - x1) * (y2 - y1);
+  // Word k of a row packs columns 64k..64k+63; bit 63 is stored as INT64_MIN. A sum of distinct powers of two
+  // has no carries, so summing the masked bit values is their bitwise OR.
+  std::vector<int64_t> bits(64);
+  for (int k = 0; k < 64; ++k) bits[k] = static_cast<int64_t>(uint64_t{1} << k);
+  const auto bit_values = at::tensor(bits, at::kLong).to(boxes.device()).view({1, 1, 64});
+  std::vector<at::Tensor> blocks;
+  const int64_t block_rows = std::max<int64_t>(1, (int64_t{1} << 24) / std::max<int64_t>(n, 1));
+  for (int64_t r0 = 0; r0 < n; r0 += block_rows) {
+    const int64_t rows = std::min(block_rows, n - r0);
+    const auto xx1 = at::max(x1.narrow(0, r0, rows).unsqueeze(1), x1.unsqueeze(0));
+    const auto yy1 = at::max(y1.narrow(0, r0, rows).unsqueeze(1), y1.unsqueeze(0));
+    const auto xx2 = at::min(x2.narrow(0, r0, rows).unsqueeze(1), x2.unsqueeze(0));
+    const auto yy2 = at::min(y2.narrow(0, r0, rows).unsqueeze(1), y2.unsqueeze(0));
+    const auto inter = (xx2 - xx1).clamp_min(0) * (yy2 - yy1).clamp_min(0);
+    const auto iou = inter / (area.narrow(0, r0, rows).unsqueeze(1) + area.unsqueeze(0) - inter);
+    auto over = iou > iou_threshold;
+    if (sorted_groups.defined())
+      over = over & (sorted_groups.narrow(0, r0, rows).unsqueeze(1) == sorted_groups.unsqueeze(0));
+    auto padded = at::zeros({rows, words * 64}, over.options());
+    padded.narrow(1, 0, n).copy_(over);
+    blocks.push_back((padded.view({rows, words, 64}).to(at::kLong) * bit_values).sum(2).cpu());
+  }
+  const auto mask = at::cat(blocks, 0).contiguous();
+  const uint64_t* m = reinterpret_cast<const uint64_t*>(mask.data_ptr<int64_t>());
+  const auto identity = at::arange(n, at::kLong);
+  const auto kept_sorted = greedy_keep(identity.data_ptr<int64_t>(), n, [&](int64_t oi, int64_t oj, int64_t, int64_t) {
+    return ((m[oi * words + oj / 64] >> (oj % 64)) & 1u) != 0;
+  });
+  return order.cpu().index_select(0, kept_sorted).to(boxes.device());
+}
+
+inline at::Tensor nms_impl(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& groups,
+                           double iou_threshold, bool force_tensor_path) {
+  const int64_t n = boxes.size(0);
+  if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+  const auto order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+  if (boxes.device().is_cpu() && !force_tensor_path) {
+    const auto b = boxes.contiguous();
+    const auto g = groups.defined() ? groups.to(at::kLong).contiguous() : at::Tensor();
+    at::Tensor keep;
+    AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "trident::ops::nms", [&] {
+      keep = nms_cpu_kernel<scalar_t>(b, order.contiguous(), g, iou_threshold);
+    });
+    return keep;
+  }
+  return nms_tensor_path(boxes, order, groups.defined() ? groups.to(at::kLong) : groups, iou_threshold);
+}
+
+}  // namespace detail
+
+/// Indices of the boxes kept by greedy NMS, in decreasing score order (see the file comment for semantics).
+inline at::Tensor nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
+  detail::check_nms_inputs(boxes, scores, nullptr, iou_threshold, "trident::ops::nms");
+  return detail::nms_impl(boxes, scores, at::Tensor(), iou_threshold, false);
+}
+
+/// NMS within each group (`idxs`: class or image index per box); indices in decreasing score order.
+inline at::Tensor batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                              double iou_threshold) {
+  detail::check_nms_inputs(boxes, scores, &idxs, iou_threshold, "trident::ops::batched_nms");
+  return detail::nms_impl(boxes, scores, idxs, iou_threshold, false);
+}
+
+}  // namespace trident::ops

@@ -1,0 +1,411 @@
+#pragma once
+/// \file trident/ops/roi_align.hpp
+/// RoIAlign (He et al., Mask R-CNN) with torchvision's semantics (torchvision.ops.roi_align), forward and
+/// backward, on any device.
+///
+/// For each RoI (batch index, x1, y1, x2, y2) in image coordinates, the box is scaled by `spatial_scale`
+/// (shifted by -0.5 when `aligned`), split into output_h x output_w bins, and each bin averages
+/// grid_h x grid_w bilinear samples taken at the centres of a regular sub-grid. grid = sampling_ratio when it
+/// is positive, else ceil(bin size) per RoI (the adaptive value). Without `aligned`, RoIs smaller than one
+/// feature cell are widened to one cell. Samples further than one cell outside the feature map contribute 0;
+/// samples in the outer half cell are clamped to the border.
+///
+/// CPU: a direct kernel (parallel over RoIs x channels forward, over channels backward), bit-identical in its
+/// order of accumulation to torchvision's. Other devices: a gather/contract formulation in tensor operations,
+/// differentiated by autograd. Gradients flow to `input` only; RoIs are treated as constants, as torchvision
+/// does (proposals are detached in Faster R-CNN). Double backward is not supported.
+
+#include <trident/config.hpp>
+#include <trident/ops/boxes.hpp>
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/ceil.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/index.h>
+#include <ATen/ops/zeros.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <utility>
+#include <vector>
+
+namespace trident::ops {
+
+/// The geometry of one RoIAlign call; shared by the kernels and the RoI pooler.
+struct RoiAlignParams {
+  int64_t output_h = 0;
+  int64_t output_w = 0;
+  double spatial_scale = 1.0;
+  int64_t sampling_ratio = -1;  ///< <= 0: adaptive, ceil(RoI size / output size) samples per bin and axis
+  bool aligned = false;         ///< shift the box by -0.5 cell so that sample centres match pixel centres
+};
+
+namespace detail {
+
+/// One bilinear sample: four neighbour offsets into an H x W plane and their weights (all zero outside).
+template <typename T>
+struct BilinearTap {
+  int64_t offset[4];
+  T weight[4];
+};
+
+/// Per-RoI geometry in the kernel's precision, computed exactly as torchvision does.
+template <typename T>
+struct RoiGeometry {
+  int64_t batch = 0;
+  T start_h = 0, start_w = 0, bin_h = 0, bin_w = 0;
+  int64_t grid_h = 0, grid_w = 0;
+  T count = 1;
+
+  RoiGeometry(const T* roi, const RoiAlignParams& p) {
+    batch = static_cast<int64_t>(roi[0]);
+    const T offset = p.aligned ? T(0.5) : T(0);
+    const T scale = static_cast<T>(p.spatial_scale);
+    start_w = roi[1] * scale - offset;
+    start_h = roi[2] * scale - offset;
+    T roi_w = roi[3] * scale - offset - start_w;
+    T roi_h = roi[4] * scale - offset - start_h;
+    if (!p.aligned) {
+      roi_w = std::max(roi_w, T(1));
+      roi_h = std::max(roi_h, T(1));
+    }
+    bin_h = roi_h / static_cast<T>(p.output_h);
+    bin_w = roi_w / static_cast<T>(p.output_w);
+    grid_h = p.sampling_ratio > 0 ? p.sampling_ratio : static_cast<int64_t>(std::ceil(roi_h / p.output_h));
+    grid_w = p.sampling_ratio > 0 ? p.sampling_ratio : static_cast<int64_t>(std::ceil(roi_w / p.output_w));
+    count = static_cast<T>(std::max<int64_t>(grid_h * grid_w, 1));
+  }
+
+  /// The taps of every sample in (bin row, bin column, sample row, sample column) order.
+  std::vector<BilinearTap<T>> taps(int64_t height, int64_t width, const RoiAlignParams& p) const {
+    std::vector<BilinearTap<T>> out;
+    out.reserve(static_cast<size_t>(p.output_h * p.output_w * grid_h * grid_w));
+    for (int64_t ph = 0; ph < p.output_h; ++ph)
+      for (int64_t pw = 0; pw < p.output_w; ++pw)
+        for (int64_t iy = 0; iy < grid_h; ++iy) {
+          const T yy = start_h + ph * bin_h + static_cast<T>(iy + .5f) * bin_h / static_cast<T>(grid_h);
+          for (int64_t ix = 0; ix < grid_w; ++ix) {
+            const T xx = start_w + pw * bin_w + static_cast<T>(ix + .5f) * bin_w / static_cast<T>(grid_w);
+            out.push_back(tap(yy, xx, height, width));
+          }
+        }
+    return out;
+  }
+
+  static BilinearTap<T> tap(T y, T x, int64_t height, int64_t width) {
+    BilinearTap<T> t{{0, 0, 0, 0}, {T(0), T(0), T(0), T(0)}};
+    if (!(y >= T(-1) && y <= static_cast<T>(height) && x >= T(-1) && x <= static_cast<T>(width))) return t;
+    y = std::max(y, T(0));
+    x = std::max(x, T(0));
+    int64_t y_low = static_cast<int64_t>(y), x_low = static_cast<int64_t>(x), y_high, x_high;
+    if (y_low >= height - 1) {
+      y_high = y_low = height - 1;
+      y = static_cast<T>(y_low);
+    } else {
+      y_high = y_low + 1;
+    }
+    if (x_low >= width - 1) {
+      x_high = x_low = width - 1;
+      x = static_cast<T>(x_low);
+    } else {
+      x_high = x_low + 1;
+    }
+    const T ly = y - static_cast<T>(y_low), lx = x - static_cast<T>(x_low);
+    const T hy = T(1) - ly, hx = T(1) - lx;
+    t.offset[0] = y_low * width + x_low;
+    t.offset[1] = y_low * width + x_high;
+    t.offset[2] = y_high * width + x_low;
+    t.offset[3] = y_high * width + x_high;
+    t.weight[0] = hy * hx;
+    t.weight[1] = hy * lx;
+    t.weight[2] = ly * hx;
+    t.weight[3] = ly * lx;
+    return t;
+  }
+};
+
+template <typename T>
+void roi_align_forward_cpu_kernel(const at::Tensor& input, const at::Tensor& rois, const RoiAlignParams& p,
+                                  at::Tensor& output) {
+  const int64_t num_rois = rois.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
+  const T* in = input.data_ptr<T>();
+  const T* r = rois.data_ptr<T>();
+  T* out = output.data_ptr<T>();
+  std::vector<RoiGeometry<T>> geometry;
+  geometry.reserve(static_cast<size_t>(num_rois));
+  for (int64_t k = 0; k < num_rois; ++k) geometry.emplace_back(r + 5 * k, p);
+  std::vector<std::vector<BilinearTap<T>>> taps(static_cast<size_t>(num_rois));
+  at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) taps[k] = geometry[k].taps(height, width, p);
+  });
+  const int64_t bins = p.output_h * p.output_w, plane = height * width;
+  at::parallel_for(0, num_rois * channels, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t kc = begin; kc < end; ++kc) {
+      const int64_t k = kc / channels, c = kc % channels;
+      const auto& g = geometry[k];
+      const T* src = in + (g.batch * channels + c) * plane;
+      T* dst = out + kc * bins;
+      const int64_t per_bin = g.grid_h * g.grid_w;
+      const BilinearTap<T>* t = taps[k].data();
+      for (int64_t b = 0; b < bins; ++b) {
+        T acc = 0;
+        for (int64_t s = 0; s < per_bin; ++s, ++t)
+          acc += t->weight[0] * src[t->offset[0]] + t->weight[1] * src[t->offset[1]] +
+                 t->weight[2] * src[t->offset[2]] + t->weight[3] * src[t->offset[3]];
+        dst[b] = acc / g.count;
+      }
+    }
+  });
+}
+
+template <typename T>
+void roi_align_backward_cpu_kernel(const at::Tensor& grad_output, const at::Tensor& rois, const RoiAlignParams& p,
+                                   at::Tensor& grad_input) {
+  const int64_t num_rois = rois.size(0), channels = grad_input.size(1), height = grad_input.size(2),
+                width = grad_input.size(3);
+  const T* go = grad_output.data_ptr<T>();
+  const T* r = rois.data_ptr<T>();
+  T* gi = grad_input.data_ptr<T>();
+  std::vector<RoiGeometry<T>> geometry;
+  std::vector<std::vector<BilinearTap<T>>> taps(static_cast<size_t>(num_rois));
+  geometry.reserve(static_cast<size_t>(num_rois));
+  for (int64_t k = 0; k < num_rois; ++k) geometry.emplace_back(r + 5 * k, p);
+  at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) taps[k] = geometry[k].taps(height, width, p);
+  });
+  const int64_t bins = p.output_h * p.output_w, plane = height * width;
+  // Each channel's gradient planes are written by one thread only: no atomics, and per element the same
+  // order of accumulation as torchvision's serial loop (RoI, bin, sample).
+  at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      for (int64_t k = 0; k < num_rois; ++k) {
+        const auto& g = geometry[k];
+        T* dst = gi + (g.batch * channels + c) * plane;
+        const T* src = go + (k * channels + c) * bins;
+        const int64_t per_bin = g.grid_h * g.grid_w;
+        const T count = static_cast<T>(per_bin);
+        const BilinearTap<T>* t = taps[k].data();
+        for (int64_t b = 0; b < bins; ++b) {
+          const T grad = src[b];
+          for (int64_t s = 0; s < per_bin; ++s, ++t)
+            for (int q = 0; q < 4; ++q) dst[t->offset[q]] += grad * t->weight[q] / count;
+        }
+      }
+    }
+  });
+}
+
+inline at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois, const RoiAlignParams& p) {
+  auto output = at::zeros({rois.size(0), input.size(1), p.output_h, p.output_w}, input.options());
+  if (output.numel() == 0) return output;
+  const auto in = input.contiguous();
+  const auto r = rois.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "trident::ops::roi_align forward",
+                             [&] { roi_align_forward_cpu_kernel<scalar_t>(in, r, p, output); });
+  return output;
+}
+
+inline at::Tensor roi_align_backward_cpu(const at::Tensor& grad_output, const at::Tensor& rois,
+                                         const RoiAlignParams& p, at::IntArrayRef input_sizes) {
+  auto grad_input = at::zeros(input_sizes, grad_output.options());
+  if (grad_output.numel() == 0) return grad_input;
+  const auto go = grad_output.contiguous();
+  const auto r = rois.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "trident::ops::roi_align backward",
+                             [&] { roi_align_backward_cpu_kernel<scalar_t>(go, r, p, grad_input); });
+  return grad_input;
+}
+
+/// Autograd wrapper of the CPU kernels.
+struct RoiAlignCpuFunction : public torch::autograd::Function<RoiAlignCpuFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& rois,
+                            int64_t output_h, int64_t output_w, double spatial_scale, int64_t sampling_ratio,
+                            bool aligned) {
+    const RoiAlignParams p{output_h, output_w, spatial_scale, sampling_ratio, aligned};
+    ctx->saved_data["output_h"] = output_h;
+    ctx->saved_data["output_w"] = output_w;
+    ctx->saved_data["spatial_scale"] = spatial_scale;
+    ctx->saved_data["sampling_ratio"] = sampling_ratio;
+    ctx->saved_data["aligned"] = aligned;
+    ctx->saved_data["input_sizes"] = input.sizes();
+    ctx->save_for_backward({rois});
+    return roi_align_forward_cpu(input, rois, p);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const RoiAlignParams p{ctx->saved_data["output_h"].toInt(), ctx->saved_data["output_w"].toInt(),
+                           ctx->saved_data["spatial_scale"].toDouble(), ctx->saved_data["sampling_ratio"].toInt(),
+                           ctx->saved_data["aligned"].toBool()};
+    const auto rois = ctx->get_saved_variables()[0];
+    const auto sizes = ctx->saved_data["input_sizes"].toIntVector();
+    auto grad_input = roi_align_backward_cpu(grad_outputs[0], rois, p, sizes);
+    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+/// Per-axis bilinear sampling of a group of RoIs that share (grid, output) sizes, as index/weight tensors:
+/// coordinates [K, P, G] -> indices and weights [K, P, G, 2] (low and high neighbour).
+inline std::pair<at::Tensor, at::Tensor> axis_taps(const at::Tensor& coord, int64_t size) {
+  const auto valid = (coord >= -1.0) & (coord <= static_cast<double>(size));
+  auto c = coord.clamp_min(0);
+  auto low = c.floor().to(at::kLong);
+  const auto at_edge = low >= size - 1;
+  low = low.clamp_max(size - 1);
+  const auto high = at::where(at_edge, low, low + 1);
+  c = at::where(at_edge, low.to(c.scalar_type()), c);
+  const auto l = c - low.to(c.scalar_type());
+  const auto h = 1 - l;
+  const auto zero = at::zeros_like(l);
+  const auto w_low = at::where(valid, h, zero), w_high = at::where(valid, l, zero);
+  return {at::stack({low, high}, -1), at::stack({w_low, w_high}, -1)};
+}
+
+/// Tensor-operation RoIAlign for any device (autograd differentiates it).
+inline at::Tensor roi_align_tensor_path(const at::Tensor& input, const at::Tensor& rois_in, const RoiAlignParams& p) {
+  const int64_t num_rois = rois_in.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
+  if (num_rois == 0 || channels == 0) return at::zeros({num_rois, channels, p.output_h, p.output_w}, input.options());
+  const auto rois = rois_in.detach();
+  const auto offset = p.aligned ? 0.5 : 0.0;
+  const auto start_w = rois.select(1, 1) * p.spatial_scale - offset;
+  const auto start_h = rois.select(1, 2) * p.spatial_scale - offset;
+  auto roi_w = rois.select(1, 3) * p.spatial_scale - offset - start_w;
+  auto roi_h = rois.select(1, 4) * p.spatial_scale - offset - start_h;
+  if (!p.aligned) {
+    roi_w = roi_w.clamp_min(1);
+    roi_h = roi_h.clamp_min(1);
+  }
+  const auto bin_h = roi_h / static_cast<double>(p.output_h), bin_w = roi_w / static_cast<double>(p.output_w);
+  at::Tensor grid_h, grid_w;
+  if (p.sampling_ratio > 0) {
+    grid_h = at::full({num_rois}, p.sampling_ratio, at::kLong);
+    grid_w = grid_h;
+  } else {
+    grid_h = at::ceil(roi_h / static_cast<double>(p.output_h)).to(at::kLong).cpu();
+    grid_w = at::ceil(roi_w / static_cast<double>(p.output_w)).to(at::kLong).cpu();
+  }
+  // Group the RoIs by their sampling grid so that each group is one batched gather.
+  std::map<std::pair<int64_t, int64_t>, std::vector<int64_t>> groups;
+  const auto gh_acc = grid_h.accessor<int64_t, 1>();
+  const auto gw_acc = grid_w.accessor<int64_t, 1>();
+  for (int64_t k = 0; k < num_rois; ++k) groups[{gh_acc[k], gw_acc[k]}].push_back(k);
+
+  const auto nhwc = input.permute({0, 2, 3, 1});  // gathers pick whole channel vectors
+  const auto batch = rois.select(1, 0).to(at::kLong);
+  const auto dev_long = at::TensorOptions().dtype(at::kLong).device(input.device());
+  std::vector<at::Tensor> parts, order;
+  for (const auto& [grid, members] : groups) {
+    const auto [gh, gw] = grid;
+    const auto idx_all = at::tensor(members, at::kLong).to(input.device());
+    if (gh <= 0 || gw <= 0) {  // an empty sampling grid (zero-sized aligned RoI) pools to 0
+      parts.push_back(at::zeros({idx_all.size(0), channels, p.output_h, p.output_w}, input.options()));
+      order.push_back(idx_all);
+      continue;
+    }
+    const int64_t ny = p.output_h * gh * 2, nx = p.output_w * gw * 2;
+    const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 25) / std::max<int64_t>(ny * nx * channels, 1));
+    for (int64_t s = 0; s < idx_all.size(0); s += chunk) {
+      const auto idx = idx_all.narrow(0, s, std::min(chunk, idx_all.size(0) - s));
+      const int64_t k = idx.size(0);
+      const auto frac_h = (at::arange(gh, input.options()) + 0.5) / static_cast<double>(gh);
+      const auto frac_w = (at::arange(gw, input.options()) + 0.5) / static_cast<double>(gw);
+      const auto ph = at::arange(p.output_h, input.options()), pw = at::arange(p.output_w, input.options());
+      const auto bh = bin_h.index_select(0, idx).view({k, 1, 1}), bw = bin_w.index_select(0, idx).view({k, 1, 1});
+      const auto y = start_h.index_select(0, idx).view({k, 1, 1}) + ph.view({1, -1, 1}) * bh +
+                     frac_h.view({1, 1, -1}) * bh;  // [k, PH, gh]
+      const auto x = start_w.index_select(0, idx).view({k, 1, 1}) + pw.view({1, -1, 1}) * bw +
+                     frac_w.view({1, 1, -1}) * bw;  // [k, PW, gw]
+      const auto [yi, wy] = axis_taps(y, height);  // [k, PH, gh, 2]
+      const auto [xi, wx] = axis_taps(x, width);   // [k, PW, gw, 2]
+      const auto b = batch.index_select(0, idx).view({k, 1, 1});
+      // values[k, (ph, iy, a), (pw, ix, b), c]
+      const auto values = at::index(nhwc, {b, yi.reshape({k, ny, 1}), xi.reshape({k, 1, nx})});
+      const auto v = values.view({k, p.output_h, gh * 2, p.output_w, gw * 2, channels});
+      const auto along_y = (v * wy.reshape({k, p.output_h, gh * 2, 1, 1, 1})).sum(2);           // [k, PH, PW, gw2, C]
+      const auto pooled = (along_y * wx.reshape({k, 1, p.output_w, gw * 2, 1})).sum(3);         // [k, PH, PW, C]
+      parts.push_back((pooled / static_cast<double>(gh * gw)).permute({0, 3, 1, 2}));
+      order.push_back(idx);
+    }
+  }
+  const auto all = at::cat(parts, 0);
+  const auto position = at::cat(order, 0);
+  auto inverse = at::empty_like(position);
+  inverse.index_copy_(0, position, at::arange(num_rois, dev_long));
+  return all.index_select(0, inverse).contiguous();
+}
+
+inline void check_roi_align_inputs(const at::Tensor& input, const at::Tensor& rois, const RoiAlignParams& p) {
+  constexpr std::string_view caller = "trident::ops::roi_align";
+  TRIDENT_CHECK(input.defined() && input.dim() == 4, "{}: input must be a [N, C, H, W] tensor, got {}", caller,
+                shape_of(input));
+  TRIDENT_CHECK(input.is_floating_point(), "{}: input must be floating point, got {}", caller,
+                std::string(c10::toString(input.scalar_type())));
+  TRIDENT_CHECK(rois.defined() && rois.dim() == 2 && rois.size(1) == 5,
+                "{}: rois must be a [K, 5] tensor (batch index, x1, y1, x2, y2), got {}", caller, shape_of(rois));
+  TRIDENT_CHECK(rois.device() == input.device(), "{}: rois ({}) and input ({}) must be on the same device", caller,
+                rois.device().str(), input.device().str());
+  TRIDENT_CHECK(p.output_h > 0 && p.output_w > 0, "{}: output size must be positive, got {}x{}", caller, p.output_h,
+                p.output_w);
+  TRIDENT_CHECK(std::isfinite(p.spatial_scale) && p.spatial_scale > 0,
+                "{}: spatial_scale must be positive and finite, got {}", caller, p.spatial_scale);
+  if (rois.size(0) == 0) return;
+  TRIDENT_CHECK(input.size(2) > 0 && input.size(3) > 0, "{}: input {} has an empty spatial size", caller,
+                shape_of(input));
+  validate_boxes(rois.narrow(1, 1, 4), caller, "rois[:, 1:5]");
+  const auto b = rois.select(1, 0);
+  const auto bad = (b != b.floor()) | (b < 0) | (b >= static_cast<double>(input.size(0)));
+  if (bad.any().item<bool>()) {
+    const int64_t i = bad.nonzero().select(1, 0)[0].item<int64_t>();
+    trident::fail("{}: rois[{}, 0] = {} is not a batch index of input {} (an integer in [0, {}))", caller, i,
+                  b[i].item<double>(), shape_of(input), input.size(0));
+  }
+}
+
+}  // namespace detail
+
+/// RoIAlign of `rois` [K, 5] (batch index, x1, y1, x2, y2 in image coordinates) over `input` [N, C, H, W]:
+/// returns [K, C, output_h, output_w]. `rois` is cast to the input's dtype. Half and bfloat16 inputs are pooled
+/// in float32 on the CPU.
+inline at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, std::array<int64_t, 2> output_size,
+                            double spatial_scale = 1.0, int64_t sampling_ratio = -1, bool aligned = false) {
+  const RoiAlignParams p{output_size[0], output_size[1], spatial_scale, sampling_ratio, aligned};
+  detail::check_roi_align_inputs(input, rois, p);
+  if (input.device().is_cpu()) {
+    const bool reduced = input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16;
+    const auto in = reduced ? input.to(at::kFloat) : input;
+    const auto r = rois.to(in.scalar_type());
+    auto out = detail::RoiAlignCpuFunction::apply(in, r, p.output_h, p.output_w, p.spatial_scale, p.sampling_ratio,
+                                                  p.aligned);
+    return reduced ? out.to(input.scalar_type()) : out;
+  }
+  return detail::roi_align_tensor_path(input, rois.to(input.scalar_type()), p);
+}
+
+/// Per-image boxes [K_i, 4] -> rois [sum K_i, 5] with the image index in column 0.
+inline at::Tensor boxes_to_rois(const std::vector<at::Tensor>& boxes) {
+  TRIDENT_CHECK(!boxes.empty(), "trident::ops::boxes_to_rois: the list of per-image boxes is empty");
+  std::vector<at::Tensor> rows;
+  rows.reserve(boxes.size());
+  for (size_t i = 0; i < boxes.size(); ++i) {
+    check_box_shape(boxes[i], "trident::ops::boxes_to_rois", fmt::format("boxes[{}]", i));
+    const auto index = at::full({boxes[i].size(0), 1}, static_cast<double>(i), boxes[i].options());
+    rows.push_back(at::cat({index, boxes[i]}, 1));
+  }
+  return at::cat(rows, 0);
+}
+
+/// RoIAlign of per-image boxes (torchvision's List[Tensor[K_i, 4]] form).
+inline at::Tensor roi_align(const at::Tensor& input, const std::vector<at::Tensor>& boxes,
+                            std::array<int64_t, 2> output_size, double spatial_scale = 1.0,
+                            int64_t sampling_ratio = -1, bool aligned = false) {
+  return roi_align(input, boxes_to_rois(boxes), output_size, spatial_scale, sampling_ratio, aligned);
+}
+
+}  // namespace trident::ops

@@ -1,0 +1,12 @@
+#pragma once
+/// \file trident/trident.hpp
+/// Everything commonly needed from trident, through cheap headers only (no <torch/torch.h>).
+
+#include <trident/config.hpp>
+#include <trident/core/threads.hpp>
+#include <trident/ops/anchors.hpp>
+#include <trident/ops/box_coder.hpp>
+#include <trident/ops/boxes.hpp>
+#include <trident/ops/nms.hpp>
+#include <trident/ops/roi_align.hpp>
+#include <trident/roi/pooler.hpp>

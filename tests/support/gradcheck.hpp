@@ -1,0 +1,48 @@
+#pragma once
+// A numerical gradient checker reused by every differentiable piece of trident (ops, losses, layers):
+// compares autograd's gradient of sum(f(x) * w) for a random weight w with central differences in double.
+#include <trident/config.hpp>
+
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/randn_like.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <functional>
+
+namespace trident::test {
+
+struct GradcheckResult {
+  double max_abs_error = 0;  ///< max |analytic - numeric|
+  double max_abs_grad = 0;   ///< max |numeric|, for scale
+};
+
+/// f maps a double tensor to a tensor. x must be a double tensor; eps the finite-difference step.
+inline GradcheckResult gradcheck(const std::function<at::Tensor(const at::Tensor&)>& f, const at::Tensor& x,
+                                 double eps = 1e-6) {
+  TRIDENT_CHECK(x.scalar_type() == at::kDouble, "gradcheck: x must be double, got {}",
+                std::string(c10::toString(x.scalar_type())));
+  auto xv = x.detach().clone().requires_grad_(true);
+  const auto y0 = f(xv);
+  const auto w = at::randn_like(y0.detach());
+  const auto analytic = torch::autograd::grad({(y0 * w).sum()}, {xv})[0].detach();
+  auto numeric = at::zeros_like(x);
+  auto xd = x.detach().clone().contiguous();
+  auto flat = xd.view({-1});
+  auto num_flat = numeric.view({-1});
+  {
+    at::NoGradGuard no_grad;
+    for (int64_t i = 0; i < flat.numel(); ++i) {
+      const double orig = flat[i].item<double>();
+      flat[i] = orig + eps;
+      const double up = (f(xd) * w).sum().item<double>();
+      flat[i] = orig - eps;
+      const double down = (f(xd) * w).sum().item<double>();
+      flat[i] = orig;
+      num_flat[i] = (up - down) / (2 * eps);
+    }
+  }
+  return {(analytic - numeric).abs().max().item<double>(), numeric.abs().max().item<double>()};
+}
+
+}  // namespace trident::test

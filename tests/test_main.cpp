@@ -1,0 +1,11 @@
+// The doctest runner of trident's suite. Uses every core, as the library's programs do.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <trident/core/threads.hpp>
+
+int main(int argc, char** argv) {
+  trident::use_all_cores();
+  doctest::Context context(argc, argv);
+  return context.run();
+}

@@ -1,0 +1,62 @@
+// NMS and batched NMS against torchvision, on the CPU kernel and on the any-device tensor path.
+#include "support/fixtures.hpp"
+
+#include <trident/ops/nms.hpp>
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/tensor.h>
+
+using namespace trident;
+using trident::test::Fixture;
+
+namespace {
+// The path other devices take, forced on the CPU so that CI checks it.
+at::Tensor nms_tensor_path(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& groups, double t) {
+  return ops::detail::nms_impl(boxes, scores, groups, t, /*force_tensor_path=*/true);
+}
+}  // namespace
+
+TEST_CASE("nms and batched_nms match torchvision, including tied scores") {
+  const Fixture f("nms.pt");
+  for (const std::string key : {"03", "05", "07"}) {
+    const double t = std::stod("0." + key.substr(1));
+    CAPTURE(t);
+    TRIDENT_CHECK_EQUAL(ops::nms(f["boxes"], f["scores"], t), f["keep_" + key]);
+    TRIDENT_CHECK_EQUAL(ops::batched_nms(f["boxes"], f["scores"], f["classes"], t), f["batched_keep_" + key]);
+    TRIDENT_CHECK_EQUAL(nms_tensor_path(f["boxes"], f["scores"], at::Tensor(), t), f["keep_" + key]);
+    TRIDENT_CHECK_EQUAL(nms_tensor_path(f["boxes"], f["scores"], f["classes"], t), f["batched_keep_" + key]);
+  }
+  // IoU exactly equal to the threshold survives; equal scores keep their input order.
+  TRIDENT_CHECK_EQUAL(ops::nms(f["edge_boxes"], f["edge_scores"], 0.5), f["edge_keep"]);
+  TRIDENT_CHECK_EQUAL(nms_tensor_path(f["edge_boxes"], f["edge_scores"], at::Tensor(), 0.5), f["edge_keep"]);
+  // Large coordinates in double.
+  TRIDENT_CHECK_EQUAL(ops::batched_nms(f["big_boxes"], f["scores"].to(at::kDouble), f["classes"], 0.5), f["big_keep"]);
+}
+
+TEST_CASE("nms: hand-made cases") {
+  // Box 1 overlaps box 0 with IoU 0.81 (suppressed at 0.5); box 2 is disjoint.
+  const auto boxes = at::tensor({0.f, 0.f, 10.f, 10.f, 0.f, 0.f, 9.f, 9.f, 20.f, 20.f, 30.f, 30.f}).view({3, 4});
+  const auto scores = at::tensor({0.5f, 0.9f, 0.1f});
+  TRIDENT_CHECK_EQUAL(ops::nms(boxes, scores, 0.5), at::tensor({1, 2}, at::kLong));
+  TRIDENT_CHECK_EQUAL(ops::nms(boxes, scores, 0.9), at::tensor({1, 0, 2}, at::kLong));
+  // Different classes never suppress each other.
+  TRIDENT_CHECK_EQUAL(ops::batched_nms(boxes, scores, at::tensor({0, 1, 0}, at::kLong), 0.5),
+                      at::tensor({1, 0, 2}, at::kLong));
+  // Empty input: empty int64 result.
+  const auto none = ops::nms(at::empty({0, 4}), at::empty({0}), 0.5);
+  CHECK(none.numel() == 0);
+  CHECK((none.scalar_type() == at::kLong));  // ScalarType is compared undecomposed
+}
+
+TEST_CASE("nms rejects malformed input with a clear message") {
+  const auto boxes = at::tensor({0.f, 0.f, 10.f, 10.f, 0.f, 0.f, 9.f, 9.f}).view({2, 4});
+  CHECK_THROWS_WITH_AS(ops::nms(boxes, at::tensor({0.5f}), 0.5), doctest::Contains("scores must be a [N] tensor"),
+                       trident::Error);
+  CHECK_THROWS_WITH_AS(ops::nms(boxes, at::tensor({0.5f, std::nanf("")}), 0.5), doctest::Contains("NaN"),
+                       trident::Error);
+  const auto inverted = at::tensor({0.f, 0.f, 10.f, 10.f, 5.f, 0.f, 1.f, 9.f}).view({2, 4});
+  CHECK_THROWS_WITH_AS(ops::nms(inverted, at::tensor({0.5f, 0.4f}), 0.5), doctest::Contains("boxes[1]"),
+                       trident::Error);
+  CHECK_THROWS_WITH_AS(ops::batched_nms(boxes, at::tensor({0.5f, 0.4f}), at::tensor({0.f, 1.f}), 0.5),
+                       doctest::Contains("idxs must be an integer tensor"), trident::Error);
+}

@@ -1,0 +1,134 @@
+// RoIAlign forward and backward against torchvision, numerical gradients, the any-device tensor path, the
+// RoiAlignPooler policy and the documented errors.
+#include "support/fixtures.hpp"
+#include "support/gradcheck.hpp"
+
+#include <trident/ops/roi_align.hpp>
+#include <trident/roi/pooler.hpp>
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/rand.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/tensor.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <sstream>
+
+using namespace trident;
+using trident::test::Fixture;
+
+namespace {
+
+struct Case {
+  at::Tensor input, rois, output, grad_output, grad_input;
+  ops::RoiAlignParams params;
+};
+
+Case load_case(const Fixture& f, const std::string& name) {
+  const auto p = f[name + "_params"];
+  return {f[name + "_input"], f[name + "_rois"], f[name + "_output"], f[name + "_grad_output"], f[name + "_grad_input"],
+          ops::RoiAlignParams{static_cast<int64_t>(p[0].item<double>()), static_cast<int64_t>(p[1].item<double>()),
+                              p[2].item<double>(), static_cast<int64_t>(p[3].item<double>()), p[4].item<double>() != 0}};
+}
+
+std::vector<std::string> case_names(const Fixture& f) {
+  const auto chars = f["cases"];
+  std::string all(chars.data_ptr<uint8_t>(), chars.data_ptr<uint8_t>() + chars.numel());
+  std::vector<std::string> names;
+  std::stringstream ss(all);
+  for (std::string n; std::getline(ss, n, ',');) names.push_back(n);
+  return names;
+}
+
+// Forward through `pool`, backward with the fixture's grad_output; returns (output, grad_input).
+template <typename Pool>
+std::pair<at::Tensor, at::Tensor> run(const Case& c, Pool&& pool) {
+  auto x = c.input.clone().requires_grad_(true);
+  const auto y = pool(x, c.rois, c.params);
+  const auto g = torch::autograd::grad({y}, {x}, {c.grad_output})[0];
+  return {y.detach(), g};
+}
+
+at::Tensor cpu_kernel(const at::Tensor& x, const at::Tensor& rois, const ops::RoiAlignParams& p) {
+  return ops::roi_align(x, rois, {p.output_h, p.output_w}, p.spatial_scale, p.sampling_ratio, p.aligned);
+}
+at::Tensor tensor_path(const at::Tensor& x, const at::Tensor& rois, const ops::RoiAlignParams& p) {
+  return ops::detail::roi_align_tensor_path(x, rois, p);
+}
+
+}  // namespace
+
+TEST_CASE("roi_align forward and backward match torchvision to 1e-5 on both paths") {
+  const Fixture f("roi_align.pt");
+  const auto names = case_names(f);
+  REQUIRE(names.size() == 7);
+  for (const auto& name : names) {
+    CAPTURE(name);
+    const auto c = load_case(f, name);
+    const auto [y, g] = run(c, cpu_kernel);
+    TRIDENT_CHECK_CLOSE(y, c.output, 1e-5);
+    TRIDENT_CHECK_CLOSE(g, c.grad_input, 1e-5);
+    const auto [yt, gt] = run(c, tensor_path);
+    TRIDENT_CHECK_CLOSE(yt, c.output, 1e-5);
+    TRIDENT_CHECK_CLOSE(gt, c.grad_input, 1e-5);
+  }
+}
+
+TEST_CASE("roi_align gradient equals central differences (double)") {
+  const Fixture f("roi_align.pt");
+  for (const std::string name : {"adaptive", "half_scale_sr2_aligned", "stride16_24x8"}) {
+    CAPTURE(name);
+    const auto c = load_case(f, name);
+    const auto x = c.input.to(at::kDouble);
+    const auto rois = c.rois.to(at::kDouble);
+    for (auto pool : {&cpu_kernel, &tensor_path}) {
+      const auto r = test::gradcheck([&](const at::Tensor& v) { return pool(v, rois, c.params); }, x);
+      CHECK(r.max_abs_grad > 0.1);  // the check is not vacuous
+      CHECK(r.max_abs_error < 1e-7);
+    }
+  }
+}
+
+TEST_CASE("roi_align: hand-computed bilinear value, list-of-boxes form and RoiAlignPooler<24, 8>") {
+  // A 1x1x2x2 ramp; one sample (sampling_ratio 1) at the centre of the box [0.5, 0.5, 1.5, 1.5] -> (1, 1),
+  // which is the corner shared by the four pixels clamped to the last row/column: value of pixel (1, 1).
+  const auto x = at::tensor({0.f, 1.f, 2.f, 3.f}).view({1, 1, 2, 2});
+  const auto y = ops::roi_align(x, at::tensor({0.f, 0.25f, 0.25f, 0.75f, 0.75f}).view({1, 5}), {1, 1}, 1.0, 1, false);
+  // Unaligned, a 0.5-wide box is widened to 1 cell: sample at (0.25 + 0.5, 0.25 + 0.5) = (0.75, 0.75).
+  CHECK(y.item<float>() == doctest::Approx(0.75 * 2 + 0.75 * 1));
+
+  const auto features = at::randn({2, 16, 20, 12});
+  const std::vector<at::Tensor> boxes{at::tensor({10.f, 20.f, 90.f, 300.f}).view({1, 4}),
+                                      at::tensor({0.f, 0.f, 150.f, 310.f, 30.f, 40.f, 60.f, 100.f}).view({2, 4})};
+  const roi::RoiAlignPooler<24, 8> pooler;
+  const auto pooled = pooler(features, boxes);
+  CHECK(pooled.sizes() == at::IntArrayRef({3, 16, 24, 8}));
+  const auto rois = ops::boxes_to_rois(boxes);
+  TRIDENT_CHECK_CLOSE(rois.select(1, 0), at::tensor({0.f, 1.f, 1.f}), 0.0);
+  TRIDENT_CHECK_CLOSE(pooled, ops::roi_align(features, rois, {24, 8}, 1.0 / 16, 2, false), 0.0);
+  static_assert(roi::RoiAlignPooler<24, 8>::output_height == 24 && roi::RoiAlignPooler<24, 8>::output_width == 8);
+}
+
+TEST_CASE("roi_align: reduced precision, empty input and errors") {
+  const auto x = at::randn({1, 3, 8, 8});
+  const auto rois = at::tensor({0.f, 1.f, 1.f, 6.f, 5.f}).view({1, 5});
+  const auto ref = ops::roi_align(x, rois, {2, 2});
+  const auto half = ops::roi_align(x.to(at::kBFloat16), rois, {2, 2});
+  CHECK((half.scalar_type() == at::kBFloat16));  // ScalarType is compared undecomposed
+  CHECK(test::max_abs_diff(half, ref) < 0.05);
+  CHECK(ops::roi_align(x, at::empty({0, 5}), {4, 2}).sizes() == at::IntArrayRef({0, 3, 4, 2}));
+
+  CHECK_THROWS_WITH_AS(ops::roi_align(x, at::zeros({2, 4}), {2, 2}),
+                       "trident::ops::roi_align: rois must be a [K, 5] tensor (batch index, x1, y1, x2, y2), got [2, 4]",
+                       trident::Error);
+  CHECK_THROWS_WITH_AS(ops::roi_align(x, at::tensor({1.f, 1.f, 1.f, 6.f, 5.f}).view({1, 5}), {2, 2}),
+                       doctest::Contains("rois[0, 0] = 1 is not a batch index"), trident::Error);
+  CHECK_THROWS_WITH_AS(ops::roi_align(x, at::tensor({0.f, 1.f, std::nanf(""), 6.f, 5.f}).view({1, 5}), {2, 2}),
+                       doctest::Contains("is not finite"), trident::Error);
+  CHECK_THROWS_WITH_AS(ops::roi_align(x, at::tensor({0.f, 7.f, 1.f, 6.f, 5.f}).view({1, 5}), {2, 2}),
+                       doctest::Contains("x2 < x1"), trident::Error);
+  CHECK_THROWS_WITH_AS(ops::roi_align(x, rois, {0, 2}), doctest::Contains("output size must be positive"),
+                       trident::Error);
+  CHECK_THROWS_WITH_AS(ops::roi_align(x[0], rois, {2, 2}), doctest::Contains("input must be a [N, C, H, W] tensor"),
+                       trident::Error);
+}
