@@ -1,0 +1,157 @@
+#pragma once
+/// \file trident/detector/rpn.hpp
+/// The region proposal network of Faster R-CNN on conv4 (stride 16), with the settings of the reference
+/// codebases the paper follows ("[3]", NAE; SeqNet alike): 15 anchors per cell, IoU >= 0.7 positive and
+/// < 0.3 negative (each person also keeps its best anchors), 256 anchors per image at half positives,
+/// smooth-L1 (beta 1/9) and binary cross-entropy losses, and proposals from the top 12000 / 6000 anchors
+/// (train / test) through NMS at 0.7, keeping 2000 / 300.
+
+#include <trident/core/types.hpp>
+#include <trident/detector/matching.hpp>
+#include <trident/ops/anchors.hpp>
+#include <trident/ops/box_coder.hpp>
+#include <trident/ops/nms.hpp>
+
+#include <ATen/ops/binary_cross_entropy_with_logits.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/relu.h>
+#include <ATen/ops/smooth_l1_loss.h>
+#include <ATen/ops/topk.h>
+#include <torch/nn/init.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/pimpl.h>
+
+#include <vector>
+
+namespace trident::detector {
+
+struct RpnOptions {
+  ops::AnchorGenerator anchors{};
+  int64_t pre_nms_top_n_train = 12000;
+  int64_t post_nms_top_n_train = 2000;
+  int64_t pre_nms_top_n_test = 6000;
+  int64_t post_nms_top_n_test = 300;
+  double nms_threshold = 0.7;
+  double fg_iou_threshold = 0.7;
+  double bg_iou_threshold = 0.3;
+  int64_t batch_size_per_image = 256;
+  double positive_fraction = 0.5;
+  double min_size = 1e-3;     ///< proposals smaller than this (pixels) are dropped
+  double score_threshold = 0.0;
+};
+
+/// The RPN's output: per-image proposals (detached, xyxy, clipped) with their objectness probability, and
+/// in training the two losses.
+struct RpnOutput {
+  std::vector<at::Tensor> proposals;
+  std::vector<at::Tensor> scores;
+  at::Tensor loss_objectness;  ///< rpn_cls; undefined in evaluation
+  at::Tensor loss_box;         ///< rpn_reg; undefined in evaluation
+};
+
+class RegionProposalNetworkImpl : public torch::nn::Module {
+ public:
+  RegionProposalNetworkImpl(int64_t in_channels, RpnOptions options) : options_(std::move(options)) {
+    TRIDENT_CHECK(in_channels > 0, "trident::detector::RegionProposalNetwork: in_channels must be positive, got {}",
+                  in_channels);
+    const int64_t a = options_.anchors.num_anchors_per_location();
+    conv_ = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, in_channels, 3).padding(1)));
+    cls_logits_ = register_module("cls_logits", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, a, 1)));
+    bbox_pred_ = register_module("bbox_pred", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, 4 * a, 1)));
+    for (auto* conv : {&conv_, &cls_logits_, &bbox_pred_}) {
+      torch::nn::init::normal_((*conv)->weight, 0.0, 0.01);
+      torch::nn::init::zeros_((*conv)->bias);
+    }
+  }
+
+  const RpnOptions& options() const { return options_; }
+
+  /// features [B, C, H, W] of the padded batch; `sizes` each image's unpadded size; `targets` required in
+  /// training (one per image).
+  RpnOutput forward(const at::Tensor& features, const std::vector<ImageSize>& sizes,
+                    const std::vector<Target>* targets = nullptr) {
+    TRIDENT_CHECK(features.dim() == 4 && features.size(0) == static_cast<int64_t>(sizes.size()),
+                  "trident::detector::RegionProposalNetwork: features {} must be [B, C, H, W] with B = {} image sizes",
+                  shape_of(features), sizes.size());
+    const int64_t batch = features.size(0), a = options_.anchors.num_anchors_per_location();
+    const auto hidden = at::relu(conv_->forward(features));
+    // [B, A, H, W] -> [B, H*W*A], anchor order (cell, anchor) as AnchorGenerator lays them out.
+    const auto objectness = cls_logits_->forward(hidden).permute({0, 2, 3, 1}).reshape({batch, -1});
+    const auto deltas = bbox_pred_->forward(hidden)
+                            .view({batch, a, 4, features.size(2), features.size(3)})
+                            .permute({0, 3, 4, 1, 2})
+                            .reshape({batch, -1, 4});
+    const auto anchors = options_.anchors(features).to(deltas.scalar_type());
+    const ops::BoxCoder coder({1.0, 1.0, 1.0, 1.0});
+
+    RpnOutput out;
+    const bool train = is_training();
+    const int64_t pre_n = train ? options_.pre_nms_top_n_train : options_.pre_nms_top_n_test;
+    const int64_t post_n = train ? options_.post_nms_top_n_train : options_.post_nms_top_n_test;
+    {
+      const auto obj = objectness.detach();
+      const auto del = deltas.detach();
+      for (int64_t i = 0; i < batch; ++i) {
+        const int64_t k = std::min(pre_n, obj.size(1));
+        const auto top = std::get<1>(obj[i].topk(k));
+        const auto boxes = coder.decode(del[i].index_select(0, top), anchors.index_select(0, top));
+        auto clipped = ops::clip_boxes_to_image(boxes, sizes[i][0], sizes[i][1]);
+        auto probs = obj[i].index_select(0, top).sigmoid();
+        auto keep = ops::remove_small_boxes(clipped, options_.min_size);
+        clipped = clipped.index_select(0, keep);
+        probs = probs.index_select(0, keep);
+        keep = (probs >= options_.score_threshold).nonzero().select(1, 0);
+        clipped = clipped.index_select(0, keep);
+        probs = probs.index_select(0, keep);
+        keep = ops::nms(clipped, probs, options_.nms_threshold);
+        keep = keep.narrow(0, 0, std::min(post_n, keep.size(0)));
+        out.proposals.push_back(clipped.index_select(0, keep));
+        out.scores.push_back(probs.index_select(0, keep));
+      }
+    }
+    if (!train) return out;
+
+    TRIDENT_CHECK(targets != nullptr && static_cast<int64_t>(targets->size()) == batch,
+                  "trident::detector::RegionProposalNetwork: training needs one Target per image ({}), got {}", batch,
+                  targets ? targets->size() : 0);
+    std::vector<at::Tensor> sampled_pos, sampled_all, all_labels, all_targets;
+    const int64_t per_image = anchors.size(0);
+    for (int64_t i = 0; i < batch; ++i) {
+      const auto& gt = (*targets)[i].boxes.to(anchors.scalar_type());
+      at::Tensor labels, regression;
+      if (gt.size(0) == 0) {
+        labels = at::zeros({per_image}, anchors.options());
+        regression = at::zeros_like(anchors);
+      } else {
+        const auto matches = match_proposals(ops::box_iou(gt, anchors), options_.fg_iou_threshold,
+                                             options_.bg_iou_threshold, /*allow_low_quality_matches=*/true);
+        labels = (matches >= 0).to(anchors.scalar_type());
+        labels.masked_fill_(matches == between_thresholds, -1.0);
+        regression = coder.encode(gt.index_select(0, matches.clamp_min(0)), anchors);
+      }
+      const auto [pos, neg] = sample_balanced(labels, options_.batch_size_per_image, options_.positive_fraction);
+      sampled_pos.push_back(pos + i * per_image);
+      sampled_all.push_back(at::cat({pos, neg}) + i * per_image);
+      all_labels.push_back(labels);
+      all_targets.push_back(regression);
+    }
+    const auto pos = at::cat(sampled_pos), all = at::cat(sampled_all);
+    const auto labels = at::cat(all_labels), regression = at::cat(all_targets);
+    const auto flat_deltas = deltas.reshape({-1, 4}), flat_obj = objectness.reshape({-1});
+    out.loss_box = at::smooth_l1_loss(flat_deltas.index_select(0, pos), regression.index_select(0, pos),
+                                      at::Reduction::Sum, 1.0 / 9.0) /
+                   std::max<int64_t>(all.size(0), 1);
+    out.loss_objectness =
+        at::binary_cross_entropy_with_logits(flat_obj.index_select(0, all), labels.index_select(0, all));
+    return out;
+  }
+
+ private:
+  RpnOptions options_;
+  torch::nn::Conv2d conv_{nullptr}, cls_logits_{nullptr}, bbox_pred_{nullptr};
+};
+
+TORCH_MODULE(RegionProposalNetwork);
+
+}  // namespace trident::detector
