@@ -1,0 +1,46 @@
+#pragma once
+/// \file trident/branches/context.hpp
+/// What the model hands to its task branches for one set of RoIs: the pooled features at both scales, the
+/// detection head's outputs (from which every branch reads the confidence alpha) and, in training, the
+/// sampled proposals' labels.
+
+#include <trident/core/types.hpp>
+#include <trident/detector/roi_sampler.hpp>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace trident::branches {
+
+/// Channel widths a branch is built for (from the backbone policy) and the number of labeled identities.
+struct BranchSetup {
+  int64_t stem_channels = 1024;  ///< channels of g-hat, the proposal head's input (conv4)
+  int64_t head_channels = 2048;  ///< channels of g, the proposal head's output (conv5)
+  int64_t num_identities = 0;    ///< rows of the re-id look-up table (0 when no branch needs it)
+};
+
+/// The detection branch's outputs for every RoI; alpha is what AGWF scales the other branches' losses with.
+struct DetectionOutputs {
+  at::Tensor logits;  ///< [K, 2] background / person
+  at::Tensor alpha;   ///< [K] person probability p_i1, in the graph
+  at::Tensor deltas;  ///< [K, 4] box regression (BoxCoder weights 10, 10, 5, 5)
+};
+
+/// One set of RoIs with their features. Rows are RoIs, concatenated over images in image order.
+struct RoiContext {
+  std::vector<at::Tensor> boxes;  ///< per image [k_i, 4], the RoIs in batch-image coordinates
+  at::Tensor pooled;              ///< [K, C4, H, W] RoIAlign output on conv4 (H x W: the pooler's size)
+  at::Tensor g_hat;               ///< [K, C4] pooled pooled: the proposal head's input feature, g-hat
+  at::Tensor g_map;               ///< [K, C5, H/2, W/2] the proposal head's output map
+  at::Tensor g;                   ///< [K, C5] g_map pooled: the proposal head's output feature, g
+  DetectionOutputs detection;     ///< set by the detection branch before any other branch runs
+  const detector::SampledProposals* sampled = nullptr;  ///< training: labels of the RoIs; else nullptr
+
+  int64_t size() const { return g.size(0); }
+};
+
+/// Per-RoI inference outputs of the branches, by name ("embedding", ...), rows aligned with the RoIs.
+using RoiOutputs = std::map<std::string, at::Tensor>;
+
+}  // namespace trident::branches

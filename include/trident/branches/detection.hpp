@@ -1,0 +1,61 @@
+#pragma once
+/// \file trident/branches/detection.hpp
+/// The detection branch (Section 4, Figure 2, red): person/background classification from both scales of the
+/// proposal feature — foreground classifiers without bias on g-hat and on g, whose logits add up — and box
+/// regression from g. Its person probability p_i1 is the confidence alpha_i that AGWF hands to the other
+/// branches. Losses: det_cls (cross-entropy over all sampled RoIs) and det_reg (smooth-L1, beta 1/9, over the
+/// foreground RoIs, normalised by the number of sampled RoIs, as torchvision's Fast R-CNN loss).
+
+#include <trident/branches/concepts.hpp>
+#include <trident/ops/box_coder.hpp>
+
+#include <ATen/ops/cross_entropy_loss.h>
+#include <ATen/ops/smooth_l1_loss.h>
+#include <ATen/ops/softmax.h>
+#include <torch/nn/init.h>
+#include <torch/nn/modules/linear.h>
+
+namespace trident::branches {
+
+class DetectionBranch : public torch::nn::Module {
+ public:
+  static constexpr std::string_view name = "det";
+
+  explicit DetectionBranch(const BranchSetup& setup) {
+    cls_hat_ = register_module("cls_hat", torch::nn::Linear(torch::nn::LinearOptions(setup.stem_channels, 2).bias(false)));
+    cls_ = register_module("cls", torch::nn::Linear(torch::nn::LinearOptions(setup.head_channels, 2).bias(false)));
+    bbox_ = register_module("bbox_pred", torch::nn::Linear(setup.head_channels, 4));
+    for (auto* l : {&cls_hat_, &cls_, &bbox_}) torch::nn::init::normal_((*l)->weight, 0.0, 0.01);
+    torch::nn::init::zeros_(bbox_->bias);
+  }
+
+  DetectionOutputs detect(const RoiContext& ctx) {
+    DetectionOutputs out;
+    out.logits = cls_hat_->forward(ctx.g_hat) + cls_->forward(ctx.g);
+    out.alpha = at::softmax(out.logits, 1).select(1, 1);
+    out.deltas = bbox_->forward(ctx.g);
+    return out;
+  }
+
+  template <class Weighting, losses::ConfidenceGradient C>
+  void add_losses(const RoiContext& ctx, LossMap& losses) {
+    TRIDENT_CHECK(ctx.sampled != nullptr, "trident::branches::DetectionBranch: training needs sampled proposals");
+    const auto fg = ctx.sampled->is_foreground();
+    const auto& d = ctx.detection;
+    losses.add("det_cls", at::cross_entropy_loss(d.logits, fg.to(at::kLong)));
+    const auto fg_idx = fg.nonzero().select(1, 0);
+    const auto reg = at::smooth_l1_loss(d.deltas.index_select(0, fg_idx),
+                                        ctx.sampled->regression_targets.index_select(0, fg_idx).to(d.deltas.scalar_type()),
+                                        at::Reduction::Sum, 1.0 / 9.0);
+    losses.add("det_reg", reg / std::max<int64_t>(ctx.size(), 1));
+  }
+
+  /// Per RoI: "score" (alpha) and "boxes" (the RoIs refined by the regression, not clipped).
+  void infer(const RoiContext& ctx, RoiOutputs& outputs) {
+    const auto& d = ctx.detection;
+    outputs["score"] = d.alpha;
+    outputs["boxes"] = ops::BoxCoder().decode(d.deltas, at::cat(ctx.boxes));
+  }
+};
+
+}  // namespace trident::branches
