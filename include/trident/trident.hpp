@@ -3,7 +3,11 @@
 /// Everything commonly needed from trident, through cheap headers only (no <torch/torch.h>).
 
 #include <trident/config.hpp>
+#include <trident/core/identity.hpp>
 #include <trident/core/threads.hpp>
+#include <trident/losses/part.hpp>
+#include <trident/losses/reid.hpp>
+#include <trident/losses/weighting.hpp>
 #include <trident/ops/anchors.hpp>
 #include <trident/ops/box_coder.hpp>
 #include <trident/ops/boxes.hpp>
