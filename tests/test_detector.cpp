@@ -79,7 +79,7 @@ TEST_CASE("RegionProposalNetwork: shapes, bounds, losses and gradients") {
 TEST_CASE("sample_proposals: ground truth added, pids inherited, background marked, targets encoded") {
   at::manual_seed(1);
   const auto gt = at::tensor({10.f, 10.f, 50.f, 110.f, 100.f, 20.f, 130.f, 90.f}).view({2, 4});
-  const std::vector<Target> targets{{gt, at::tensor(std::vector<int64_t>{7, unlabeled_pid})}};
+  const std::vector<Target> targets{{gt, at::tensor(std::vector<int64_t>{7, unlabeled_identity})}};
   // 300 random proposals: most are background.
   const auto xy = at::rand({300, 2}) * 150;
   const auto proposals = at::cat({xy, xy + 5 + at::rand({300, 2}) * 60}, 1);
@@ -92,10 +92,10 @@ TEST_CASE("sample_proposals: ground truth added, pids inherited, background mark
   CHECK(fg.sum().item<int64_t>() <= 64);
   const auto iou = std::get<0>(ops::box_iou(s.boxes[0], gt).max(1));
   TRIDENT_CHECK_EQUAL(fg, iou >= 0.5);
-  // Foreground pids come from the matched person; an unlabeled person's proposals keep unlabeled_pid.
+  // Foreground pids come from the matched person; an unlabeled person's proposals keep unlabeled_identity.
   const auto fg_pids = s.pids.index_select(0, fg.nonzero().select(1, 0));
-  CHECK((fg_pids.eq(7) | fg_pids.eq(unlabeled_pid)).all().item<bool>());
-  CHECK(s.pids.index_select(0, (~fg).nonzero().select(1, 0)).eq(detector::background_pid).all().item<bool>());
+  CHECK((fg_pids.eq(7) | fg_pids.eq(unlabeled_identity)).all().item<bool>());
+  CHECK(s.pids.index_select(0, (~fg).nonzero().select(1, 0)).eq(background_identity).all().item<bool>());
   // A ground-truth box sampled as its own proposal has zero regression targets.
   const auto own = (s.boxes[0] - s.matched_boxes).abs().sum(1).eq(0) & fg;
   CHECK(own.any().item<bool>());

@@ -3,6 +3,7 @@
 /// The values that travel between the stages of the network.
 
 #include <trident/config.hpp>
+#include <trident/core/identity.hpp>
 
 #include <array>
 #include <cstdint>
@@ -18,11 +19,8 @@ using ImageSize = std::array<int64_t, 2>;
 /// One image's annotations, in the coordinates of the (resized) batch image.
 struct Target {
   at::Tensor boxes;  ///< [n, 4] float, x1 y1 x2 y2
-  at::Tensor pids;   ///< [n] int64: identity index (a row of the look-up table) >= 0, or unlabeled_pid
+  at::Tensor pids;   ///< [n] int64: identity index (a row of the look-up table) >= 0, or unlabeled_identity
 };
-
-/// The pid of a person whose identity is not annotated.
-inline constexpr int64_t unlabeled_pid = -1;
 
 /// A batch of images, normalised and zero-padded to a common size (a multiple of 32).
 struct ImageBatch {

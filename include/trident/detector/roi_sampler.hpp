@@ -3,7 +3,7 @@
 /// Training-time selection of the proposals that the RoI head and the task branches learn from: ground-truth
 /// boxes are added to the proposals, each proposal is matched to a person (IoU >= 0.5) or called background
 /// (IoU < 0.5), and 128 per image are sampled with at most half positives. A foreground proposal inherits its
-/// person's pid (an identity, or unlabeled_pid); a background proposal gets background_pid.
+/// person's pid (an identity, or unlabeled_identity); a background proposal gets background_identity.
 
 #include <trident/core/types.hpp>
 #include <trident/detector/matching.hpp>
@@ -19,9 +19,6 @@
 
 namespace trident::detector {
 
-/// The pid given to proposals that match no person.
-inline constexpr int64_t background_pid = -2;
-
 struct RoiSamplerOptions {
   double fg_iou_threshold = 0.5;
   double bg_iou_threshold = 0.5;
@@ -34,10 +31,10 @@ struct RoiSamplerOptions {
 /// The sampled proposals of a batch, concatenated over images in image order.
 struct SampledProposals {
   std::vector<at::Tensor> boxes;   ///< per image [k_i, 4]
-  at::Tensor pids;                 ///< [K] int64: identity >= 0, unlabeled_pid or background_pid
+  at::Tensor pids;                 ///< [K] int64: identity >= 0, unlabeled_identity or background_identity
   at::Tensor matched_boxes;        ///< [K, 4] the matched person's box (own box for background)
   at::Tensor regression_targets;   ///< [K, 4] BoxCoder(weights) encoding of matched_boxes
-  at::Tensor is_foreground() const { return pids != background_pid; }
+  at::Tensor is_foreground() const { return pids != background_identity; }
 };
 
 inline SampledProposals sample_proposals(const std::vector<at::Tensor>& proposals, const std::vector<Target>& targets,
@@ -60,7 +57,7 @@ inline SampledProposals sample_proposals(const std::vector<at::Tensor>& proposal
     if (gt.size(0) == 0) {
       matched_idx = at::zeros({candidates.size(0)}, candidates.options().dtype(at::kLong));
       labels = at::zeros({candidates.size(0)}, candidates.options());
-      pid = at::full({candidates.size(0)}, background_pid, candidates.options().dtype(at::kLong));
+      pid = at::full({candidates.size(0)}, background_identity, candidates.options().dtype(at::kLong));
     } else {
       const auto matches = match_proposals(ops::box_iou(gt, candidates), options.fg_iou_threshold,
                                            options.bg_iou_threshold, /*allow_low_quality_matches=*/false);
@@ -68,7 +65,7 @@ inline SampledProposals sample_proposals(const std::vector<at::Tensor>& proposal
       labels = (matches >= 0).to(candidates.scalar_type());
       labels.masked_fill_(matches == between_thresholds, -1.0);
       pid = at::where(matches >= 0, t.pids.to(at::kLong).index_select(0, matched_idx),
-                      at::full_like(matches, background_pid));
+                      at::full_like(matches, background_identity));
     }
     const auto [pos, neg] = sample_balanced(labels, options.batch_size_per_image, options.positive_fraction);
     const auto chosen = std::get<0>(at::cat({pos, neg}).sort());
@@ -77,7 +74,7 @@ inline SampledProposals sample_proposals(const std::vector<at::Tensor>& proposal
     const auto p = pid.index_select(0, chosen);
     out.boxes.push_back(boxes);
     pids.push_back(p);
-    matched.push_back(at::where((p != background_pid).unsqueeze(1), own, boxes));
+    matched.push_back(at::where((p != background_identity).unsqueeze(1), own, boxes));
   }
   out.pids = at::cat(pids);
   out.matched_boxes = at::cat(matched);
