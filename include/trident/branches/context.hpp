@@ -6,6 +6,9 @@
 
 #include <trident/core/types.hpp>
 #include <trident/detector/roi_sampler.hpp>
+#include <trident/losses/part.hpp>
+#include <trident/losses/reid.hpp>
+#include <trident/memory/reid_memory.hpp>
 
 #include <map>
 #include <string>
@@ -13,11 +16,15 @@
 
 namespace trident::branches {
 
-/// Channel widths a branch is built for (from the backbone policy) and the number of labeled identities.
+/// What a branch is built from: the channel widths of the backbone policy and the runtime options of the
+/// paper's branches (temperatures, lambda, s_kappa, memory momentum; the paper's values by default). A custom
+/// branch reads what it needs and ignores the rest.
 struct BranchSetup {
   int64_t stem_channels = 1024;  ///< channels of g-hat, the proposal head's input (conv4)
   int64_t head_channels = 2048;  ///< channels of g, the proposal head's output (conv5)
-  int64_t num_identities = 0;    ///< rows of the re-id look-up table (0 when no branch needs it)
+  losses::ReidLossOptions reid_loss{};
+  memory::ReidMemoryOptions memory{};
+  losses::PartLossOptions part_loss{};
 };
 
 /// The detection branch's outputs for every RoI; alpha is what AGWF scales the other branches' losses with.

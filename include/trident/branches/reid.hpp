@@ -1,0 +1,78 @@
+#pragma once
+/// \file trident/branches/reid.hpp
+/// The re-identification branch (Section 4.2, Figure 2, blue). Two encoders, one fully connected layer each,
+/// map g-hat (C4) and g (C5) to EmbedDim features; their concatenation, L2-normalised, is the embedding x_i.
+/// Scores S_i are cosine similarities to the look-up table of identities and to the circular queue; the loss
+/// is L_re-id of Eq. (6) (losses/reid.hpp), AGWF-weighted by the detection confidence. After the loss, the
+/// batch updates the memory: labeled proposals their identity's row (OIM momentum), unlabeled and background
+/// proposals the queue. Logged losses: "id", "bin" and "un" (the latter already multiplied by lambda, so that the
+/// sum of the logged losses is Eq. (6)).
+
+#include <trident/branches/concepts.hpp>
+#include <trident/core/policies.hpp>
+#include <trident/losses/reid.hpp>
+#include <trident/memory/reid_memory.hpp>
+
+#include <ATen/ops/cat.h>
+#include <torch/nn/init.h>
+#include <torch/nn/modules/linear.h>
+
+#include <memory>
+
+namespace trident::branches {
+
+template <class Lut, class Queue, class Embed = EmbedDim<128>>
+class ReidBranch : public torch::nn::Module {
+  static_assert(is_size_tag_v<Lut, LutSize>, "ReidBranch<Lut, Queue, Embed>: Lut must be LutSize<N>");
+  static_assert(is_size_tag_v<Queue, QueueSize>, "ReidBranch<Lut, Queue, Embed>: Queue must be QueueSize<N>");
+  static_assert(is_size_tag_v<Embed, EmbedDim>, "ReidBranch<Lut, Queue, Embed>: Embed must be EmbedDim<N>");
+
+ public:
+  static constexpr std::string_view name = "reid";
+  static constexpr int64_t lut_size = Lut::value;
+  static constexpr int64_t queue_size = Queue::value;
+  static constexpr int64_t encoder_dim = Embed::value;
+  static constexpr int64_t embedding_dim = 2 * Embed::value;
+  using Memory = memory::ReidMemory<lut_size, queue_size, embedding_dim>;
+
+  explicit ReidBranch(const BranchSetup& setup) : options_(setup.reid_loss) {
+    encoder_hat_ = register_module("encoder_hat", torch::nn::Linear(setup.stem_channels, encoder_dim));
+    encoder_ = register_module("encoder", torch::nn::Linear(setup.head_channels, encoder_dim));
+    for (auto* l : {&encoder_hat_, &encoder_}) {
+      torch::nn::init::normal_((*l)->weight, 0.0, 0.01);
+      torch::nn::init::zeros_((*l)->bias);
+    }
+    memory_ = register_module("memory", std::make_shared<Memory>(setup.memory));
+  }
+
+  /// The embedding x_i: [K, 2 * EmbedDim], unit L2 norm.
+  at::Tensor embed(const RoiContext& ctx) {
+    const auto x = at::cat({encoder_hat_->forward(ctx.g_hat), encoder_->forward(ctx.g)}, 1);
+    return x / x.norm(2, {1}, /*keepdim=*/true).clamp_min(1e-12);
+  }
+
+  template <class Weighting, losses::ConfidenceGradient C>
+  void add_losses(const RoiContext& ctx, LossMap& out) {
+    TRIDENT_CHECK(ctx.sampled != nullptr, "trident::branches::ReidBranch: training needs sampled proposals");
+    const auto x = embed(ctx);
+    const auto& labels = ctx.sampled->pids;
+    const auto terms = losses::reid_loss<Weighting, C>(memory_->scores(x), labels, ctx.detection.alpha, lut_size,
+                                                       options_);
+    out.add("id", terms.id);
+    out.add("bin", terms.bin);
+    out.add("un", options_.lambda_unlabeled * terms.un);
+    memory_->update(x.detach(), labels);  // safe before backward(): scores() used a copy of the memory
+  }
+
+  void infer(const RoiContext& ctx, RoiOutputs& outputs) { outputs["embedding"] = embed(ctx); }
+
+  Memory& memory() { return *memory_; }
+  const losses::ReidLossOptions& options() const { return options_; }
+
+ private:
+  losses::ReidLossOptions options_;
+  torch::nn::Linear encoder_hat_{nullptr}, encoder_{nullptr};
+  std::shared_ptr<Memory> memory_;
+};
+
+}  // namespace trident::branches
