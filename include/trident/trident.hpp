@@ -2,6 +2,8 @@
 /// \file trident/trident.hpp
 /// Everything commonly needed from trident, through cheap headers only (no <torch/torch.h>).
 
+#include <trident/backbone/frozen_batch_norm.hpp>
+#include <trident/backbone/resnet.hpp>
 #include <trident/config.hpp>
 #include <trident/core/identity.hpp>
 #include <trident/core/threads.hpp>

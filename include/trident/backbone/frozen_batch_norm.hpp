@@ -1,0 +1,64 @@
+#pragma once
+/// \file trident/backbone/frozen_batch_norm.hpp
+/// FrozenBatchNorm2d: batch normalisation with fixed statistics and a fixed affine transform, as
+/// torchvision.ops.FrozenBatchNorm2d. Detection backbones use it because a detector's batches (one or two
+/// images) are far too small to estimate batch statistics; the ImageNet statistics are kept instead.
+///
+/// weight, bias, running_mean and running_var are buffers, not parameters: they load from a state dict and move
+/// with the module (to(), state dicts), but no optimiser sees them. The module behaves the same in train() and
+/// eval() mode:
+///   y = x * scale + shift,  scale = weight / sqrt(running_var + eps),  shift = bias - running_mean * scale
+
+#include <trident/config.hpp>
+
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <ostream>
+
+namespace trident::backbone {
+
+class FrozenBatchNorm2dImpl : public torch::nn::Module {
+ public:
+  /// num_features: the channel count C of the [N, C, H, W] input. eps = 1e-5 as torchvision.
+  explicit FrozenBatchNorm2dImpl(int64_t num_features, double eps = 1e-5) : num_features_(num_features), eps_(eps) {
+    TRIDENT_CHECK(num_features > 0, "trident::backbone::FrozenBatchNorm2d: num_features must be positive, got {}",
+                  num_features);
+    TRIDENT_CHECK(eps >= 0, "trident::backbone::FrozenBatchNorm2d: eps must be non-negative, got {}", eps);
+    weight = register_buffer("weight", at::ones({num_features}));
+    bias = register_buffer("bias", at::zeros({num_features}));
+    running_mean = register_buffer("running_mean", at::zeros({num_features}));
+    running_var = register_buffer("running_var", at::ones({num_features}));
+  }
+
+  /// x [N, C, H, W] -> [N, C, H, W].
+  at::Tensor forward(const at::Tensor& x) {
+    TRIDENT_CHECK(x.dim() == 4 && x.size(1) == num_features_,
+                  "trident::backbone::FrozenBatchNorm2d::forward: x must be [N, {}, H, W], got {}", num_features_,
+                  shape_of(x));
+    const auto scale = weight * (running_var + eps_).rsqrt();
+    const auto shift = bias - running_mean * scale;
+    return x * scale.reshape({1, -1, 1, 1}) + shift.reshape({1, -1, 1, 1});
+  }
+
+  int64_t num_features() const { return num_features_; }
+  double eps() const { return eps_; }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "trident::backbone::FrozenBatchNorm2d(" << num_features_ << ", eps=" << eps_ << ")";
+  }
+
+  at::Tensor weight, bias, running_mean, running_var;
+
+ private:
+  int64_t num_features_;
+  double eps_;
+};
+
+/// The module holder (a shared pointer to FrozenBatchNorm2dImpl), as LibTorch's own modules.
+TORCH_MODULE(FrozenBatchNorm2d);
+
+}  // namespace trident::backbone
