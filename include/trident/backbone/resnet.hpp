@@ -49,9 +49,9 @@ inline torch::nn::Conv2d conv(int64_t in_channels, int64_t out_channels, int64_t
 
 /// The projection shortcut (torchvision's `downsample`): conv1x1 with the block's stride, then batch norm.
 /// Empty (a null holder) when the block keeps both the channel count and the resolution.
-inline torch::nn::Sequential shortcut(int64_t in_channels, int64_t out_channels, int64_t stride) {
+inline torch::nn::Sequential shortcut(int64_t in_channels, int64_t out_channels, int64_t stride, BatchNormMode norm) {
   if (stride == 1 && in_channels == out_channels) return torch::nn::Sequential(nullptr);
-  return torch::nn::Sequential(conv(in_channels, out_channels, 1, stride), FrozenBatchNorm2d(out_channels));
+  return torch::nn::Sequential(conv(in_channels, out_channels, 1, stride), FrozenBatchNorm2d(out_channels, 1e-5, norm));
 }
 
 inline void check_block_arguments(const char* block, int64_t in_channels, int64_t planes, int64_t stride) {
@@ -67,15 +67,15 @@ class BottleneckImpl : public torch::nn::Module {
  public:
   static constexpr int64_t expansion = 4;
 
-  BottleneckImpl(int64_t in_channels, int64_t planes, int64_t stride = 1) {
+  BottleneckImpl(int64_t in_channels, int64_t planes, int64_t stride = 1, BatchNormMode norm = BatchNormMode::frozen) {
     detail::check_block_arguments("Bottleneck", in_channels, planes, stride);
     conv1 = register_module("conv1", detail::conv(in_channels, planes, 1, 1));
-    bn1 = register_module("bn1", FrozenBatchNorm2d(planes));
+    bn1 = register_module("bn1", FrozenBatchNorm2d(planes, 1e-5, norm));
     conv2 = register_module("conv2", detail::conv(planes, planes, 3, stride));
-    bn2 = register_module("bn2", FrozenBatchNorm2d(planes));
+    bn2 = register_module("bn2", FrozenBatchNorm2d(planes, 1e-5, norm));
     conv3 = register_module("conv3", detail::conv(planes, planes * expansion, 1, 1));
-    bn3 = register_module("bn3", FrozenBatchNorm2d(planes * expansion));
-    downsample = detail::shortcut(in_channels, planes * expansion, stride);
+    bn3 = register_module("bn3", FrozenBatchNorm2d(planes * expansion, 1e-5, norm));
+    downsample = detail::shortcut(in_channels, planes * expansion, stride, norm);
     if (downsample) register_module("downsample", downsample);
   }
 
@@ -98,13 +98,13 @@ class BasicBlockImpl : public torch::nn::Module {
  public:
   static constexpr int64_t expansion = 1;
 
-  BasicBlockImpl(int64_t in_channels, int64_t planes, int64_t stride = 1) {
+  BasicBlockImpl(int64_t in_channels, int64_t planes, int64_t stride = 1, BatchNormMode norm = BatchNormMode::frozen) {
     detail::check_block_arguments("BasicBlock", in_channels, planes, stride);
     conv1 = register_module("conv1", detail::conv(in_channels, planes, 3, stride));
-    bn1 = register_module("bn1", FrozenBatchNorm2d(planes));
+    bn1 = register_module("bn1", FrozenBatchNorm2d(planes, 1e-5, norm));
     conv2 = register_module("conv2", detail::conv(planes, planes, 3, 1));
-    bn2 = register_module("bn2", FrozenBatchNorm2d(planes));
-    downsample = detail::shortcut(in_channels, planes * expansion, stride);
+    bn2 = register_module("bn2", FrozenBatchNorm2d(planes, 1e-5, norm));
+    downsample = detail::shortcut(in_channels, planes * expansion, stride, norm);
     if (downsample) register_module("downsample", downsample);
   }
 
@@ -122,14 +122,14 @@ class BasicBlockImpl : public torch::nn::Module {
 TORCH_MODULE(BasicBlock);
 
 /// A residual block usable in ResNet<Block, ...>: a module holder (TORCH_MODULE) whose Impl declares
-/// `static constexpr int64_t expansion` and is constructible from (in_channels, planes, stride).
+/// `static constexpr int64_t expansion` and is constructible from (in_channels, planes, stride, BatchNormMode).
 template <class B>
 concept ResidualBlock = requires {
   typename B::Impl;
   { B::Impl::expansion } -> std::convertible_to<int64_t>;
 }
 &&std::derived_from<typename B::Impl, torch::nn::Module>&&
-    std::constructible_from<typename B::Impl, int64_t, int64_t, int64_t>;
+    std::constructible_from<typename B::Impl, int64_t, int64_t, int64_t, BatchNormMode>;
 
 /// What ResNetStemImpl / ResNetHeadImpl read from a policy (ResNet<...> satisfies it).
 template <class P>
@@ -147,11 +147,12 @@ namespace detail {
 /// torchvision's ResNet._make_layer: `blocks` blocks of `planes`, the first one strided (and projecting the
 /// shortcut when needed). `channels` enters as the stage's input width and leaves as its output width.
 template <ResidualBlock Block>
-torch::nn::Sequential make_stage(int64_t& channels, int64_t planes, int64_t blocks, int64_t stride) {
+torch::nn::Sequential make_stage(int64_t& channels, int64_t planes, int64_t blocks, int64_t stride,
+                                 BatchNormMode norm) {
   torch::nn::Sequential stage;
-  stage->push_back(Block(channels, planes, stride));
+  stage->push_back(Block(channels, planes, stride, norm));
   channels = planes * Block::Impl::expansion;
-  for (int64_t i = 1; i < blocks; ++i) stage->push_back(Block(channels, planes, 1));
+  for (int64_t i = 1; i < blocks; ++i) stage->push_back(Block(channels, planes, 1, norm));
   return stage;
 }
 
@@ -182,6 +183,7 @@ enum class FrozenUpTo : int {
 
 struct StemOptions {
   FrozenUpTo frozen_up_to = FrozenUpTo::layer1;
+  BatchNormMode norm = BatchNormMode::frozen;  ///< trainable: for a backbone trained from scratch
 };
 
 /// conv1 .. conv4: image [N, 3, H, W] -> features [N, out_channels(), ceil(H/16), ceil(W/16)].
@@ -196,10 +198,10 @@ class ResNetStemImpl : public torch::nn::Module {
     constexpr int64_t width = Policy::base_width;
     int64_t channels = width;
     conv1 = register_module("conv1", detail::conv(3, width, 7, 2));
-    bn1 = register_module("bn1", FrozenBatchNorm2d(width));
-    layer1 = register_module("layer1", detail::make_stage<Block>(channels, width, Policy::blocks_per_stage[0], 1));
-    layer2 = register_module("layer2", detail::make_stage<Block>(channels, 2 * width, Policy::blocks_per_stage[1], 2));
-    layer3 = register_module("layer3", detail::make_stage<Block>(channels, 4 * width, Policy::blocks_per_stage[2], 2));
+    bn1 = register_module("bn1", FrozenBatchNorm2d(width, 1e-5, options.norm));
+    layer1 = register_module("layer1", detail::make_stage<Block>(channels, width, Policy::blocks_per_stage[0], 1, options.norm));
+    layer2 = register_module("layer2", detail::make_stage<Block>(channels, 2 * width, Policy::blocks_per_stage[1], 2, options.norm));
+    layer3 = register_module("layer3", detail::make_stage<Block>(channels, 4 * width, Policy::blocks_per_stage[2], 2, options.norm));
     detail::init_convolutions(*this);
     set_frozen_up_to(options.frozen_up_to);
   }
@@ -245,12 +247,12 @@ class ResNetHeadImpl : public torch::nn::Module {
   static constexpr int64_t stride = 2;
 
   template <ResNetPolicy Policy>
-  explicit ResNetHeadImpl(Policy /*policy*/)
+  explicit ResNetHeadImpl(Policy /*policy*/, BatchNormMode norm = BatchNormMode::frozen)
       : in_channels_(Policy::stem_channels), out_channels_(Policy::head_channels) {
     using Block = typename Policy::block_type;
     int64_t channels = in_channels_;
     layer4 = register_module(
-        "layer4", detail::make_stage<Block>(channels, 8 * Policy::base_width, Policy::blocks_per_stage[3], 2));
+        "layer4", detail::make_stage<Block>(channels, 8 * Policy::base_width, Policy::blocks_per_stage[3], 2, norm));
     detail::init_convolutions(*this);
   }
 
@@ -290,7 +292,7 @@ struct ResNet {
   static_assert(ResidualBlock<Block>,
                 "ResNet<Block, ...>: Block must be a residual block module such as Bottleneck or BasicBlock: a "
                 "TORCH_MODULE holder whose Impl has `static constexpr int64_t expansion` and a constructor "
-                "(in_channels, planes, stride)");
+                "(in_channels, planes, stride, BatchNormMode)");
   static_assert(L1 > 0 && L2 > 0 && L3 > 0 && L4 > 0,
                 "ResNet<Block, L1, L2, L3, L4, BaseWidth>: every stage needs at least one block");
   static_assert(BaseWidth > 0,
@@ -305,7 +307,7 @@ struct ResNet {
   static constexpr int64_t stem_stride = ResNetStemImpl::stride;
 
   static ResNetStem make_stem(StemOptions options = {}) { return ResNetStem(ResNet{}, options); }
-  static ResNetHead make_head() { return ResNetHead(ResNet{}); }
+  static ResNetHead make_head(BatchNormMode norm = BatchNormMode::frozen) { return ResNetHead(ResNet{}, norm); }
 };
 
 /// torchvision's resnet18 / resnet34 / resnet50 / resnet101 (their ImageNet weights load with weights.hpp).
@@ -317,7 +319,7 @@ using ResNet101 = ResNet<Bottleneck, 3, 4, 23, 3, 64>;
 /// A small policy for tests and CPU training: ResNet-50's block with a quarter of its width (stem 256, head 512
 /// channels, so every channel count is ResNet-50's / 4) and two blocks per stage instead of 3, 4, 6, 3:
 /// about 0.88 M parameters against 23.5 M and about 1/20 of the multiply-adds. No pretrained weights exist for it;
-/// train it from scratch with StemOptions{.frozen_up_to = FrozenUpTo::none}.
+/// train it from scratch with StemOptions{.frozen_up_to = FrozenUpTo::none, .norm = BatchNormMode::trainable}.
 using ResNetSmall = ResNet<Bottleneck, 2, 2, 2, 2, 16>;
 
 }  // namespace trident::backbone

@@ -9,6 +9,7 @@
 #include <trident/branches/concepts.hpp>
 #include <trident/ops/box_coder.hpp>
 
+#include <ATen/ops/cat.h>
 #include <ATen/ops/cross_entropy_loss.h>
 #include <ATen/ops/smooth_l1_loss.h>
 #include <ATen/ops/softmax.h>
@@ -56,6 +57,9 @@ class DetectionBranch : public torch::nn::Module {
     outputs["score"] = d.alpha;
     outputs["boxes"] = ops::BoxCoder().decode(d.deltas, at::cat(ctx.boxes));
   }
+
+ private:
+  torch::nn::Linear cls_hat_{nullptr}, cls_{nullptr}, bbox_{nullptr};
 };
 
 }  // namespace trident::branches

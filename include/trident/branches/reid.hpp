@@ -21,8 +21,15 @@
 
 namespace trident::branches {
 
-template <class Lut, class Queue, class Embed = EmbedDim<128>>
+/// Which terms of Eq. (6) the branch trains with: all of them (the paper), or L_id alone (the "w/o L_bin &
+/// L_un" row of Table 2).
+struct FullReidLoss {};
+struct IdLossOnly {};
+
+template <class Lut, class Queue, class Embed = EmbedDim<128>, class Terms = FullReidLoss>
 class ReidBranch : public torch::nn::Module {
+  static_assert(std::is_same_v<Terms, FullReidLoss> || std::is_same_v<Terms, IdLossOnly>,
+                "ReidBranch<Lut, Queue, Embed, Terms>: Terms must be FullReidLoss or IdLossOnly");
   static_assert(is_size_tag_v<Lut, LutSize>, "ReidBranch<Lut, Queue, Embed>: Lut must be LutSize<N>");
   static_assert(is_size_tag_v<Queue, QueueSize>, "ReidBranch<Lut, Queue, Embed>: Queue must be QueueSize<N>");
   static_assert(is_size_tag_v<Embed, EmbedDim>, "ReidBranch<Lut, Queue, Embed>: Embed must be EmbedDim<N>");
@@ -59,8 +66,10 @@ class ReidBranch : public torch::nn::Module {
     const auto terms = losses::reid_loss<Weighting, C>(memory_->scores(x), labels, ctx.detection.alpha, lut_size,
                                                        options_);
     out.add("id", terms.id);
-    out.add("bin", terms.bin);
-    out.add("un", options_.lambda_unlabeled * terms.un);
+    if constexpr (std::is_same_v<Terms, FullReidLoss>) {
+      out.add("bin", terms.bin);
+      out.add("un", options_.lambda_unlabeled * terms.un);
+    }
     memory_->update(x.detach(), labels);  // safe before backward(): scores() used a copy of the memory
   }
 

@@ -20,8 +20,6 @@
 #include <trident/model/config.hpp>
 #include <trident/ops/nms.hpp>
 
-#include <boost/hana/at.hpp>
-#include <boost/hana/count_if.hpp>
 #include <boost/hana/find_if.hpp>
 #include <boost/hana/for_each.hpp>
 #include <boost/hana/tuple.hpp>
@@ -67,6 +65,8 @@ struct branch_tuple<Branches<Bs...>> {
   using type = boost::hana::tuple<std::shared_ptr<Bs>...>;
   static constexpr std::array<std::string_view, sizeof...(Bs)> names{Bs::name...};
   static constexpr int detection_count = (0 + ... + (branches::DetectionBranchLike<Bs> ? 1 : 0));
+  template <class B>
+  static constexpr bool contains = (std::is_same_v<B, Bs> || ...);
   static constexpr bool names_unique() {
     for (size_t i = 0; i < names.size(); ++i)
       for (size_t j = i + 1; j < names.size(); ++j)
@@ -98,7 +98,7 @@ class TridentNet : public torch::nn::Module {
   explicit TridentNet(NetOptions options = {}) : options_(std::move(options)) {
     stem_ = register_module("stem", Backbone::make_stem(options_.stem));
     rpn_ = register_module("rpn", detector::RegionProposalNetwork(Backbone::stem_channels, options_.rpn));
-    head_ = register_module("head", Backbone::make_head());
+    head_ = register_module("head", Backbone::make_head(options_.stem.norm));
     pooler_ = Pooler(options_.pooler);
     auto setup = options_.branches;
     setup.stem_channels = Backbone::stem_channels;
@@ -177,16 +177,12 @@ class TridentNet : public torch::nn::Module {
   /// The branch of type B (a compile error if the configuration has none).
   template <class B>
   B& branch() {
-    constexpr auto found = boost::hana::count_if(
-        boost::hana::tuple_t<typename decltype(+boost::hana::type_c<std::shared_ptr<B>>)::type>,
-        [](auto) { return boost::hana::true_c; });
-    static_assert(found == boost::hana::size_c<1>);
-    auto match = boost::hana::find_if(branches_, [](const auto& b) {
-      return boost::hana::bool_c<std::is_same_v<typename std::decay_t<decltype(b)>::element_type, B>>;
+    static_assert(Traits::template contains<B>, "TridentNet::branch<B>(): the configuration has no branch of type B");
+    B* found = nullptr;
+    boost::hana::for_each(branches_, [&](auto& b) {
+      if constexpr (std::is_same_v<typename std::decay_t<decltype(b)>::element_type, B>) found = b.get();
     });
-    static_assert(!std::is_same_v<decltype(match), boost::hana::optional<>>,
-                  "TridentNet::branch<B>(): the configuration has no branch of type B");
-    return **match;
+    return *found;
   }
 
   backbone::ResNetStem& stem() { return stem_; }

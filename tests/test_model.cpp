@@ -1,0 +1,142 @@
+// TridentNet: the paper configuration and its ablations build and take a training step; a small configuration
+// learns a handful of generated scenes; inference outputs; compile-time composition.
+#include "support/fixtures.hpp"
+#include "support/scenes.hpp"
+
+#include <trident/model/configs.hpp>
+#include <trident/model/trident_net.hpp>
+
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/optim/sgd.h>
+
+#include <set>
+
+using namespace trident;
+
+namespace {
+
+std::set<std::string> loss_names(const LossMap& losses) {
+  std::set<std::string> names;
+  for (const auto& [name, value] : losses) {
+    names.insert(name);
+    CHECK_MESSAGE(std::isfinite(value.item<double>()), name, " = ", value.item<double>());
+  }
+  return names;
+}
+
+NetOptions small_options() {
+  NetOptions o;
+  o.stem.frozen_up_to = backbone::FrozenUpTo::none;  // no pretrained weights for the small backbone:
+  o.stem.norm = backbone::BatchNormMode::trainable;   // it trains from scratch, with trained batch norms
+  o.rpn.pre_nms_top_n_train = 600;
+  o.rpn.post_nms_top_n_train = 128;
+  o.rpn.pre_nms_top_n_test = 300;
+  o.rpn.post_nms_top_n_test = 50;
+  o.sampler.batch_size_per_image = 32;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("the paper configuration (ResNet-50, CUHK-SYSU sizes) runs a training step on the CPU") {
+  at::manual_seed(0);
+  TridentNet<PaperConfig<CuhkSysu>> net;
+  net.train();
+  auto scenes = test::make_scenes(1, 2, 3, 160, 96);
+  // The re-id memory starts at zero, so the first step cannot give the encoders a gradient (as in OIM); it
+  // fills the memory, and the second step is checked.
+  net.losses(scenes.batch, scenes.targets);
+  const auto losses = net.losses(scenes.batch, scenes.targets);
+  CHECK(loss_names(losses) == std::set<std::string>{"rpn_cls", "rpn_reg", "det_cls", "det_reg", "id", "bin", "un", "part"});
+  losses.total().backward();
+  // Gradients reach the RPN, the head and every branch; conv1/layer1 are frozen.
+  for (const auto& item : net.named_parameters()) {
+    const auto& name = item.key();
+    const auto& p = item.value();
+    if (name.rfind("stem.conv1", 0) == 0 || name.rfind("stem.layer1", 0) == 0) {
+      CHECK_MESSAGE(!p.requires_grad(), name);
+    } else if (name.find("part.") != std::string::npos || name.find("reid.") != std::string::npos ||
+               name.find("det.") != std::string::npos || name.find("rpn.") != std::string::npos) {
+      const bool has_grad = p.grad().defined() && p.grad().abs().sum().item<double>() > 0;
+      CHECK_MESSAGE(has_grad, name);
+    }
+  }
+  auto& reid = net.branch<PaperReidBranch<CuhkSysu>>();
+  CHECK(reid.memory().lookup_table->features().size(0) == 5532);
+  CHECK(reid.memory().queue->features().size(0) == 5000);
+}
+
+TEST_CASE_TEMPLATE("the ablations of Tables 1 and 2 train with the right losses", Cfg,
+                   PaperConfig<CuhkSysu, backbone::ResNetSmall>, WithoutPartConfig<Prw, backbone::ResNetSmall>,
+                   WithoutAgwfConfig<Prw, backbone::ResNetSmall>, WithoutAgwfAndPartConfig<Prw, backbone::ResNetSmall>,
+                   WithoutBinAndUnConfig<Prw, backbone::ResNetSmall>) {
+  at::manual_seed(1);
+  TridentNet<Cfg> net(small_options());
+  net.train();
+  auto scenes = test::make_scenes(2, 2, 3);
+  const auto losses = net.losses(scenes.batch, scenes.targets);
+  const auto names = loss_names(losses);
+  using B = typename Cfg::branches;
+  constexpr bool has_part = !std::is_same_v<B, Branches<branches::DetectionBranch, PaperReidBranch<Prw>>> &&
+                            !std::is_same_v<B, Branches<branches::DetectionBranch, PaperReidBranch<CuhkSysu>>>;
+  CHECK(names.count("part") == (has_part ? 1u : 0u));
+  constexpr bool full_reid = !std::is_same_v<Cfg, WithoutBinAndUnConfig<Prw, backbone::ResNetSmall>>;
+  CHECK(names.count("bin") == (full_reid ? 1u : 0u));
+  CHECK(names.count("un") == (full_reid ? 1u : 0u));
+  CHECK(names.count("id") == 1);
+  losses.total().backward();
+}
+
+TEST_CASE("a small configuration learns a handful of scenes: loss halves, training boxes are detected") {
+  at::manual_seed(2);
+  using Small = SmallConfig<4, 64>;
+  TridentNet<Small> net(small_options());
+  auto scenes = test::make_scenes(4, 2, 4);
+  torch::optim::SGD sgd(net.parameters(), torch::optim::SGDOptions(0.005).momentum(0.9).weight_decay(5e-4));
+  net.train();
+  std::vector<double> totals;
+  for (int it = 0; it < 80; ++it) {
+    const auto losses = net.losses(scenes.batch, scenes.targets);
+    const auto total = losses.total();
+    sgd.zero_grad();
+    total.backward();
+    sgd.step();
+    totals.push_back(total.item<double>());
+    if (std::getenv("TRIDENT_TEST_VERBOSE") && it % 10 == 0) {
+      std::string line = "it " + std::to_string(it);
+      for (const auto& [name, value] : losses) line += " " + name + "=" + std::to_string(value.item<double>());
+      MESSAGE(line);
+    }
+  }
+  const double first = (totals[0] + totals[1] + totals[2]) / 3, last = (totals[77] + totals[78] + totals[79]) / 3;
+  MESSAGE("total loss ", first, " -> ", last);
+  CHECK(last < 0.5 * first);
+
+  net.eval();
+  const auto detections = net.detect(scenes.batch);
+  int found = 0, people = 0;
+  for (size_t i = 0; i < detections.size(); ++i) {
+    const auto& gt = scenes.targets[i].boxes;
+    people += static_cast<int>(gt.size(0));
+    if (detections[i].boxes.size(0) == 0) continue;
+    found += (std::get<0>(ops::box_iou(gt, detections[i].boxes).max(1)) >= 0.5).sum().item<int>();
+    CHECK(detections[i].outputs.at("embedding").size(1) == 128);
+    CHECK(detections[i].outputs.at("embedding").size(0) == detections[i].boxes.size(0));
+  }
+  MESSAGE("recall ", found, " / ", people);
+  CHECK(found >= people - 1);
+}
+
+TEST_CASE("describe() embeds given boxes; embeddings are unit vectors") {
+  at::manual_seed(3);
+  TridentNet<SmallConfig<4, 64>> net(small_options());
+  net.eval();
+  auto scenes = test::make_scenes(2, 2, 4);
+  const auto out = net.describe(scenes.batch, {scenes.targets[0].boxes, scenes.targets[1].boxes});
+  REQUIRE(out.size() == 2);
+  const auto e = out[0].at("embedding");
+  CHECK(e.sizes() == at::IntArrayRef({2, 128}));
+  TRIDENT_CHECK_CLOSE(e.norm(2, {1}), at::ones({2}), 1e-5);
+  CHECK_THROWS_WITH_AS(net.losses(scenes.batch, scenes.targets), doctest::Contains("call train() first"),
+                       trident::Error);
+}
