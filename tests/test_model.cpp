@@ -1,10 +1,11 @@
 // TridentNet: the paper configuration and its ablations build and take a training step; a small configuration
 // learns a handful of generated scenes; inference outputs; compile-time composition.
 #include "support/fixtures.hpp"
-#include "support/scenes.hpp"
 
+#include <trident/data/toy_scenes.hpp>
 #include <trident/model/configs.hpp>
 #include <trident/model/trident_net.hpp>
+#include <trident/search/similarity.hpp>
 
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/optim/sgd.h>
@@ -42,7 +43,7 @@ TEST_CASE("the paper configuration (ResNet-50, CUHK-SYSU sizes) runs a training 
   at::manual_seed(0);
   TridentNet<PaperConfig<CuhkSysu>> net;
   net.train();
-  auto scenes = test::make_scenes(1, 2, 3, 160, 96);
+  auto scenes = data::make_toy_scenes(1, 2, 3, 160, 96);
   // The re-id memory starts at zero, so the first step cannot give the encoders a gradient (as in OIM); it
   // fills the memory, and the second step is checked.
   net.losses(scenes.batch, scenes.targets);
@@ -73,7 +74,7 @@ TEST_CASE_TEMPLATE("the ablations of Tables 1 and 2 train with the right losses"
   at::manual_seed(1);
   TridentNet<Cfg> net(small_options());
   net.train();
-  auto scenes = test::make_scenes(2, 2, 3);
+  auto scenes = data::make_toy_scenes(2, 2, 3);
   const auto losses = net.losses(scenes.batch, scenes.targets);
   const auto names = loss_names(losses);
   using B = typename Cfg::branches;
@@ -91,7 +92,7 @@ TEST_CASE("a small configuration learns a handful of scenes: loss halves, traini
   at::manual_seed(2);
   using Small = SmallConfig<4, 64>;
   TridentNet<Small> net(small_options());
-  auto scenes = test::make_scenes(4, 2, 4);
+  auto scenes = data::make_toy_scenes(4, 2, 4);
   torch::optim::SGD sgd(net.parameters(), torch::optim::SGDOptions(0.005).momentum(0.9).weight_decay(5e-4));
   net.train();
   std::vector<double> totals;
@@ -131,7 +132,7 @@ TEST_CASE("describe() embeds given boxes; embeddings are unit vectors") {
   at::manual_seed(3);
   TridentNet<SmallConfig<4, 64>> net(small_options());
   net.eval();
-  auto scenes = test::make_scenes(2, 2, 4);
+  auto scenes = data::make_toy_scenes(2, 2, 4);
   const auto out = net.describe(scenes.batch, {scenes.targets[0].boxes, scenes.targets[1].boxes});
   REQUIRE(out.size() == 2);
   const auto e = out[0].at("embedding");
@@ -139,4 +140,52 @@ TEST_CASE("describe() embeds given boxes; embeddings are unit vectors") {
   TRIDENT_CHECK_CLOSE(e.norm(2, {1}), at::ones({2}), 1e-5);
   CHECK_THROWS_WITH_AS(net.losses(scenes.batch, scenes.targets), doctest::Contains("call train() first"),
                        trident::Error);
+}
+
+TEST_CASE_TEMPLATE("the part branch cuts g into N_p strips and scores N_p + 1 classes", Np, Parts<1>, Parts<3>, Parts<6>) {
+  branches::BranchSetup setup;
+  setup.head_channels = 16;
+  branches::PartBranch<Np> part(setup);
+  const auto g_map = at::randn({5, 16, 12, 4});
+  const auto h = branches::PartBranch<Np>::strips(g_map);
+  CHECK(h.sizes() == at::IntArrayRef({5, Np::value, 16}));
+  // Strip j is the max over rows [j * 12 / N_p, (j + 1) * 12 / N_p) and all columns.
+  const int64_t rows = 12 / Np::value;
+  for (int64_t j = 0; j < Np::value; ++j) {
+    const auto expected = std::get<0>(g_map.narrow(2, j * rows, rows).flatten(2).max(2));
+    TRIDENT_CHECK_CLOSE(h.select(1, j), expected, 0.0);
+  }
+  branches::RoiContext ctx;
+  ctx.g_map = g_map;
+  CHECK(part.scores(ctx).sizes() == at::IntArrayRef({5, Np::value, Np::value + 1}));
+}
+
+TEST_CASE("branch layers start from normal(0, 0.01) weights and zero biases") {
+  at::manual_seed(4);
+  branches::BranchSetup setup;  // 1024 / 2048 channels: enough samples for the statistics
+  branches::DetectionBranch det(setup);
+  branches::PartBranch<Parts<6>> part(setup);
+  PaperReidBranch<Prw> reid(setup);
+  for (const torch::nn::Module* m : std::initializer_list<const torch::nn::Module*>{&det, &part, &reid}) {
+    for (const auto& item : m->named_parameters()) {
+      const auto& p = item.value();
+      CAPTURE(item.key());
+      if (p.dim() == 2) {
+        CHECK(std::abs(p.mean().item<double>()) < 1e-3);
+        CHECK(p.std().item<double>() == doctest::Approx(0.01).epsilon(0.05));
+      } else {
+        CHECK(p.abs().max().item<double>() == 0.0);
+      }
+    }
+  }
+}
+
+TEST_CASE("search similarity is the confidence-weighted cosine") {
+  const auto q = at::tensor({1.f, 0.f}).view({1, 2});
+  const auto g = at::tensor({1.f, 0.f, 0.6f, 0.8f, 0.f, 1.f}).view({3, 2});
+  const auto scores = at::tensor({0.5f, 1.0f, 0.9f});
+  TRIDENT_CHECK_CLOSE(search::similarity(q, g, scores), at::tensor({0.5f, 0.6f, 0.f}).view({1, 3}), 1e-6);
+  TRIDENT_CHECK_CLOSE(search::similarity(q, g, scores, search::SimilarityWeighting::none),
+                      at::tensor({1.f, 0.6f, 0.f}).view({1, 3}), 1e-6);
+  CHECK_THROWS_AS(search::similarity(q, g, at::ones({2})), trident::Error);
 }

@@ -1,6 +1,10 @@
 #pragma once
-// Tiny generated person-search scenes for model tests: coloured "people" (head, shirt, trousers) whose
-// identity is their pair of clothes colours, on a noisy background, with boxes and pids.
+/// \file trident/data/toy_scenes.hpp
+/// Tiny in-memory person-search scenes for tests and short examples: coloured "people" (head, shirt,
+/// trousers) whose identity is their pair of clothes colours, on a noisy background, with boxes and pids.
+/// Deterministic from a seed. (The synthetic benchmark that goes through the real dataset readers is a
+/// different thing: it renders a CUHK-SYSU-layout dataset on disk.)
+#include <trident/config.hpp>
 #include <trident/core/types.hpp>
 
 #include <ATen/ops/rand.h>
@@ -11,22 +15,26 @@
 #include <random>
 #include <vector>
 
-namespace trident::test {
+namespace trident::data {
 
-struct Scenes {
+struct ToyScenes {
   ImageBatch batch;
   std::vector<Target> targets;
 };
 
 /// `images` scenes of height x width with `per_image` people each, drawn from `identities` identities
-/// (pid = identity; identity == identities means "unlabeled": a grey person).
-inline Scenes make_scenes(int images, int per_image, int identities, int64_t height = 128, int64_t width = 192,
+/// (pid = identity; a draw equal to `identities` makes an unlabeled grey person). Pixel values lie in [0, 1].
+inline ToyScenes make_toy_scenes(int images, int per_image, int identities, int64_t height = 128, int64_t width = 192,
                           uint32_t seed = 5) {
+  TRIDENT_CHECK(images > 0 && per_image > 0 && identities > 0 && height >= 96 && width >= 40 * per_image,
+                "trident::data::make_toy_scenes: need images, per_image, identities > 0 and an image of at least 96 x "
+                "{} pixels, got {} images of {}x{} with {} people from {} identities",
+                40 * per_image, images, height, width, per_image, identities);
   std::mt19937 rng(seed);
   const std::array<std::array<float, 3>, 8> palette{{{0.9f, 0.1f, 0.1f}, {0.1f, 0.3f, 0.9f}, {0.1f, 0.8f, 0.2f},
                                                      {0.9f, 0.8f, 0.1f}, {0.7f, 0.1f, 0.8f}, {0.1f, 0.8f, 0.8f},
                                                      {0.95f, 0.5f, 0.1f}, {0.2f, 0.2f, 0.2f}}};
-  Scenes s;
+  ToyScenes s;
   s.batch.images = at::zeros({images, 3, height, width});
   for (int i = 0; i < images; ++i) {
     auto img = s.batch.images[i];
@@ -55,4 +63,4 @@ inline Scenes make_scenes(int images, int per_image, int identities, int64_t hei
   return s;
 }
 
-}  // namespace trident::test
+}  // namespace trident::data
