@@ -8,4 +8,5 @@ build=${1:-build}
 scripts/install-deps.sh
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j"$(nproc)" --target 00_detection_primitives
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # see README: LibTorch's OpenMP threads otherwise spin
 "$build"/examples/00_detection_primitives --out out

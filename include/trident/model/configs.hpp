@@ -20,8 +20,9 @@ struct CuhkSysu {
 };
 
 /// PRW: 482 training identities, a queue of 500 (Section 5.2). PRW numbers its people 1..932 over both
-/// splits; the training identities are renumbered 0..481 in order of first appearance by the reader, so the
-/// look-up table has exactly the 482 rows the paper gives.
+/// splits; the PRW reader is to renumber the training identities 0..481 in order of first appearance, so that
+/// the look-up table has exactly the 482 rows the paper gives (pids outside [0, 482) are rejected by the loss
+/// with a message naming the value).
 struct Prw {
   static constexpr int64_t identities = 482;
   static constexpr int64_t queue = 500;
