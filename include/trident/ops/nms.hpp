@@ -9,7 +9,8 @@
 /// batched_nms() suppresses only among boxes of the same group (class or image), exactly as torchvision's
 /// coordinate-offset trick does but without its loss of precision for large coordinates.
 ///
-/// CPU tensors run a direct kernel; tensors on other devices compute the overlap bit matrix on the device
+/// CPU tensors run a direct kernel (boxes in score order in separate coordinate arrays, each group on its own,
+/// a vectorised suppression loop); tensors on other devices compute the overlap bit matrix on the device
 /// in blocks and do the (inherently sequential) greedy pass on the host, which is how torchvision's CUDA
 /// kernel splits the work too.
 
@@ -74,27 +75,72 @@ at::Tensor greedy_keep(const int64_t* order, int64_t n, Suppresses&& suppresses)
 }
 
 /// CPU kernel: boxes [N, 4] contiguous, order = stable descending score order, groups optional.
+///
+/// The boxes are first copied into score order, one coordinate per array, and, with groups, into one segment
+/// per group (score order kept inside each): a kept box is then compared only with the boxes after it in its
+/// own segment, in a branch-free loop over contiguous arrays that the compiler vectorises. Each IoU is the same
+/// expression on the same operands as in the one-pass formulation, and marking an already removed box again
+/// changes nothing, so the kept set is the same; it is returned in score order.
 template <typename T>
 at::Tensor nms_cpu_kernel(const at::Tensor& boxes, const at::Tensor& order, const at::Tensor& groups,
                           double iou_threshold) {
   const int64_t n = boxes.size(0);
   const T* b = boxes.data_ptr<T>();
-  std::vector<T> area(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) area[i] = (b[4 * i + 2] - b[4 * i]) * (b[4 * i + 3] - b[4 * i + 1]);
+  const int64_t* ord = order.data_ptr<int64_t>();
   const int64_t* g = groups.defined() ? groups.data_ptr<int64_t>() : nullptr;
+  // rank[q]: the score rank of the q-th box of the segmented layout; segments: [start, end) of each group.
+  std::vector<int64_t> rank(static_cast<size_t>(n));
+  for (int64_t q = 0; q < n; ++q) rank[q] = q;
+  std::vector<int64_t> segments{0};
+  if (g != nullptr) {
+    std::stable_sort(rank.begin(), rank.end(), [&](int64_t r1, int64_t r2) { return g[ord[r1]] < g[ord[r2]]; });
+    for (int64_t q = 1; q < n; ++q)
+      if (g[ord[rank[q]]] != g[ord[rank[q - 1]]]) segments.push_back(q);
+  }
+  segments.push_back(n);
+  std::vector<T> x1(static_cast<size_t>(n)), y1(x1.size()), x2(x1.size()), y2(x1.size()), area(x1.size());
+  for (int64_t q = 0; q < n; ++q) {
+    const T* box = b + 4 * ord[rank[q]];
+    x1[q] = box[0];
+    y1[q] = box[1];
+    x2[q] = box[2];
+    y2[q] = box[3];
+    area[q] = (box[2] - box[0]) * (box[3] - box[1]);
+  }
   const auto thr = static_cast<T>(iou_threshold);
-  return greedy_keep(order.data_ptr<int64_t>(), n, [&](int64_t, int64_t, int64_t i, int64_t j) {
-    if (g != nullptr && g[i] != g[j]) return false;
-    const T xx1 = std::max(b[4 * i], b[4 * j]);
-    const T yy1 = std::max(b[4 * i + 1], b[4 * j + 1]);
-    const T xx2 = std::min(b[4 * i + 2], b[4 * j + 2]);
-    const T yy2 = std::min(b[4 * i + 3], b[4 * j + 3]);
-    const T w = std::max(T(0), xx2 - xx1);
-    const T h = std::max(T(0), yy2 - yy1);
-    const T inter = w * h;
-    const T ovr = inter / (area[i] + area[j] - inter);
-    return ovr > thr;
-  });
+  std::vector<uint8_t> removed(static_cast<size_t>(n), 0), kept_rank(static_cast<size_t>(n), 0);
+  for (size_t s = 0; s + 1 < segments.size(); ++s) {
+    const int64_t end = segments[s + 1];
+    for (int64_t q = segments[s]; q < end; ++q) {
+      if (removed[q]) continue;
+      kept_rank[rank[q]] = 1;
+      const T ix1 = x1[q], iy1 = y1[q], ix2 = x2[q], iy2 = y2[q], iarea = area[q];
+      const T* __restrict jx1 = x1.data();
+      const T* __restrict jy1 = y1.data();
+      const T* __restrict jx2 = x2.data();
+      const T* __restrict jy2 = y2.data();
+      const T* __restrict jarea = area.data();
+      uint8_t* __restrict out = removed.data();
+      for (int64_t j = q + 1; j < end; ++j) {
+        const T xx1 = std::max(ix1, jx1[j]);
+        const T yy1 = std::max(iy1, jy1[j]);
+        const T xx2 = std::min(ix2, jx2[j]);
+        const T yy2 = std::min(iy2, jy2[j]);
+        const T w = std::max(T(0), xx2 - xx1);
+        const T h = std::max(T(0), yy2 - yy1);
+        const T inter = w * h;
+        const T ovr = inter / (iarea + jarea[j] - inter);
+        out[j] |= static_cast<uint8_t>(ovr > thr);
+      }
+    }
+  }
+  std::vector<int64_t> keep;
+  keep.reserve(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r)
+    if (kept_rank[r]) keep.push_back(ord[r]);
+  auto out = at::empty({static_cast<int64_t>(keep.size())}, at::kLong);
+  std::copy(keep.begin(), keep.end(), out.data_ptr<int64_t>());
+  return out;
 }
 
 /// Any device: the "j overlaps i too much" matrix in score order, computed on the device in row blocks and
