@@ -42,6 +42,13 @@ TEST_CASE("nms: hand-made cases") {
   // Different classes never suppress each other.
   TRIDENT_CHECK_EQUAL(ops::batched_nms(boxes, scores, at::tensor({0, 1, 0}, at::kLong), 0.5),
                       at::tensor({1, 0, 2}, at::kLong));
+  // The threshold is compared as a double, as torchvision does: this pair's float IoU is 0.30000001 > 0.3, so
+  // box 1 goes (torchvision 0.14: [0]); in double the IoU is exactly 0.3 and box 1 stays ([0, 1]).
+  const auto pair = at::tensor({9.f, 36.f, 18.f, 56.f, 8.f, 39.f, 35.f, 54.f}).view({2, 4});
+  const auto pair_scores = at::tensor({0.9f, 0.8f});
+  TRIDENT_CHECK_EQUAL(ops::nms(pair, pair_scores, 0.3), at::tensor({0}, at::kLong));
+  TRIDENT_CHECK_EQUAL(nms_tensor_path(pair, pair_scores, at::Tensor(), 0.3), at::tensor({0}, at::kLong));
+  TRIDENT_CHECK_EQUAL(ops::nms(pair.to(at::kDouble), pair_scores.to(at::kDouble), 0.3), at::tensor({0, 1}, at::kLong));
   // Empty input: empty int64 result.
   const auto none = ops::nms(at::empty({0, 4}), at::empty({0}), 0.5);
   CHECK(none.numel() == 0);

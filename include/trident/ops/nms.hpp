@@ -28,6 +28,8 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -81,6 +83,15 @@ at::Tensor greedy_keep(const int64_t* order, int64_t n, Suppresses&& suppresses)
 /// own segment, in a branch-free loop over contiguous arrays that the compiler vectorises. Each IoU is the same
 /// expression on the same operands as in the one-pass formulation, and marking an already removed box again
 /// changes nothing, so the kept set is the same; it is returned in score order.
+/// The threshold as a value of the boxes' type T such that, for every T value v, v > result exactly when
+/// double(v) > threshold: torchvision compares its T-typed IoU with the double threshold, and a threshold such as
+/// 0.3 is not representable in float.
+template <typename T>
+T threshold_in(double threshold) {
+  const T t = static_cast<T>(threshold);
+  return static_cast<double>(t) <= threshold ? t : std::nextafter(t, -std::numeric_limits<T>::infinity());
+}
+
 template <typename T>
 at::Tensor nms_cpu_kernel(const at::Tensor& boxes, const at::Tensor& order, const at::Tensor& groups,
                           double iou_threshold) {
@@ -107,7 +118,7 @@ at::Tensor nms_cpu_kernel(const at::Tensor& boxes, const at::Tensor& order, cons
     y2[q] = box[3];
     area[q] = (box[2] - box[0]) * (box[3] - box[1]);
   }
-  const auto thr = static_cast<T>(iou_threshold);
+  const T thr = threshold_in<T>(iou_threshold);
   std::vector<uint8_t> removed(static_cast<size_t>(n), 0), kept_rank(static_cast<size_t>(n), 0);
   for (size_t s = 0; s + 1 < segments.size(); ++s) {
     const int64_t end = segments[s + 1];
@@ -168,7 +179,9 @@ inline at::Tensor nms_tensor_path(const at::Tensor& boxes, const at::Tensor& ord
     const auto yy2 = at::min(y2.narrow(0, r0, rows).unsqueeze(1), y2.unsqueeze(0));
     const auto inter = (xx2 - xx1).clamp_min(0) * (yy2 - yy1).clamp_min(0);
     const auto iou = inter / (area.narrow(0, r0, rows).unsqueeze(1) + area.unsqueeze(0) - inter);
-    auto over = iou > iou_threshold;
+    at::Tensor over;
+    AT_DISPATCH_FLOATING_TYPES(iou.scalar_type(), "trident::ops::nms threshold",
+                               [&] { over = iou > static_cast<double>(threshold_in<scalar_t>(iou_threshold)); });
     if (sorted_groups.defined())
       over = over & (sorted_groups.narrow(0, r0, rows).unsqueeze(1) == sorted_groups.unsqueeze(0));
     auto padded = at::zeros({rows, words * 64}, over.options());
