@@ -7,7 +7,7 @@ macro(_trident_require found what package)
     message(FATAL_ERROR
       "trident: ${what} was not found. On Debian 12 install it with\n"
       "    sudo apt-get install ${package}\n"
-      "or run scripts/install-deps.sh (for another LibTorch, pass -DCMAKE_PREFIX_PATH=<its cmake prefix>).")
+      "or run cmake/install-deps.sh (for another LibTorch, pass -DCMAKE_PREFIX_PATH=<its cmake prefix>).")
   endif()
 endmacro()
 

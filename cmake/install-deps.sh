@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package trident needs to build, test, benchmark and run its examples.
-#   scripts/install-deps.sh            # library, tests, examples, benchmarks
-#   scripts/install-deps.sh --fixtures # also python3-torch/torchvision (only to regenerate test fixtures
+#   cmake/install-deps.sh            # library, tests, examples, benchmarks
+#   cmake/install-deps.sh --fixtures # also python3-torch/torchvision (only to regenerate test fixtures
 #                                      # and run the PyTorch reference benchmarks; never needed by the library)
 set -euo pipefail
 
