@@ -39,11 +39,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Make OpenBLAS the system BLAS/LAPACK (LibTorch on Debian links libblas.so.3).
-arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 triplet=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 for alt in "libblas.so.3-${triplet}" "liblapack.so.3-${triplet}"; do
   cand=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas-pthread | head -n1 || true)
   if [ -n "$cand" ]; then $sudo update-alternatives --set "$alt" "$cand" >/dev/null; fi
 done
 echo "install-deps.sh: all packages present (${#packages[@]}); BLAS: $(update-alternatives --query "libblas.so.3-${triplet}" 2>/dev/null | awk '/^Value:/{print $2}')"
-: "${arch}"
