@@ -134,7 +134,7 @@ TEST_CASE("a small configuration learns a handful of scenes: loss halves, traini
   use_all_cores(threads_before);
 }
 
-TEST_CASE("describe() embeds given boxes; embeddings are unit vectors") {
+TEST_CASE("describe() embeds given boxes as unit vectors") {
   at::manual_seed(3);
   TridentNet<SmallConfig<4, 64>> net(small_options());
   net.eval();
