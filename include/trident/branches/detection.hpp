@@ -7,9 +7,7 @@
 /// foreground RoIs, normalised by the number of sampled RoIs, as torchvision's Fast R-CNN loss).
 
 #include <trident/branches/concepts.hpp>
-#include <trident/ops/box_coder.hpp>
 
-#include <ATen/ops/cat.h>
 #include <ATen/ops/cross_entropy_loss.h>
 #include <ATen/ops/smooth_l1_loss.h>
 #include <ATen/ops/softmax.h>
@@ -51,12 +49,8 @@ class DetectionBranch : public torch::nn::Module {
     losses.add("det_reg", reg / std::max<int64_t>(ctx.size(), 1));
   }
 
-  /// Per RoI: "score" (alpha) and "boxes" (the RoIs refined by the regression, not clipped).
-  void infer(const RoiContext& ctx, RoiOutputs& outputs) {
-    const auto& d = ctx.detection;
-    outputs["score"] = d.alpha;
-    outputs["boxes"] = ops::BoxCoder().decode(d.deltas, at::cat(ctx.boxes));
-  }
+  /// Nothing per box: the model reports the detection boxes and scores itself (Detections::boxes, ::scores).
+  void infer(const RoiContext&, RoiOutputs&) {}
 
  private:
   torch::nn::Linear cls_hat_{nullptr}, cls_{nullptr}, bbox_{nullptr};
