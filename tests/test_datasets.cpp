@@ -40,9 +40,10 @@ MatVar cuhk_images(const std::vector<std::pair<std::string, std::vector<double>>
   return mat_struct(name, 1, elements.size(), {"imname", "nAppear", box_structs ? "box" : "idlocate"}, elements);
 }
 
-/// One scene entry (imname, idlocate 1 x 4, ishard) of Train.mat or a Gallery entry of TestG*.mat.
+/// One scene entry (imname, idlocate 1 x 4, ishard) of Train.mat or a Gallery entry of TestG*.mat; the names are
+/// 16-bit chars and the boxes doubles stored as uint8, as MATLAB writes them.
 std::vector<MatVar> scene(const std::string& imname, const std::vector<double>& box) {
-  return {mat_string(imname, true), box.empty() ? mat_empty() : mat_matrix(1, 4, box), mat_scalar(0)};
+  return {mat_string(imname, true), box.empty() ? mat_empty() : mat_row_as_uint8(box), mat_scalar(0)};
 }
 
 /// Writes a five-image CUHK-SYSU under `root`: s1, s2 train; s3, s4, s5 test (pool); two training identities;

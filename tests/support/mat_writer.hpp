@@ -40,6 +40,13 @@ inline MatVar mat_matrix(size_t rows, size_t cols, const std::vector<double>& ro
   return Mat_VarCreate(name, MAT_C_DOUBLE, MAT_T_DOUBLE, 2, dims, col_major.data(), 0);
 }
 
+/// A 1 x n double row stored as uint8 on disk, as MATLAB saves small whole numbers (matio converts it back).
+inline MatVar mat_row_as_uint8(const std::vector<double>& values) {
+  std::vector<uint8_t> bytes(values.begin(), values.end());
+  size_t dims[2] = {1, values.size()};
+  return Mat_VarCreate(nullptr, MAT_C_DOUBLE, MAT_T_UINT8, 2, dims, bytes.data(), 0);
+}
+
 inline MatVar mat_scalar(double v) { return mat_matrix(1, 1, {v}); }
 
 /// An empty 0 x 0 double array (MATLAB's []).
