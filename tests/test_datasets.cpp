@@ -18,7 +18,7 @@ using trident::unlabeled_identity;
 
 namespace {
 
-enum class CuhkFlaw { none, box_structs, no_pool, wrong_variable, three_column_box, missing_picture };
+enum class CuhkFlaw { none, box_structs, no_pool, wrong_variable, three_column_box, missing_picture, short_train_box };
 
 /// Images.mat Img(i): imname, nAppear, idlocate (n x 4, x y w h) — or, with box_structs, box(j).idlocate.
 MatVar cuhk_images(const std::vector<std::pair<std::string, std::vector<double>>>& images, bool box_structs,
@@ -79,7 +79,10 @@ void write_cuhk(const fs::path& root, CuhkFlaw flaw = CuhkFlaw::none) {
   MatVar p1 = mat_struct(nullptr, 1, 1, person_fields,
                          {{mat_string("p1"), mat_scalar(2),
                            mat_struct(nullptr, 1, 2, scene_fields,
-                                      {scene("s1.jpg", {10, 20, 30, 60}), scene("s2.jpg", {12, 22, 30, 60})})}});
+                                      {scene("s1.jpg", {10, 20, 30, 60}),
+                                       scene("s2.jpg", flaw == CuhkFlaw::short_train_box
+                                                           ? std::vector<double>{12, 22, 30}
+                                                           : std::vector<double>{12, 22, 30, 60})})}});
   MatVar p2 = mat_struct(nullptr, 1, 1, person_fields,
                          {{mat_string("p2"), mat_scalar(2),
                            mat_struct(nullptr, 1, 2, scene_fields,
@@ -241,6 +244,12 @@ TEST_CASE("CUHK-SYSU reader: broken datasets give errors naming the file and the
     write_cuhk(root, CuhkFlaw::three_column_box);
     check_error([&] { trident::data::read_cuhk_sysu(root.string(), options); },
                 {"Images.mat", "Img(2).idlocate", "2 x 3"});
+  }
+  SUBCASE("an identity box of the wrong size") {
+    const auto root = fresh_dir("cuhk_short_train_box");
+    write_cuhk(root, CuhkFlaw::short_train_box);
+    check_error([&] { trident::data::read_cuhk_sysu(root.string(), options); },
+                {"Train.mat", "Train{1}.scene(2).idlocate", "1 x 3"});
   }
   SUBCASE("a picture that does not exist") {
     const auto root = fresh_dir("cuhk_missing_picture");

@@ -12,7 +12,6 @@
 #include <trident/data/mat_file.hpp>
 
 #include <array>
-#include <cmath>
 #include <filesystem>
 #include <string>
 #include <unordered_map>
