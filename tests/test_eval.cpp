@@ -99,6 +99,12 @@ TEST_CASE("eval detection AP and recall follow SeqNet's eval_detection") {
   m = eval::evaluate_detection(one, two, greedy);
   CHECK(m.average_precision == Approx(1.0));
 
+  // The threshold is compared in the scores' precision (as numpy does): a float score 0.01f (0.0099999998) passes
+  // the default threshold 0.01 -> kept, TP, recall 1.
+  m = eval::evaluate_detection(one, std::vector<eval::Detections>{dets({{0, 0, 10, 10}}, {0.01})});
+  CHECK(m.detections == 1);
+  CHECK(m.recall == Approx(1.0));
+
   CHECK_THROWS_WITH_AS(eval::evaluate_detection(one, detections),
                        "trident::eval::evaluate_detection: 1 annotations but 3 detection sets (one per gallery image)",
                        trident::Error);

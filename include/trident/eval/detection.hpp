@@ -86,10 +86,13 @@ inline DetectionMetrics evaluate_detection(std::span<const ImageAnnotation> anno
     const auto num_gt = static_cast<int64_t>(gt_rows.size());
     out.ground_truths += num_gt;
 
-    const auto scores = detail::to_doubles(detections[img].scores);
+    // The threshold is compared in the scores' own precision, as numpy compares a float32 array with a float.
+    const auto raw_scores = detections[img].scores.detach().to(at::kCPU);
+    const auto scores = detail::to_doubles(raw_scores);
     std::vector<int64_t> kept;
-    for (size_t j = 0; j < scores.size(); ++j)
-      if (scores[j] >= options.score_threshold) kept.push_back(static_cast<int64_t>(j));
+    const auto keep_mask = detail::to_doubles(raw_scores >= options.score_threshold);
+    for (size_t j = 0; j < keep_mask.size(); ++j)
+      if (keep_mask[j] != 0) kept.push_back(static_cast<int64_t>(j));
     const auto num_det = static_cast<int64_t>(kept.size());
     if (num_det == 0) continue;
     out.detections += num_det;

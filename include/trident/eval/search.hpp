@@ -99,11 +99,12 @@ inline KeptGallery keep_gallery(std::span<const Detections> gallery, int64_t dim
   std::vector<at::Tensor> boxes, scores, embeddings;
   for (size_t i = 0; i < gallery.size(); ++i) {
     check_detections(gallery[i], caller, fmt::format("gallery[{}]", i), true, dim);
-    const auto s = gallery[i].scores.detach().to(at::kCPU, at::kFloat);
+    // The threshold is compared in the scores' own precision, as numpy compares a float32 array with a float.
+    const auto s = gallery[i].scores.detach().to(at::kCPU);
     const auto keep = (s >= score_threshold).nonzero().select(1, 0);
     if (keep.numel() > 0) {
       boxes.push_back(gallery[i].boxes.detach().to(at::kCPU, at::kDouble).index_select(0, keep));
-      scores.push_back(s.index_select(0, keep));
+      scores.push_back(s.index_select(0, keep).to(at::kFloat));
       embeddings.push_back(gallery[i].embeddings.detach().to(at::kCPU, at::kFloat).index_select(0, keep));
     }
     out.offsets.push_back(out.offsets.back() + keep.numel());
