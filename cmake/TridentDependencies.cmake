@@ -33,6 +33,8 @@ macro(trident_find_io_dependencies)
   _trident_require(PKG_CONFIG_FOUND "pkg-config (to find matio)" "pkg-config")
   pkg_check_modules(TRIDENT_MATIO QUIET IMPORTED_TARGET matio)
   _trident_require(TRIDENT_MATIO_FOUND "matio (pkg-config matio)" "libmatio-dev")
+  find_package(nlohmann_json 3 QUIET)
+  _trident_require(nlohmann_json_FOUND "nlohmann_json (find_package(nlohmann_json))" "nlohmann-json3-dev")
   if(NOT TRIDENT_FROM_PACKAGE_CONFIG AND NOT TARGET trident_matio)
     # A plain INTERFACE target (exportable, unlike pkg-config's imported one) that carries matio.
     add_library(trident_matio INTERFACE)

@@ -7,6 +7,9 @@
 #include <trident/config.hpp>
 #include <trident/core/identity.hpp>
 #include <trident/core/threads.hpp>
+#include <trident/eval/average_precision.hpp>
+#include <trident/eval/detection.hpp>
+#include <trident/eval/search.hpp>
 #include <trident/losses/part.hpp>
 #include <trident/losses/reid.hpp>
 #include <trident/losses/weighting.hpp>

@@ -1,0 +1,258 @@
+// trident::eval: detection AP/recall, CUHK-SYSU and PRW search mAP/top-k, the results file. Every expected
+// value is worked out by hand in the comments (scikit-learn AP: sum over distinct scores of dRecall * Precision).
+#include "support/fixtures.hpp"
+
+#include <trident/eval/detection.hpp>
+#include <trident/eval/search.hpp>
+#if defined(TRIDENT_TESTS_WITH_IO)
+#include <trident/eval/results_file.hpp>
+#endif
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/tensor.h>
+
+#include <cstdio>
+#include <fstream>
+#include <vector>
+
+using namespace trident;
+using doctest::Approx;
+
+namespace {
+
+at::Tensor rows(std::vector<std::vector<double>> r) {
+  if (r.empty()) return at::empty({0, 4}, at::kFloat);
+  std::vector<double> flat;
+  for (const auto& row : r) flat.insert(flat.end(), row.begin(), row.end());
+  return at::tensor(flat, at::kDouble).view({static_cast<int64_t>(r.size()), -1}).to(at::kFloat);
+}
+at::Tensor vec(std::vector<double> v) { return at::tensor(v, at::kDouble).to(at::kFloat); }
+
+eval::Detections dets(std::vector<std::vector<double>> boxes, std::vector<double> scores,
+                      std::vector<std::vector<double>> embeddings = {}) {
+  eval::Detections d{rows(std::move(boxes)), scores.empty() ? at::empty({0}, at::kFloat) : vec(scores), {}};
+  if (!embeddings.empty()) d.embeddings = rows(std::move(embeddings));
+  return d;
+}
+eval::ImageAnnotation anno(std::vector<std::vector<double>> boxes, std::vector<int64_t> ids, int64_t camera = -1) {
+  return {rows(std::move(boxes)), std::move(ids), camera};
+}
+
+}  // namespace
+
+TEST_CASE("eval average_precision is scikit-learn's average_precision_score") {
+  // 0.9 T, 0.8 F, 0.7 T: (R, P) = (.5, 1), (.5, .5), (1, 2/3) -> .5 * 1 + .5 * 2/3 = 5/6.
+  CHECK(eval::average_precision({0.9, 0.8, 0.7}, {true, false, true}) == Approx(5.0 / 6.0));
+  // Ties enter together: 0.9 {F, T}, 0.5 T -> (.5, 1/2), (1, 2/3) -> .25 + 1/3 = 7/12, whatever the tie order.
+  CHECK(eval::average_precision({0.9, 0.9, 0.5}, {false, true, true}) == Approx(7.0 / 12.0));
+  CHECK(eval::average_precision({0.9, 0.9, 0.5}, {true, false, true}) == Approx(7.0 / 12.0));
+  CHECK(eval::average_precision({0.9, 0.1}, {false, false}) == 0.0);  // no positive
+  CHECK(eval::average_precision({}, {}) == 0.0);
+  CHECK_THROWS_WITH_AS(eval::average_precision({0.5}, {true, false}),
+                       "trident::eval::average_precision: scores has 1 entries but positive has 2", trident::Error);
+}
+
+TEST_CASE("eval detection AP and recall follow SeqNet's eval_detection") {
+  // Image A: g0 = [0,0,10,10], g1 = [20,0,30,10] (g1 unlabeled).
+  //   d0 [0,0,10,10] .9 (IoU g0 1) -> TP; d1 [0,0,10,8] .8 (IoU g0 .8, but g0's best is d0) -> FP;
+  //   d2 [20,0,30,10] .3 (IoU g1 1) -> TP; d3 .005 is below the 0.01 threshold -> dropped.
+  // Image B: one gt, no detection -> a missed gt. Image C: one gt, d [5,0,15,10] .6, IoU 50/150 -> FP.
+  const std::vector<eval::ImageAnnotation> annotations = {
+      anno({{0, 0, 10, 10}, {20, 0, 30, 10}}, {0, unlabeled_identity}), anno({{0, 0, 10, 10}}, {unlabeled_identity}),
+      anno({{0, 0, 10, 10}}, {3})};
+  const std::vector<eval::Detections> detections = {
+      dets({{0, 0, 10, 10}, {0, 0, 10, 8}, {20, 0, 30, 10}, {100, 100, 110, 110}}, {0.9, 0.8, 0.3, 0.005}),
+      dets({}, {}), dets({{5, 0, 15, 10}}, {0.6})};
+  // All: gt 4, TP 2, recall .5. Ranked .9 T, .8 F, .6 F, .3 T: (R, P) = (.5, 1), (1, .5) -> .75; AP = .75 * .5.
+  auto m = eval::evaluate_detection(annotations, detections);
+  CHECK(m.ground_truths == 4);
+  CHECK(m.true_positives == 2);
+  CHECK(m.detections == 4);
+  CHECK(m.recall == Approx(0.5));
+  CHECK(m.average_precision == Approx(0.375));
+  // Labeled only: A keeps g0 (d2 becomes FP), B is skipped, C stays: gt 2, TP 1 (d0), recall .5.
+  // Ranked .9 T, .8 F, .6 F, .3 F: (R, P) = (1, 1) -> 1; AP = 1 * .5.
+  eval::DetectionOptions labeled;
+  labeled.labeled_only = true;
+  m = eval::evaluate_detection(annotations, detections, labeled);
+  CHECK(m.ground_truths == 2);
+  CHECK(m.true_positives == 1);
+  CHECK(m.recall == Approx(0.5));
+  CHECK(m.average_precision == Approx(0.5));
+  // A higher threshold drops d1 (.8 < .85) and the rest but d0: TP 1 of 4 gt, curve 1 -> AP .25.
+  eval::DetectionOptions strict;
+  strict.score_threshold = 0.85;
+  m = eval::evaluate_detection(annotations, detections, strict);
+  CHECK(m.recall == Approx(0.25));
+  CHECK(m.average_precision == Approx(0.25));
+
+  // Mutual best IoU vs greedy by score: gt [0,0,10,10]; da [0,0,10,8] .9 (IoU .8), db [0,0,10,10] .5 (IoU 1).
+  const std::vector<eval::ImageAnnotation> one = {anno({{0, 0, 10, 10}}, {0})};
+  const std::vector<eval::Detections> two = {dets({{0, 0, 10, 8}, {0, 0, 10, 10}}, {0.9, 0.5})};
+  // SeqNet: db is the gt's best -> .9 F, .5 T: (1, 1/2) -> AP .5, recall 1.
+  m = eval::evaluate_detection(one, two);
+  CHECK(m.recall == Approx(1.0));
+  CHECK(m.average_precision == Approx(0.5));
+  // Greedy: da (higher score) takes the gt -> .9 T, .5 F: AP 1.
+  eval::DetectionOptions greedy;
+  greedy.matching = eval::DetectionMatching::greedy_by_score;
+  m = eval::evaluate_detection(one, two, greedy);
+  CHECK(m.average_precision == Approx(1.0));
+
+  // The threshold is compared in the scores' precision (as numpy does): a float score 0.01f (0.0099999998) passes
+  // the default threshold 0.01 -> kept, TP, recall 1.
+  m = eval::evaluate_detection(one, std::vector<eval::Detections>{dets({{0, 0, 10, 10}}, {0.01})});
+  CHECK(m.detections == 1);
+  CHECK(m.recall == Approx(1.0));
+
+  CHECK_THROWS_WITH_AS(eval::evaluate_detection(one, detections),
+                       "trident::eval::evaluate_detection: 1 annotations but 3 detection sets (one per gallery image)",
+                       trident::Error);
+}
+
+TEST_CASE("eval CUHK-SYSU search: one TP per image, small-box IoU rule, recall, top-k, never-found query") {
+  CHECK(eval::target_iou_threshold(40, 80) == Approx(0.5));           // 3200 / 4500 = .71 -> capped at .5
+  CHECK(eval::target_iou_threshold(5, 10) == Approx(50.0 / 300.0));   // 5*10 / (15*20)
+  const std::vector<eval::Detections> gallery = {
+      // 0: the first query's own image (listed below, must be skipped)
+      dets({{0, 0, 10, 20}}, {1.0}, {{1, 0}}),
+      // 1: the person at [0,0,40,80] (threshold .5). For q = [1,0], confidence-weighted:
+      //    a [0,0,40,80]  .9 * .6 = .54 (IoU 1)   b [100,0,140,80] 1 * 1 = 1 (IoU 0)   c [0,0,40,70] .8*.8 = .64
+      //    (IoU .875). Ranked b, c, a: c is the first overlapping -> the only TP; a is a negative.
+      dets({{0, 0, 40, 80}, {100, 0, 140, 80}, {0, 0, 40, 70}}, {0.9, 1.0, 0.8}, {{0.6, 0.8}, {1, 0}, {0.8, 0.6}}),
+      // 2: a small person [0,0,5,10] (threshold 1/6); d [0,0,5,4] has IoU 20/50 = .4 -> TP; sim .7 * 0 = 0.
+      dets({{0, 0, 5, 4}}, {0.7}, {{0, 1}}),
+      // 3: the person is there but its only detection scores .3 < .5 -> dropped: a missed gt.
+      dets({{0, 0, 10, 10}}, {0.3}, {{1, 0}}),
+      // 4: no person of interest; e .5 (kept: >= threshold) * .8 = .4.
+      dets({{0, 0, 10, 10}}, {0.5}, {{0.8, 0.6}}),
+      // 5: no detections at all.
+      dets({}, {})};
+  const eval::Box big{0, 0, 40, 80}, small{0, 0, 5, 10}, box3{0, 0, 10, 10};
+  const std::vector<std::vector<eval::GalleryEntry>> galleries = {
+      {{0, std::nullopt}, {1, big}, {2, small}, {3, box3}, {4, std::nullopt}, {5, std::nullopt}},
+      {{3, box3}, {4, std::nullopt}, {5, std::nullopt}},  // the person is never detected
+      {{4, std::nullopt}},                                // the person is not in this gallery
+  };
+  const auto queries = rows({{1, 0}, {0, 1}, {1, 0}});
+  const std::vector<int64_t> query_images = {0, -1, -1};
+  eval::SearchOptions options;
+  options.top_k = {1, 2, 5};
+  // Query 0: gt 3 (images 1, 2, 3), TP 2 -> recall 2/3. Ranked b 1 F, c .64 T, a .54 F, e .4 F, d 0 T:
+  // (R, P) = (0, 0), (.5, 1/2), (.5, 1/3), (.5, 1/4), (1, 2/5) -> .25 + .2 = .45; AP = .45 * 2/3 = .3.
+  auto m = eval::evaluate_search(queries, query_images, gallery, galleries, options);
+  REQUIRE(m.queries.size() == 3);
+  CHECK(m.queries[0].ground_truths == 3);
+  CHECK(m.queries[0].true_positives == 2);
+  CHECK(m.queries[0].recall == Approx(2.0 / 3.0));
+  CHECK(m.queries[0].average_precision == Approx(0.3));
+  CHECK(m.queries[0].top_k_hit == std::vector<bool>{false, true, true});
+  // Query 1: gt 1, TP 0 -> AP 0, recall 0, no hit.
+  CHECK(m.queries[1].ground_truths == 1);
+  CHECK(m.queries[1].average_precision == 0.0);
+  CHECK(m.queries[1].recall == 0.0);
+  CHECK(m.queries[1].top_k_hit == std::vector<bool>{false, false, false});
+  // Query 2 has no ground truth in its gallery: left out of the means.
+  CHECK(m.queries_without_ground_truth == 1);
+  CHECK(m.mean_average_precision == Approx(0.15));  // (.3 + 0) / 2
+  CHECK(m.top_k_accuracy == std::vector<double>{0.0, 0.5, 0.5});
+
+  // Plain cosine: a .6, b 1, c .8, d 0, e .8. Image 1 still ranks b, c, a -> c TP. Ranked b 1 F, {c T, e F} .8
+  // (tied: one point), a .6 F, d 0 T: (0, 0), (.5, 1/3), (.5, 1/4), (1, 2/5) -> 1/6 + .2 = 11/30; AP = 11/30*2/3.
+  // Top-2 with the tie: b, then c (image 1 is listed before image 4) -> hit.
+  options.weighting = search::SimilarityWeighting::none;
+  m = eval::evaluate_search(queries, query_images, gallery, galleries, options);
+  CHECK(m.queries[0].average_precision == Approx(11.0 / 30.0 * 2.0 / 3.0));
+  CHECK(m.queries[0].top_k_hit == std::vector<bool>{false, true, true});
+
+  const std::vector<std::vector<eval::GalleryEntry>> twice = {{{1, big}, {1, big}}};
+  CHECK_THROWS_WITH_AS(eval::evaluate_search(rows({{1, 0}}), std::vector<int64_t>{-1}, gallery, twice),
+                       "trident::eval::evaluate_search: galleries[0] lists image 1 twice", trident::Error);
+  const std::vector<std::vector<eval::GalleryEntry>> outside = {{{6, std::nullopt}}};
+  CHECK_THROWS_WITH_AS(eval::evaluate_search(rows({{1, 0}}), std::vector<int64_t>{-1}, gallery, outside),
+                       "trident::eval::evaluate_search: galleries[0][0].image = 6 is not a gallery image index "
+                       "(there are 6)",
+                       trident::Error);
+}
+
+TEST_CASE("eval PRW search: regular and multi-view galleries") {
+  const std::vector<eval::ImageAnnotation> annotations = {
+      anno({{0, 0, 40, 80}, {50, 0, 90, 80}}, {7, unlabeled_identity}, 1),  // 0: the first query's image
+      anno({{0, 0, 40, 80}}, {7}, 1),
+      anno({{0, 0, 40, 80}, {100, 0, 140, 80}}, {7, 3}, 2),
+      anno({{0, 0, 40, 80}}, {3}, 2)};
+  const std::vector<eval::Detections> gallery = {
+      dets({{0, 0, 40, 80}}, {0.9}, {{1, 0}}), dets({{0, 0, 40, 80}}, {0.9}, {{1, 0}}),
+      dets({{0, 0, 40, 80}, {100, 0, 140, 80}}, {1.0, 1.0}, {{0.6, 0.8}, {0.8, 0.6}}),
+      dets({{0, 0, 40, 80}}, {0.5}, {{1, 0}})};
+  const std::vector<eval::PrwQuery> queries = {{0, 7, 1}, {3, 3, 2}};
+  const auto embeddings = rows({{1, 0}, {0.8, 0.6}});
+  // Query 0, regular (images 1, 2, 3): gt 2. Image 1: .9 T. Image 2: .8 (other person) F, .6 T. Image 3: .5 F.
+  // Ranked .9 T, .8 F, .6 T, .5 F: (.5, 1), (.5, .5), (1, 2/3), (1, .5) -> .5 + 1/3 = 5/6; recall 1.
+  // Query 1 (person 3), regular (images 0, 1, 2): image 2 ranks 1.0 (its box) T, .96 F; images 0, 1: .72 F.
+  // -> AP 1.
+  auto m = eval::evaluate_search_prw(embeddings, queries, annotations, gallery, eval::PrwGallery::regular);
+  CHECK(m.queries[0].ground_truths == 2);
+  CHECK(m.queries[0].average_precision == Approx(5.0 / 6.0).epsilon(1e-5));
+  CHECK(m.queries[0].top_k_hit == std::vector<bool>{true, true, true});
+  CHECK(m.queries[1].average_precision == Approx(1.0).epsilon(1e-5));
+  CHECK(m.mean_average_precision == Approx((5.0 / 6.0 + 1.0) / 2).epsilon(1e-5));
+  // Multi-view: query 0 (camera 1) sees images 2, 3 only: gt 1; ranked .8 F, .6 T, .5 F -> (1, 1/2): AP .5,
+  // top-1 miss. Query 1 (camera 2) sees images 0, 1, where person 3 never appears: left out of the means.
+  m = eval::evaluate_search_prw(embeddings, queries, annotations, gallery, eval::PrwGallery::multi_view);
+  CHECK(m.queries[0].ground_truths == 1);
+  CHECK(m.queries[0].average_precision == Approx(0.5).epsilon(1e-5));
+  CHECK(m.queries[0].top_k_hit == std::vector<bool>{false, true, true});
+  CHECK(m.queries[1].ground_truths == 0);
+  CHECK(m.queries_without_ground_truth == 1);
+  CHECK(m.mean_average_precision == Approx(0.5).epsilon(1e-5));
+  CHECK(m.top_k_accuracy == std::vector<double>{0.0, 1.0, 1.0});
+}
+
+#if defined(TRIDENT_TESTS_WITH_IO)
+TEST_CASE("eval results file: JSON round trip and errors naming the file and the field") {
+  eval::SearchOutputs outputs;
+  outputs.gallery_images = {"s1.jpg", "s2.jpg"};
+  outputs.gallery = {dets({{1, 2, 30, 40}, {5, 6, 7, 8.5}}, {0.75, 0.125}, {{0.6, 0.8, 0}, {0, 0, 1}}),
+                     dets({}, {})};
+  outputs.gallery[1].embeddings = at::empty({0, 3}, at::kFloat);
+  outputs.query_images = {"s9.jpg"};
+  outputs.query_boxes = rows({{10, 20, 30, 60}});
+  outputs.query_embeddings = rows({{0.1f, 0.2f, 0.3f}});  // not exact in binary: checks the float round trip
+  const std::string path = std::string(TRIDENT_TEST_TMP_DIR) + "/eval_results.json";
+  eval::save_search_outputs(outputs, path);
+  const auto back = eval::load_search_outputs(path);
+  CHECK(back.gallery_images == outputs.gallery_images);
+  CHECK(back.query_images == outputs.query_images);
+  REQUIRE(back.gallery.size() == 2);
+  CHECK(back.gallery[0].boxes.equal(outputs.gallery[0].boxes));
+  CHECK(back.gallery[0].scores.equal(outputs.gallery[0].scores));
+  CHECK(back.gallery[0].embeddings.equal(outputs.gallery[0].embeddings));
+  CHECK(back.gallery[1].boxes.sizes() == at::IntArrayRef({0, 4}));
+  CHECK(back.gallery[1].embeddings.sizes() == at::IntArrayRef({0, 3}));
+  CHECK(back.query_boxes.equal(outputs.query_boxes));
+  CHECK(back.query_embeddings.equal(outputs.query_embeddings));
+  std::remove(path.c_str());
+
+  const std::string bad = std::string(TRIDENT_TEST_TMP_DIR) + "/eval_bad.json";
+  std::ofstream(bad) << R"({"format": "trident-search-results", "version": 1, "embedding_dim": 2,
+    "gallery": [{"image": "a.jpg", "detections": [{"box": [0, 0, 1, 1], "embedding": [1, 0]}]}], "queries": []})";
+  CHECK_THROWS_WITH_AS(eval::load_search_outputs(bad),
+                       ("trident::eval::load_search_outputs: '" + bad +
+                        "': gallery[0].detections[0] has no field 'score'").c_str(),
+                       trident::Error);
+  std::ofstream(bad) << R"({"format": "trident-search-results", "version": 1, "embedding_dim": 2,
+    "gallery": [], "queries": [{"image": "q.jpg", "box": [0, 0, 1, 1], "embedding": [1, 0, 0]}]})";
+  CHECK_THROWS_WITH_AS(eval::load_search_outputs(bad),
+                       ("trident::eval::load_search_outputs: '" + bad +
+                        "': queries[0].embedding must be an array of 2 numbers, got 3 entries").c_str(),
+                       trident::Error);
+  std::ofstream(bad) << R"({"format": "trident-search-results", "version": 1, "embedding_dim": 2,
+    "gallery": [], "queries": [{"image": "q.jpg", "box": [5, 0, 1, 1], "embedding": [1, 0]}]})";
+  CHECK_THROWS_WITH_AS(eval::load_search_outputs(bad), doctest::Contains("queries[0].box = [5, 0, 1, 1] is not a box"),
+                       trident::Error);
+  std::ofstream(bad) << "{ not json";
+  CHECK_THROWS_WITH_AS(eval::load_search_outputs(bad), doctest::Contains("' is not valid JSON"), trident::Error);
+  std::remove(bad.c_str());
+}
+#endif
