@@ -1,6 +1,7 @@
 #pragma once
 /// \file trident/trident.hpp
-/// Everything commonly needed from trident, through cheap headers only (no <torch/torch.h>).
+/// Everything commonly needed from trident, through narrow ATen/frontend headers only (never the catch-all
+/// LibTorch header).
 
 #include <trident/backbone/frozen_batch_norm.hpp>
 #include <trident/backbone/resnet.hpp>
