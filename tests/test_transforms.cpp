@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -225,6 +226,12 @@ TEST_CASE("transforms: load_image reads a png as RGB in [0, 1] and names a missi
   const std::string message = what_of([&] { (void)td::load_image(missing); });
   CHECK(message.find("load_image") != std::string::npos);
   CHECK(message.find(missing) != std::string::npos);
+  const fs::path not_a_picture = tmp_dir() / "not_a_picture.png";
+  {
+    std::ofstream(not_a_picture) << "hello";
+  }
+  CHECK(what_of([&] { (void)td::load_image(not_a_picture.string()); }).find("not_a_picture.png") !=
+        std::string::npos);
 }
 
 TEST_CASE("transforms: prepare_training_sample chains load, resize, flip, normalize and is seeded") {

@@ -30,7 +30,9 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <random>
+#include <system_error>
 #include <string>
 #include <vector>
 
@@ -105,8 +107,11 @@ inline int64_t scaled_side(int64_t side, double scale) {
 /// Reads a picture (any format OpenCV reads) as a [3, H, W] float RGB tensor with values in [0, 1].
 /// Grey pictures are expanded to three channels, 16-bit ones reduced to 8 bits (OpenCV's IMREAD_COLOR).
 inline at::Tensor load_image(const std::string& path) {
+  std::error_code ec;
+  TRIDENT_CHECK(std::filesystem::is_regular_file(path, ec),
+                "trident::data::load_image: no such image file '{}'", path);
   const cv::Mat bgr = cv::imread(path, cv::IMREAD_COLOR);
-  TRIDENT_CHECK(!bgr.empty(), "trident::data::load_image: cannot read the image file '{}'", path);
+  TRIDENT_CHECK(!bgr.empty(), "trident::data::load_image: cannot read the image file '{}' (not a picture?)", path);
   cv::Mat rgb;
   cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
   cv::Mat pixels;
