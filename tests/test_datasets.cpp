@@ -1,6 +1,7 @@
-// The dataset readers (CUHK-SYSU, PRW): tiny datasets written in the distributed on-disk formats with matio and
+// The dataset readers (CUHK-SYSU, PRW, custom JSON): tiny datasets written in the distributed on-disk formats with matio and
 // OpenCV, read back field by field; broken files give a trident::Error naming the file and the entry.
 #include <trident/data/cuhk_sysu.hpp>
+#include <trident/data/custom_json.hpp>
 #include <trident/data/prw.hpp>
 
 #include "support/mat_writer.hpp"
@@ -194,7 +195,150 @@ void write_prw(const fs::path& root, PrwFlaw flaw = PrwFlaw::none) {
       << "7 -2 12 30 60 " << (flaw == PrwFlaw::unknown_query ? "c1s1_000001" : "c1s3_000004") << "\n";
 }
 
+/// A custom JSON dataset: two train images (one by its "split" field, one by the "train" list), three test
+/// images, two queries (one with a gallery list).
+const std::string custom_json_text = R"({
+  "name": "my-cameras",
+  "images": [
+    {"file": "cam1/a.jpg", "camera": 1, "split": "train", "width": 16, "height": 12,
+     "boxes": [[10, 20, 30, 60], [5, 5, 0, 10], [50, 10, 20, 40]], "pids": [7, 3, null]},
+    {"file": "cam2/b.jpg", "camera": 2, "boxes": [[1, 2, 10, 20], [3, 4, 5, 6]], "pids": [3, 7]},
+    {"file": "cam1/c.jpg", "camera": 1, "boxes": [[100, 50, 30, 60]], "pids": [42]},
+    {"file": "cam2/d.jpg", "boxes": [[11, 12, 30, 60], [0, 0, 5, 5]], "pids": [42, null]},
+    {"file": "cam2/e.jpg", "split": "test"}
+  ],
+  "train": ["cam2/b.jpg"],
+  "test": ["cam1/c.jpg", "cam2/d.jpg"],
+  "queries": [
+    {"image": "cam1/c.jpg", "box": [100, 50, 30, 60], "pid": 42, "gallery": ["cam2/d.jpg", "cam2/e.jpg"]},
+    {"image": "cam2/d.jpg", "box": [11, 12, 30, 60], "pid": 42}
+  ]
+})";
+
+/// Writes `text` (with `from` replaced by `to`) as <root>/data.json and the pictures, all but `missing`.
+fs::path write_custom_json(const fs::path& root, const std::string& from = "", const std::string& to = "",
+                           const std::string& missing = "") {
+  for (const char* name : {"cam1/a.jpg", "cam2/b.jpg", "cam1/c.jpg", "cam2/d.jpg", "cam2/e.jpg"})
+    if (name != missing) write_jpg(root / name);
+  std::string text = custom_json_text;
+  if (!from.empty()) {
+    const auto at = text.find(from);
+    REQUIRE(at != std::string::npos);
+    text.replace(at, from.size(), to);
+  }
+  std::ofstream(root / "data.json") << text;
+  return root / "data.json";
+}
+
 }  // namespace
+
+TEST_CASE("custom JSON reader: every field of a tiny dataset, and errors naming the file and the JSON path") {
+  namespace data = trident::data;
+  SUBCASE("every field") {
+    const auto root = fresh_dir("custom_json");
+    const auto file = write_custom_json(root);
+    std::vector<std::string> lines;
+    data::CustomJsonOptions options;
+    options.log = [&](const std::string& line) { lines.push_back(line); };
+    const auto d = data::read_custom_json(file.string(), options);
+    CHECK(d.name == "my-cameras");
+    CHECK(fs::path(d.root) == root);
+    REQUIRE(d.images.size() == 5);
+    CHECK((d.train == std::vector<int64_t>{0, 1}));
+    CHECK((d.test == std::vector<int64_t>{2, 3, 4}));
+    CHECK(d.num_train_ids == 2);
+    CHECK(d.report.dropped_boxes == 1);
+    CHECK(d.report.unmatched_boxes == 0);
+    REQUIRE(lines.size() == 1);
+    CHECK(lines[0].find("images[0].boxes[1]") != std::string::npos);
+    const auto& a = d.images[0];
+    CHECK(a.name == "cam1/a.jpg");
+    CHECK(fs::path(a.path) == root / "cam1/a.jpg");
+    CHECK(a.camera == 1);
+    CHECK(a.width == 16);
+    CHECK(a.height == 12);
+    CHECK((a.boxes.scalar_type() == at::kFloat));
+    CHECK((a.boxes.sizes() == at::IntArrayRef{2, 4}));
+    CHECK((floats(a.boxes) == std::vector<float>{10, 20, 40, 80, 50, 10, 70, 50}));
+    CHECK((a.pids.scalar_type() == at::kLong));
+    CHECK((longs(a.pids) == std::vector<int64_t>{0, unlabeled_identity}));  // raw 7 -> 0; raw 3's box was dropped
+    CHECK(d.images[1].camera == 2);
+    CHECK(d.images[1].width == 0);
+    CHECK((floats(d.images[1].boxes) == std::vector<float>{1, 2, 11, 22, 3, 4, 8, 10}));
+    CHECK((longs(d.images[1].pids) == std::vector<int64_t>{1, 0}));  // raw 3 -> 1, raw 7 -> 0
+    CHECK((floats(d.images[2].boxes) == std::vector<float>{100, 50, 130, 110}));
+    CHECK((longs(d.images[2].pids) == std::vector<int64_t>{42}));  // test pids stay raw
+    CHECK(d.images[3].camera == -1);
+    CHECK((floats(d.images[3].boxes) == std::vector<float>{11, 12, 41, 72, 0, 0, 5, 5}));
+    CHECK((longs(d.images[3].pids) == std::vector<int64_t>{42, unlabeled_identity}));
+    CHECK((d.images[4].boxes.sizes() == at::IntArrayRef{0, 4}));
+    CHECK((d.images[4].pids.sizes() == at::IntArrayRef{0}));
+    REQUIRE(d.queries.size() == 2);
+    const auto& q1 = d.queries[0];
+    CHECK(q1.image == 2);
+    CHECK(q1.camera == 1);
+    CHECK(q1.pid == 42);
+    CHECK((q1.box == data::Box{100, 50, 130, 110}));
+    REQUIRE(q1.gallery.size() == 2);
+    CHECK(q1.gallery[0].image == 3);
+    REQUIRE(q1.gallery[0].box.has_value());
+    CHECK((*q1.gallery[0].box == data::Box{11, 12, 41, 72}));
+    CHECK(q1.gallery[1].image == 4);
+    CHECK(!q1.gallery[1].box.has_value());
+    const auto& q2 = d.queries[1];
+    CHECK(q2.image == 3);
+    CHECK(q2.camera == -1);
+    CHECK((q2.box == data::Box{11, 12, 41, 72}));
+    CHECK(q2.gallery.empty());
+  }
+  SUBCASE("no name: the file's stem; no pictures checked") {
+    const auto root = fresh_dir("custom_json_unnamed");
+    const auto file = write_custom_json(root, R"("name": "my-cameras",)", "", "cam2/b.jpg");
+    data::CustomJsonOptions options;
+    options.check_images = false;
+    const auto d = data::read_custom_json(file.string(), options);
+    CHECK(d.name == "data");
+    CHECK(d.images.size() == 5);
+  }
+  SUBCASE("a malformed file") {
+    const auto root = fresh_dir("custom_json_malformed");
+    const auto file = write_custom_json(root, "\n  ]\n", "\n");
+    check_error([&] { data::read_custom_json(file.string()); }, {"read_custom_json", file.string(), "not valid JSON"});
+  }
+  SUBCASE("a box of the wrong size") {
+    const auto root = fresh_dir("custom_json_short_box");
+    const auto file = write_custom_json(root, "[3, 4, 5, 6]", "[3, 4, 5]");
+    check_error([&] { data::read_custom_json(file.string()); },
+                {"'" + file.string() + "': images[1].boxes[1] has 3 numbers, expected 4"});
+  }
+  SUBCASE("a picture that does not exist") {
+    const auto root = fresh_dir("custom_json_missing_picture");
+    const auto file = write_custom_json(root, "", "", "cam2/b.jpg");
+    check_error([&] { data::read_custom_json(file.string()); },
+                {file.string(), "images[1].file", "cam2/b.jpg", "does not exist"});
+  }
+  SUBCASE("more broken entries") {
+    const auto root = fresh_dir("custom_json_broken");
+    check_error([&] { data::read_custom_json(write_custom_json(root, "[3, 7]", "[3, -7]").string()); },
+                {"images[1].pids[1]", "-7"});
+    check_error([&] { data::read_custom_json(write_custom_json(root, "[3, 7]", "[3]").string()); },
+                {"images[1]", "2 boxes but 1 pids"});
+    check_error([&] { data::read_custom_json(write_custom_json(root, R"("cam2/b.jpg"])", "]").string()); },
+                {"images[1]", "cam2/b.jpg", "no split"});
+    check_error([&] { data::read_custom_json(write_custom_json(root, R"(["cam1/c.jpg", )", "[").string()); },
+                {"images[2]", "cam1/c.jpg", "no split"});
+    check_error(
+        [&] { data::read_custom_json(write_custom_json(root, R"("image": "cam2/d.jpg")", R"("image": "cam2/b.jpg")")
+                                         .string()); },
+        {"queries[1].image", "cam2/b.jpg", "not a test image"});
+    check_error([&] { data::read_custom_json(write_custom_json(root, R"(, "cam2/e.jpg"])", R"(, "cam1/c.jpg"])")
+                                                 .string()); },
+                {"queries[0].gallery[1]", "query's own image"});
+    check_error([&] { data::read_custom_json(write_custom_json(root, R"(, "pid": 42})", "}").string()); },
+                {"queries[1] has no field 'pid'"});
+    check_error([&] { data::read_custom_json((root / "none.json").string()); }, {"none.json", "does not exist"});
+  }
+}
 
 TEST_CASE("CUHK-SYSU reader: every field of a tiny dataset written in the distributed format") {
   const auto root = fresh_dir("cuhk");

@@ -12,6 +12,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace trident::data {
@@ -78,6 +79,17 @@ inline void set_boxes(ImageRecord& image, const std::vector<float>& boxes, const
   image.boxes = at::tensor(boxes, at::kFloat).view({n, 4});
   image.pids = at::tensor(pids, at::kLong).view({n});
 }
+
+/// Renumbers raw training identities 0, 1, ... in order of first appearance: the look-up table's rows.
+class TrainIdentities {
+ public:
+  /// The row of `raw`, given the next free one if `raw` is new.
+  int64_t operator()(int64_t raw) { return rows_.emplace(raw, static_cast<int64_t>(rows_.size())).first->second; }
+  int64_t size() const { return static_cast<int64_t>(rows_.size()); }
+
+ private:
+  std::unordered_map<int64_t, int64_t> rows_;
+};
 
 }  // namespace detail
 }  // namespace trident::data

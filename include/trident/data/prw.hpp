@@ -56,7 +56,7 @@ inline Dataset read_prw(const std::string& root, const PrwOptions& options = {})
   data.name = "PRW";
   data.root = root;
   std::unordered_map<std::string, int64_t> index_of;  // frame name without ".jpg"
-  std::unordered_map<int64_t, int64_t> train_id;      // raw pid -> 0-based training identity
+  detail::TrainIdentities train_id;                   // raw pid -> 0-based training identity
 
   for (const bool training : {true, false}) {
     const std::string file = training ? "frame_train.mat" : "frame_test.mat";
@@ -112,7 +112,7 @@ inline Dataset read_prw(const std::string& root, const PrwOptions& options = {})
         int64_t pid = unlabeled_identity;
         if (raw >= 0) {
           pid = static_cast<int64_t>(raw);
-          if (training) pid = train_id.emplace(pid, static_cast<int64_t>(train_id.size())).first->second;
+          if (training) pid = train_id(pid);
         }
         boxes.insert(boxes.end(), {float(x), float(y), float(x + w), float(y + h)});
         pids.push_back(pid);
@@ -124,7 +124,7 @@ inline Dataset read_prw(const std::string& root, const PrwOptions& options = {})
       data.images.push_back(std::move(record));
     }
   }
-  data.num_train_ids = static_cast<int64_t>(train_id.size());
+  data.num_train_ids = train_id.size();
 
   // query_info.txt: "pid x y w h frame" per line (CRLF or LF).
   const std::string query_path = (base / "query_info.txt").string();
