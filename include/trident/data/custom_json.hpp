@@ -9,6 +9,8 @@
 #include <trident/config.hpp>
 #include <trident/data/dataset.hpp>
 
+#include <trident/io/json_reader.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include <array>
@@ -33,35 +35,10 @@ namespace detail {
 
 /// Reads the values of a custom dataset file; errors name the reader, the file and the JSON path of the entry
 /// ("images[3].boxes[1]").
-struct CustomJsonReader {
+struct CustomJsonReader : io::JsonReader {
   static constexpr const char* fn = "trident::data::read_custom_json";
-  std::string path;
+  explicit CustomJsonReader(std::string file) : io::JsonReader(fn, std::move(file)) {}
 
-  /// object[key], or nullptr when absent (or null) and optional.
-  const nlohmann::json* field(const nlohmann::json& object, const std::string& key, const std::string& where,
-                              bool optional = false) const {
-    TRIDENT_CHECK(object.is_object(), "{}: '{}': {} must be an object, got {}", fn, path, where, object.type_name());
-    const auto it = object.find(key);
-    if (it == object.end() || (optional && it->is_null())) {
-      TRIDENT_CHECK(optional, "{}: '{}': {} has no field '{}'", fn, path, where, key);
-      return nullptr;
-    }
-    return &*it;
-  }
-  const nlohmann::json* array(const nlohmann::json& object, const std::string& key, const std::string& where,
-                              bool optional = false) const {
-    const auto* v = field(object, key, where, optional);
-    TRIDENT_CHECK(v == nullptr || v->is_array(), "{}: '{}': {}.{} must be an array, got {}", fn, path, where, key,
-                  v->type_name());
-    return v;
-  }
-  std::optional<std::string> string(const nlohmann::json& object, const std::string& key, const std::string& where,
-                                    bool optional = false) const {
-    const auto* v = field(object, key, where, optional);
-    if (v == nullptr) return std::nullopt;
-    TRIDENT_CHECK(v->is_string(), "{}: '{}': {}.{} must be a string, got {}", fn, path, where, key, v->type_name());
-    return v->get<std::string>();
-  }
   /// An integer >= 0; `what` names it ("an identity").
   int64_t natural(const nlohmann::json& v, const std::string& where, const char* what) const {
     TRIDENT_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0, "{}: '{}': {} must be {} (an integer >= 0), got {}",
@@ -95,40 +72,33 @@ inline Dataset read_custom_json(const std::string& path, const CustomJsonOptions
   const detail::CustomJsonReader r{path};
   constexpr const char* fn = detail::CustomJsonReader::fn;
   TRIDENT_CHECK(fs::is_regular_file(path), "{}: the file '{}' does not exist", fn, path);
-  std::ifstream file(path);
-  TRIDENT_CHECK(file.good(), "{}: cannot open '{}'", fn, path);
-  nlohmann::json root;
-  try {
-    root = nlohmann::json::parse(file);
-  } catch (const nlohmann::json::exception& e) {
-    trident::fail("{}: '{}' is not valid JSON ({})", fn, path, e.what());
-  }
+  const nlohmann::json root = r.parse();
   const fs::path base = fs::path(path).parent_path();
 
   Dataset data;
-  data.name = r.string(root, "name", "the file", true).value_or(fs::path(path).stem().string());
+  data.name = r.optional_string(root, "name", "the file").value_or(fs::path(path).stem().string());
   data.root = base.string();
   std::unordered_map<std::string, int64_t> index_of;
   std::vector<std::string> split_of;  // "train", "test" or "" (not said yet)
 
-  const auto& images = *r.array(root, "images", "the file");
+  const auto& images = r.array(root, "images", "the file");
   for (size_t i = 0; i < images.size(); ++i) {
     const auto where = fmt::format("images[{}]", i);
     ImageRecord record;
-    record.name = *r.string(images[i], "file", where);
+    record.name = r.string(images[i], "file", where);
     TRIDENT_CHECK(!record.name.empty(), "{}: '{}': {}.file is empty", fn, path, where);
     TRIDENT_CHECK(!index_of.count(record.name), "{}: '{}': {}.file '{}' appears twice", fn, path, where, record.name);
     record.path = (base / record.name).string();
     TRIDENT_CHECK(!options.check_images || fs::is_regular_file(record.path),
                   "{}: '{}': the picture of {}.file '{}' does not exist: '{}'", fn, path, where, record.name,
                   record.path);
-    if (const auto* v = r.field(images[i], "camera", where, true))
+    if (const auto* v = r.find(images[i], "camera", where))
       record.camera = r.natural(*v, where + ".camera", "a camera id");
-    if (const auto* v = r.field(images[i], "width", where, true))
+    if (const auto* v = r.find(images[i], "width", where))
       record.width = r.natural(*v, where + ".width", "a width in pixels");
-    if (const auto* v = r.field(images[i], "height", where, true))
+    if (const auto* v = r.find(images[i], "height", where))
       record.height = r.natural(*v, where + ".height", "a height in pixels");
-    const auto split = r.string(images[i], "split", where, true).value_or("");
+    const auto split = r.optional_string(images[i], "split", where).value_or("");
     TRIDENT_CHECK(split.empty() || split == "train" || split == "test",
                   "{}: '{}': {}.split must be \"train\" or \"test\", got \"{}\"", fn, path, where, split);
     index_of.emplace(record.name, static_cast<int64_t>(data.images.size()));
@@ -138,7 +108,7 @@ inline Dataset read_custom_json(const std::string& path, const CustomJsonOptions
 
   // The top-level lists "train" and "test" (file names), checked against the per-image "split" fields.
   for (const char* list : {"train", "test"}) {
-    const auto* names = r.array(root, list, "the file", true);
+    const auto* names = r.optional_array(root, list, "the file");
     if (names == nullptr) continue;
     for (size_t k = 0; k < names->size(); ++k) {
       const auto where = fmt::format("{}[{}]", list, k);
@@ -166,8 +136,8 @@ inline Dataset read_custom_json(const std::string& path, const CustomJsonOptions
   for (size_t i = 0; i < data.images.size(); ++i) {
     const auto where = fmt::format("images[{}]", i);
     const bool training = split_of[i] == "train";
-    const auto* boxes = r.array(images[i], "boxes", where, true);
-    const auto* pids = r.array(images[i], "pids", where, true);
+    const auto* boxes = r.optional_array(images[i], "boxes", where);
+    const auto* pids = r.optional_array(images[i], "pids", where);
     const size_t n = boxes == nullptr ? 0 : boxes->size();
     TRIDENT_CHECK(pids == nullptr || pids->size() == n, "{}: '{}': {} has {} boxes but {} pids", fn, path, where, n,
                   pids == nullptr ? 0 : pids->size());
@@ -202,19 +172,19 @@ inline Dataset read_custom_json(const std::string& path, const CustomJsonOptions
                   "{}: '{}': {} names '{}', which is not a test image", fn, path, where, v.get<std::string>());
     return it->second;
   };
-  if (const auto* queries = r.array(root, "queries", "the file", true)) {
+  if (const auto* queries = r.optional_array(root, "queries", "the file")) {
     for (size_t q = 0; q < queries->size(); ++q) {
       const auto where = fmt::format("queries[{}]", q);
       const auto& entry = (*queries)[q];
       Query query;
-      query.image = test_image(*r.field(entry, "image", where), where + ".image");
+      query.image = test_image(r.field(entry, "image", where), where + ".image");
       query.camera = data.images[static_cast<size_t>(query.image)].camera;
-      query.box = r.box(*r.field(entry, "box", where), where + ".box");
+      query.box = r.box(r.field(entry, "box", where), where + ".box");
       TRIDENT_CHECK(query.box[2] > query.box[0] && query.box[3] > query.box[1],
                     "{}: '{}': {}.box has width {} and height {}, expected both > 0", fn, path, where,
                     query.box[2] - query.box[0], query.box[3] - query.box[1]);
-      query.pid = r.natural(*r.field(entry, "pid", where), where + ".pid", "an identity");
-      if (const auto* gallery = r.array(entry, "gallery", where, true)) {
+      query.pid = r.natural(r.field(entry, "pid", where), where + ".pid", "an identity");
+      if (const auto* gallery = r.optional_array(entry, "gallery", where)) {
         for (size_t j = 0; j < gallery->size(); ++j) {
           const auto gwhere = fmt::format("{}.gallery[{}]", where, j);
           GalleryItem item;

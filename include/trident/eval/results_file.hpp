@@ -7,6 +7,8 @@
 
 #include <trident/eval/types.hpp>
 
+#include <trident/io/json_reader.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include <ATen/ops/empty.h>
@@ -43,31 +45,10 @@ inline nlohmann::json rows_to_json(const at::Tensor& t, int64_t rows, int64_t co
 }
 
 /// Reads JSON values with errors that name the file and the field ("gallery[3].detections[0].score").
-struct JsonReader {
-  std::string path;
+struct JsonReader : io::JsonReader {
   static constexpr const char* fn = "trident::eval::load_search_outputs";
+  explicit JsonReader(std::string file) : io::JsonReader(fn, std::move(file)) {}
 
-  const nlohmann::json& field(const nlohmann::json& object, const std::string& key, const std::string& where) const {
-    TRIDENT_CHECK(object.is_object(), "{}: '{}': {} must be an object, got {}", fn, path, where, object.type_name());
-    const auto it = object.find(key);
-    TRIDENT_CHECK(it != object.end(), "{}: '{}': {} has no field '{}'", fn, path, where, key);
-    return *it;
-  }
-  const nlohmann::json& array(const nlohmann::json& object, const std::string& key, const std::string& where) const {
-    const auto& v = field(object, key, where);
-    TRIDENT_CHECK(v.is_array(), "{}: '{}': {}.{} must be an array, got {}", fn, path, where, key, v.type_name());
-    return v;
-  }
-  std::string string(const nlohmann::json& object, const std::string& key, const std::string& where) const {
-    const auto& v = field(object, key, where);
-    TRIDENT_CHECK(v.is_string(), "{}: '{}': {}.{} must be a string, got {}", fn, path, where, key, v.type_name());
-    return v.get<std::string>();
-  }
-  double number(const nlohmann::json& object, const std::string& key, const std::string& where) const {
-    const auto& v = field(object, key, where);
-    TRIDENT_CHECK(v.is_number(), "{}: '{}': {}.{} must be a number, got {}", fn, path, where, key, v.type_name());
-    return v.get<double>();
-  }
   /// Appends the `size` numbers of object[key] to `out`.
   void numbers(const nlohmann::json& object, const std::string& key, const std::string& where, int64_t size,
                std::vector<double>& out) const {
@@ -151,14 +132,7 @@ inline void save_search_outputs(const SearchOutputs& outputs, const std::string&
 inline SearchOutputs load_search_outputs(const std::string& path) {
   const detail::JsonReader r{path};
   constexpr const char* fn = detail::JsonReader::fn;
-  std::ifstream file(path);
-  TRIDENT_CHECK(file.good(), "{}: cannot open '{}'", fn, path);
-  nlohmann::json root;
-  try {
-    root = nlohmann::json::parse(file);
-  } catch (const nlohmann::json::exception& e) {
-    trident::fail("{}: '{}' is not valid JSON ({})", fn, path, e.what());
-  }
+  const nlohmann::json root = r.parse();
   const auto format = r.string(root, "format", "the file");
   TRIDENT_CHECK(format == results_format_name, "{}: '{}': format is '{}', expected '{}'", fn, path, format,
                 results_format_name);

@@ -112,13 +112,9 @@ inline void check_lut_size(int64_t lut_size, const at::Tensor& scores, std::stri
 template <typename Weighting = Agwf, ConfidenceGradient Confidence = ConfidenceGradient::detached>
 at::Tensor id_loss(const at::Tensor& scores, const at::Tensor& identities, const at::Tensor& alpha,
                    double tau = ReidLossOptions{}.tau_id) {
-  constexpr std::string_view caller = "trident::losses::id_loss";
-  detail::assert_gradient_weighting<Weighting>();
-  detail::check_scores(scores, caller, "scores");
-  detail::check_labels(identities, scores.size(0), 0, scores.size(1), scores, caller, "identities");
-  detail::check_temperature(tau, caller, "tau");
-  const auto weight = detail::effective_confidence<Weighting, Confidence>(alpha, scores.size(0), scores, caller);
-  return detail::identity_rows(scores, identities, weight, tau);
+  // Eq. (7) is the shared classification form over look-up table and queue columns.
+  return detail::checked_classification_loss<Weighting, Confidence>(scores, identities, alpha, tau,
+                                                                    "trident::losses::id_loss", "identities");
 }
 
 /// L_bin per row from the positive scores S_iy_i [N] and alpha [N]. Returns [N].

@@ -139,6 +139,18 @@ inline void check_temperature(double tau, std::string_view caller, std::string_v
   TRIDENT_CHECK(std::isfinite(tau) && tau > 0, "{}: {} must be a positive temperature, got {}", caller, arg, tau);
 }
 
+/// classification_loss with its checks, errors naming `caller` and the labels argument `labels_name`.
+template <typename Weighting, ConfidenceGradient Confidence>
+at::Tensor checked_classification_loss(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& alpha,
+                                       double tau, std::string_view caller, std::string_view labels_name) {
+  assert_gradient_weighting<Weighting>();
+  check_scores(scores, caller, "scores");
+  check_labels(labels, scores.size(0), 0, scores.size(1), scores, caller, labels_name);
+  check_temperature(tau, caller, "tau");
+  const auto weight = effective_confidence<Weighting, Confidence>(alpha, scores.size(0), scores, caller);
+  return weighted_cross_entropy(scores, labels, weight, tau);
+}
+
 }  // namespace detail
 
 /// Per-row loss L(S_i, alpha_i, y_i) = log(1 + sum_{k != y_i} exp(alpha_i (S_ik - S_iy_i) / tau)): the plain
@@ -150,13 +162,8 @@ inline void check_temperature(double tau, std::string_view caller, std::string_v
 template <typename Weighting = Agwf, ConfidenceGradient Confidence = ConfidenceGradient::detached>
 at::Tensor classification_loss(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& alpha,
                                double tau) {
-  constexpr std::string_view caller = "trident::losses::classification_loss";
-  detail::assert_gradient_weighting<Weighting>();
-  detail::check_scores(scores, caller, "scores");
-  detail::check_labels(labels, scores.size(0), 0, scores.size(1), scores, caller, "labels");
-  detail::check_temperature(tau, caller, "tau");
-  const auto weight = detail::effective_confidence<Weighting, Confidence>(alpha, scores.size(0), scores, caller);
-  return detail::weighted_cross_entropy(scores, labels, weight, tau);
+  return detail::checked_classification_loss<Weighting, Confidence>(scores, labels, alpha, tau,
+                                                                    "trident::losses::classification_loss", "labels");
 }
 
 }  // namespace trident::losses
