@@ -1,0 +1,165 @@
+#pragma once
+/// \file trident/train/checkpoint.hpp
+/// Training checkpoints: everything a run needs to continue exactly where it stopped — the model's parameters
+/// and buffers (which include the re-id memory: look-up table, circular queue and its head, batch-norm
+/// statistics), the optimizer's state (momentum buffers), the position in the schedule and in the data
+/// (epoch, iteration), the seed and the CPU random generator's state, and the mixed-precision loss scale.
+///
+/// One file in LibTorch's archive format (torch::serialize), written atomically: to `<path>.tmp` first, then
+/// renamed over `<path>`, so a crash while writing never leaves a half-written checkpoint (the previous one
+/// stays intact). Loading checks the format tag and names the file and the entry on any error.
+#include <trident/config.hpp>
+
+#include <ATen/core/Generator.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <system_error>
+
+namespace trident::train {
+
+inline constexpr const char* checkpoint_format = "trident-checkpoint";
+inline constexpr int64_t checkpoint_version = 1;
+
+/// Where a run stands. `iteration` counts completed iterations since the start of training; the next one is
+/// batch `iteration - epoch * iterations_per_epoch` of epoch `epoch`.
+struct TrainState {
+  int64_t epoch = 0;                ///< the epoch the next iteration belongs to (0-based)
+  int64_t iteration = 0;            ///< completed iterations
+  int64_t iterations_per_epoch = 0; ///< as when the checkpoint was written (a resume with another value is refused)
+  int64_t seed = 0;
+  double loss_scale = 1.0;          ///< mixed precision's dynamic loss scale (1 without mixed precision)
+  int64_t good_steps = 0;           ///< steps since the loss scale last changed
+};
+
+namespace detail {
+
+inline int64_t read_int(torch::serialize::InputArchive& ar, const std::string& key, const std::string& path) {
+  c10::IValue v;
+  TRIDENT_CHECK(ar.try_read(key, v) && v.isInt(), "trident::train::load_checkpoint: '{}' has no integer entry '{}'",
+                path, key);
+  return v.toInt();
+}
+
+inline double read_double(torch::serialize::InputArchive& ar, const std::string& key, const std::string& path) {
+  c10::IValue v;
+  TRIDENT_CHECK(ar.try_read(key, v) && v.isDouble(), "trident::train::load_checkpoint: '{}' has no number entry '{}'",
+                path, key);
+  return v.toDouble();
+}
+
+/// Writes `archive` to `path` through `<path>.tmp` and a rename.
+inline void save_archive_atomically(torch::serialize::OutputArchive& archive, const std::string& path,
+                                    std::string_view caller) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  std::error_code ec;
+  if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
+  TRIDENT_CHECK(!ec, "{}: cannot create the folder of '{}': {}", caller, path, ec.message());
+  const std::string tmp = path + ".tmp";
+  try {
+    archive.save_to(tmp);
+  } catch (const c10::Error& e) {
+    fs::remove(tmp, ec);
+    fail("{}: cannot write '{}': {}", caller, tmp, e.what_without_backtrace());
+  }
+  fs::rename(tmp, target, ec);
+  TRIDENT_CHECK(!ec, "{}: cannot rename '{}' to '{}': {}", caller, tmp, path, ec.message());
+}
+
+inline torch::serialize::InputArchive open_archive(const std::string& path, std::string_view caller) {
+  TRIDENT_CHECK(std::filesystem::is_regular_file(path), "{}: '{}' does not exist (or is not a file)", caller, path);
+  torch::serialize::InputArchive ar;
+  try {
+    ar.load_from(path);
+  } catch (const c10::Error& e) {
+    fail("{}: '{}' is not a LibTorch archive: {}", caller, path, e.what_without_backtrace());
+  }
+  c10::IValue format;
+  TRIDENT_CHECK(ar.try_read("format", format) && format.isString() && format.toStringRef() == checkpoint_format,
+                "{}: '{}' is not a trident checkpoint (no 'format' entry \"{}\")", caller, path, checkpoint_format);
+  return ar;
+}
+
+}  // namespace detail
+
+/// Writes a checkpoint atomically (see the file comment).
+inline void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                            const TrainState& state) {
+  torch::serialize::OutputArchive ar, model_ar, optim_ar;
+  ar.write("format", c10::IValue(std::string(checkpoint_format)));
+  ar.write("version", c10::IValue(checkpoint_version));
+  model.save(model_ar);
+  ar.write("model", model_ar);
+  optimizer.save(optim_ar);
+  ar.write("optimizer", optim_ar);
+  ar.write("epoch", c10::IValue(state.epoch));
+  ar.write("iteration", c10::IValue(state.iteration));
+  ar.write("iterations_per_epoch", c10::IValue(state.iterations_per_epoch));
+  ar.write("seed", c10::IValue(state.seed));
+  ar.write("loss_scale", c10::IValue(state.loss_scale));
+  ar.write("good_steps", c10::IValue(state.good_steps));
+  ar.write("cpu_rng_state", at::detail::getDefaultCPUGenerator().get_state(), /*is_buffer=*/true);
+  detail::save_archive_atomically(ar, path, "trident::train::save_checkpoint");
+}
+
+/// Loads every part of a checkpoint into `model` and `optimizer`, restores the CPU random generator, and
+/// returns the training state. Errors name the file and the entry.
+inline TrainState load_checkpoint(const std::string& path, torch::nn::Module& model,
+                                  torch::optim::Optimizer& optimizer) {
+  static constexpr const char* caller = "trident::train::load_checkpoint";
+  auto ar = detail::open_archive(path, caller);
+  const int64_t version = detail::read_int(ar, "version", path);
+  TRIDENT_CHECK(version == checkpoint_version, "{}: '{}' has version {}, this trident reads version {}", caller, path,
+                version, checkpoint_version);
+  torch::serialize::InputArchive model_ar, optim_ar;
+  TRIDENT_CHECK(ar.try_read("model", model_ar), "{}: '{}' has no 'model' entry", caller, path);
+  TRIDENT_CHECK(ar.try_read("optimizer", optim_ar), "{}: '{}' has no 'optimizer' entry", caller, path);
+  try {
+    model.load(model_ar);
+  } catch (const c10::Error& e) {
+    fail("{}: '{}': the model does not match the checkpoint (another configuration?): {}", caller, path,
+         e.what_without_backtrace());
+  }
+  try {
+    optimizer.load(optim_ar);
+  } catch (const c10::Error& e) {
+    fail("{}: '{}': the optimizer state does not match: {}", caller, path, e.what_without_backtrace());
+  }
+  TrainState s;
+  s.epoch = detail::read_int(ar, "epoch", path);
+  s.iteration = detail::read_int(ar, "iteration", path);
+  s.iterations_per_epoch = detail::read_int(ar, "iterations_per_epoch", path);
+  s.seed = detail::read_int(ar, "seed", path);
+  s.loss_scale = detail::read_double(ar, "loss_scale", path);
+  s.good_steps = detail::read_int(ar, "good_steps", path);
+  at::Tensor rng;
+  TRIDENT_CHECK(ar.try_read("cpu_rng_state", rng, /*is_buffer=*/true), "{}: '{}' has no 'cpu_rng_state' entry", caller,
+                path);
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  generator.set_state(rng);
+  return s;
+}
+
+/// Loads only the model's parameters and buffers from a checkpoint (for evaluation and search).
+inline void load_model(const std::string& path, torch::nn::Module& model) {
+  static constexpr const char* caller = "trident::train::load_model";
+  auto ar = detail::open_archive(path, caller);
+  torch::serialize::InputArchive model_ar;
+  TRIDENT_CHECK(ar.try_read("model", model_ar), "{}: '{}' has no 'model' entry", caller, path);
+  try {
+    model.load(model_ar);
+  } catch (const c10::Error& e) {
+    fail("{}: '{}': the model does not match the checkpoint (another configuration?): {}", caller, path,
+         e.what_without_backtrace());
+  }
+}
+
+}  // namespace trident::train

@@ -1,0 +1,319 @@
+#pragma once
+/// \file trident/train/trainer.hpp
+/// The trainer: SGD with the paper's schedule (Section 5.2) over any TridentNet<Config> (or any module with
+/// `losses(batch, targets)`), fed by any batch source (data::Loader, or the in-memory source below).
+///
+///   for every iteration:  lr from the schedule -> losses -> every loss finite? -> backward (scaled under mixed
+///                         precision) -> clip (option) -> SGD step -> log row, progress bar
+///                         -> checkpoint every N iterations (option)
+///   at every epoch end:   checkpoint, training curves PNG, on_epoch_end hook
+///
+/// Everything a run writes goes into options.out_dir: checkpoint.pt (atomic), train_log.csv / .jsonl,
+/// curves.png. options.resume continues from checkpoint.pt exactly: model and memory, optimizer, schedule
+/// position, data position and random state are restored, so k + (n - k) iterations give the same parameters
+/// as n uninterrupted ones (on the same device and thread count). A loss that becomes NaN or Inf stops the run
+/// with TrainingDiverged naming the loss and the iteration; the last checkpoint is left as it was.
+/// Part of trident::io (the curves are drawn with OpenCV).
+#include <trident/config.hpp>
+#include <trident/core/types.hpp>
+#include <trident/train/checkpoint.hpp>
+#include <trident/train/grad_scaler.hpp>
+#include <trident/train/log.hpp>
+#include <trident/train/progress.hpp>
+#include <trident/train/schedule.hpp>
+#include <trident/viz/curves.hpp>
+
+#include <ATen/autocast_mode.h>
+#include <ATen/ops/randperm.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/sgd.h>
+#include <torch/version.h>
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace trident::train {
+
+/// A batch as the trainer consumes it: the padded images and one Target per image.
+struct Batch {
+  ImageBatch images;
+  std::vector<Target> targets;
+};
+
+/// What the trainer needs from a data source: its length, a way to position it (epoch e, batch b: the next
+/// batch returned is batch b of epoch e, always the same one for the same (e, b)) and the batches in order.
+template <class S>
+concept BatchSource = requires(S& s, int64_t epoch, int64_t batch) {
+  { s.batches_per_epoch() } -> std::convertible_to<int64_t>;
+  s.seek(epoch, batch);
+  { s.next() } -> std::convertible_to<Batch>;
+};
+
+/// Batches held in memory (generated scenes, tests). Each epoch visits them in an order drawn from
+/// (seed, epoch) when `shuffle` is set.
+class InMemorySource {
+ public:
+  InMemorySource(std::vector<Batch> batches, bool shuffle = false, uint64_t seed = 0)
+      : batches_(std::move(batches)), shuffle_(shuffle), seed_(seed) {
+    TRIDENT_CHECK(!batches_.empty(), "trident::train::InMemorySource: no batches");
+  }
+  int64_t batches_per_epoch() const { return static_cast<int64_t>(batches_.size()); }
+  void seek(int64_t epoch, int64_t batch) {
+    TRIDENT_CHECK(batch >= 0 && batch < batches_per_epoch(),
+                  "trident::train::InMemorySource::seek: batch {} is outside 0..{}", batch, batches_per_epoch() - 1);
+    order_.resize(batches_.size());
+    for (size_t i = 0; i < order_.size(); ++i) order_[i] = i;
+    if (shuffle_) {
+      std::mt19937_64 rng(seed_ * 1000003u + static_cast<uint64_t>(epoch));
+      for (size_t i = order_.size() - 1; i > 0; --i) std::swap(order_[i], order_[rng() % (i + 1)]);
+    }
+    next_ = static_cast<size_t>(batch);
+  }
+  Batch next() {
+    TRIDENT_CHECK(next_ < order_.size(), "trident::train::InMemorySource::next: the epoch is over (seek first)");
+    return batches_[order_[next_++]];
+  }
+
+ private:
+  std::vector<Batch> batches_;
+  bool shuffle_;
+  uint64_t seed_;
+  std::vector<size_t> order_;
+  size_t next_ = 0;
+};
+
+/// Everything a run is told; the paper's values by default (CUHK-SYSU: 14 epochs; PRW: 10).
+struct TrainerOptions {
+  LrSchedule schedule{};
+  int64_t epochs = 14;
+  double momentum = 0.9;
+  double weight_decay = 5e-4;
+  double clip_grad_norm = 0.0;         ///< clip the gradients' global L2 norm to this; 0: no clipping
+  std::string out_dir = "out/train";
+  int64_t checkpoint_every = 0;        ///< also checkpoint every N iterations; 0: only at epoch ends and at the stop
+  bool resume = false;                 ///< continue from out_dir/checkpoint.pt (an error when it is missing)
+  int64_t seed = 0;                    ///< seeds LibTorch's generator at a fresh start (sampling, initialisation)
+  c10::Device device = c10::kCPU;
+  bool mixed_precision = false;        ///< autocast + loss scaling; CUDA only
+  int64_t max_iterations = -1;         ///< stop after this many iterations in total (a checkpoint is written); -1: all
+  int64_t print_every = 20;            ///< progress lines when the output is not a terminal (0: none)
+  bool curves = true;                  ///< draw curves.png at each epoch end
+  std::function<void(int64_t epoch)> on_epoch_end;  ///< after the epoch's checkpoint (e.g. evaluate)
+};
+
+/// Thrown when a loss or the gradient norm stops being finite.
+struct TrainingDiverged : Error {
+  using Error::Error;
+};
+
+struct TrainSummary {
+  int64_t iterations = 0;           ///< completed iterations in total (including those before a resume)
+  int64_t iterations_this_run = 0;
+  int64_t resumed_from = -1;        ///< the iteration the run resumed from; -1 for a fresh start
+  double seconds = 0;               ///< wall time of this run
+  double images_per_second = 0;
+  std::vector<std::pair<std::string, double>> last_losses;
+  std::string checkpoint;           ///< the last checkpoint written
+};
+
+namespace detail {
+
+/// Switches CUDA autocast on for its scope (LibTorch 1.13's and 2.x's spellings).
+class AutocastScope {
+ public:
+  explicit AutocastScope(bool on) : on_(on) {
+    if (!on_) return;
+#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 4
+    previous_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+#else
+    previous_ = at::autocast::is_enabled();
+    at::autocast::set_enabled(true);
+#endif
+  }
+  ~AutocastScope() {
+    if (!on_) return;
+#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 4
+    at::autocast::set_autocast_enabled(at::kCUDA, previous_);
+#else
+    at::autocast::set_enabled(previous_);
+#endif
+    at::autocast::clear_cache();
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool on_;
+  bool previous_ = false;
+};
+
+inline Batch to_device(Batch b, c10::Device device) {
+  if (b.images.images.device() == device) return b;
+  b.images.images = b.images.images.to(device, /*non_blocking=*/true);
+  for (auto& t : b.targets) {
+    t.boxes = t.boxes.to(device);
+    t.pids = t.pids.to(device);
+  }
+  return b;
+}
+
+inline std::vector<at::Tensor> trainable(torch::nn::Module& net) {
+  std::vector<at::Tensor> out;
+  for (auto& p : net.parameters())
+    if (p.requires_grad()) out.push_back(p);
+  return out;
+}
+
+}  // namespace detail
+
+/// Trains `net` on `source` (see the file comment). Returns what the run did.
+template <class Net, BatchSource Source>
+TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
+  static constexpr const char* caller = "trident::train::fit";
+  namespace fs = std::filesystem;
+  using clock = std::chrono::steady_clock;
+  TRIDENT_CHECK(o.epochs > 0, "{}: epochs must be positive, got {}", caller, o.epochs);
+  TRIDENT_CHECK(o.momentum >= 0 && o.weight_decay >= 0 && o.clip_grad_norm >= 0,
+                "{}: momentum, weight_decay and clip_grad_norm must be >= 0, got {}, {}, {}", caller, o.momentum,
+                o.weight_decay, o.clip_grad_norm);
+  TRIDENT_CHECK(!o.mixed_precision || o.device.is_cuda(),
+                "{}: mixed_precision needs a CUDA device (autocast to float16), the device is {}", caller,
+                o.device.str());
+  const int64_t per_epoch = source.batches_per_epoch();
+  TRIDENT_CHECK(per_epoch > 0, "{}: the data source has no batches", caller);
+  const int64_t total = o.epochs * per_epoch;
+  const int64_t stop = o.max_iterations < 0 ? total : std::min(total, o.max_iterations);
+
+  net.to(o.device);
+  net.train();
+  const auto params = detail::trainable(net);
+  TRIDENT_CHECK(!params.empty(), "{}: the network has no trainable parameters", caller);
+  torch::optim::SGD sgd(params, torch::optim::SGDOptions(o.schedule.base_lr).momentum(o.momentum).weight_decay(o.weight_decay));
+  GradScaler scaler({}, o.mixed_precision);
+
+  const std::string checkpoint = (fs::path(o.out_dir) / "checkpoint.pt").string();
+  TrainState state;
+  state.iterations_per_epoch = per_epoch;
+  state.seed = o.seed;
+  TrainSummary summary;
+  if (o.resume) {
+    TRIDENT_CHECK(fs::exists(checkpoint), "{}: resume asked for, but '{}' does not exist", caller, checkpoint);
+    state = load_checkpoint(checkpoint, net, sgd);
+    TRIDENT_CHECK(state.iterations_per_epoch == per_epoch,
+                  "{}: '{}' was written with {} iterations per epoch, the data source now gives {} (another dataset "
+                  "or batch size?)",
+                  caller, checkpoint, state.iterations_per_epoch, per_epoch);
+    scaler.set_state(state.loss_scale, state.good_steps);
+    summary.resumed_from = state.iteration;
+    summary.checkpoint = checkpoint;
+  } else {
+    at::manual_seed(static_cast<uint64_t>(o.seed));
+  }
+  TrainingLog log(o.out_dir, o.resume ? state.iteration : -1);
+  ProgressBar bar(stop, o.print_every);
+
+  auto write_checkpoint = [&] {
+    state.loss_scale = scaler.scale();
+    state.good_steps = scaler.good_steps();
+    save_checkpoint(checkpoint, net, sgd, state);
+    summary.checkpoint = checkpoint;
+  };
+  auto draw_curves = [&] { viz::draw_training_curves(log, (fs::path(o.out_dir) / "curves.png").string()); };
+
+  const auto start = clock::now();
+  int64_t images_seen = 0;
+  const int64_t first = state.iteration;
+  while (state.iteration < stop) {
+    const int64_t epoch = state.iteration / per_epoch;
+    source.seek(epoch, state.iteration - epoch * per_epoch);
+    state.epoch = epoch;
+    for (int64_t b = state.iteration - epoch * per_epoch; b < per_epoch && state.iteration < stop; ++b) {
+      const double lr = learning_rate(o.schedule, state.iteration, per_epoch);
+      for (auto& group : sgd.param_groups()) static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+      Batch batch = detail::to_device(source.next(), o.device);
+
+      LossMap losses;
+      {
+        detail::AutocastScope autocast(o.mixed_precision);
+        losses = net.losses(batch.images, batch.targets);
+      }
+      std::vector<std::string> names;
+      std::vector<double> values;
+      for (const auto& [name, value] : losses) {
+        const double v = value.template item<double>();
+        if (!std::isfinite(v)) {
+          bar.newline();
+          throw TrainingDiverged(fmt::format(
+              "{}: training diverged at iteration {} (epoch {}): loss '{}' is {}; {}", caller, state.iteration,
+              epoch + 1, name, v,
+              summary.checkpoint.empty() ? std::string("no checkpoint was written yet")
+                                         : fmt::format("the last good checkpoint '{}' is intact", summary.checkpoint)));
+        }
+        names.push_back(name);
+        values.push_back(v);
+      }
+      const at::Tensor loss = losses.total();
+      sgd.zero_grad();
+      scaler.scale_loss(loss).backward();
+      const bool finite = scaler.unscale(params);
+      if (finite && o.clip_grad_norm > 0) {
+        const double norm = torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm);
+        if (!std::isfinite(norm)) {
+          bar.newline();
+          throw TrainingDiverged(fmt::format("{}: training diverged at iteration {} (epoch {}): the gradient norm is "
+                                             "{}; {}",
+                                             caller, state.iteration, epoch + 1, norm,
+                                             summary.checkpoint.empty()
+                                                 ? std::string("no checkpoint was written yet")
+                                                 : fmt::format("the last good checkpoint '{}' is intact",
+                                                               summary.checkpoint)));
+        }
+      }
+      if (finite) sgd.step();
+      scaler.update(finite);
+      ++state.iteration;
+      images_seen += static_cast<int64_t>(batch.targets.size());
+
+      const double seconds = std::chrono::duration<double>(clock::now() - start).count();
+      const double ips = seconds > 0 ? static_cast<double>(images_seen) / seconds : 0.0;
+      double total_loss = 0;
+      for (double v : values) total_loss += v;
+      log.add(names, {state.iteration - 1, epoch, lr, values, total_loss, ips, seconds});
+      std::string text = fmt::format("loss {:.3f}", total_loss);
+      for (size_t i = 0; i < names.size(); ++i) text += fmt::format(" {} {:.3f}", names[i], values[i]);
+      text += fmt::format(" | lr {:.2e}", lr);
+      const double per_iteration = seconds / static_cast<double>(state.iteration - first);
+      bar.update(state.iteration, epoch, o.epochs, ips, per_iteration * static_cast<double>(stop - state.iteration), text);
+      summary.last_losses.clear();
+      for (size_t i = 0; i < names.size(); ++i) summary.last_losses.emplace_back(names[i], values[i]);
+
+      if (o.checkpoint_every > 0 && state.iteration % o.checkpoint_every == 0) write_checkpoint();
+    }
+    state.epoch = state.iteration / per_epoch;
+    const bool epoch_done = state.iteration % per_epoch == 0;
+    write_checkpoint();  // at the epoch end, or where the run stops
+    if (epoch_done) {
+      if (o.curves) draw_curves();
+      if (o.on_epoch_end) o.on_epoch_end(state.epoch - 1);
+    }
+  }
+  if (o.curves && state.iteration % per_epoch != 0) draw_curves();
+  summary.iterations = state.iteration;
+  summary.iterations_this_run = state.iteration - first;
+  summary.seconds = std::chrono::duration<double>(clock::now() - start).count();
+  summary.images_per_second = summary.seconds > 0 ? static_cast<double>(images_seen) / summary.seconds : 0.0;
+  return summary;
+}
+
+}  // namespace trident::train

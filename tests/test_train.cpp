@@ -1,0 +1,249 @@
+// The trainer: the paper's learning-rate schedule, loss scaling, the training log, exact resume, the stop on a
+// diverging loss, and the files a run writes. Needs trident::io (the curves are drawn with OpenCV).
+#if TRIDENT_TESTS_WITH_IO
+#include "support/fixtures.hpp"
+
+#include <trident/core/threads.hpp>
+#include <trident/data/toy_scenes.hpp>
+#include <trident/model/configs.hpp>
+#include <trident/model/trident_net.hpp>
+#include <trident/train/trainer.hpp>
+
+#include <ATen/ops/equal.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/ones.h>
+#include <torch/nn/modules/linear.h>
+
+#include <opencv2/imgcodecs.hpp>
+
+#include <filesystem>
+#include <limits>
+
+using namespace trident;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string fresh_dir(const std::string& name) {
+  const auto dir = fs::path(TRIDENT_TEST_TMP_DIR) / "train" / name;
+  fs::remove_all(dir);
+  return dir.string();
+}
+
+NetOptions small_options() {
+  NetOptions o;
+  o.stem.frozen_up_to = backbone::FrozenUpTo::none;
+  o.stem.norm = backbone::BatchNormMode::trainable;
+  o.rpn.pre_nms_top_n_train = 300;
+  o.rpn.post_nms_top_n_train = 64;
+  o.sampler.batch_size_per_image = 32;
+  return o;
+}
+
+/// Two batches of two generated scenes each (their noise comes from LibTorch's generator: seed it first).
+train::InMemorySource toy_source() {
+  at::manual_seed(99);
+  auto scenes = data::make_toy_scenes(4, 2, 4, 128, 192, 11);
+  std::vector<train::Batch> batches;
+  for (int b = 0; b < 2; ++b) {
+    train::Batch batch;
+    batch.images.images = scenes.batch.images.narrow(0, 2 * b, 2);
+    batch.images.sizes = {scenes.batch.sizes[2 * b], scenes.batch.sizes[2 * b + 1]};
+    batch.targets = {scenes.targets[2 * b], scenes.targets[2 * b + 1]};
+    batches.push_back(batch);
+  }
+  return train::InMemorySource(batches, /*shuffle=*/true, /*seed=*/3);
+}
+
+/// A one-parameter "network" whose loss is (w - 1)^2, or NaN from iteration `nan_at` on.
+struct Quadratic : torch::nn::Module {
+  explicit Quadratic(int64_t nan_at) : nan_at(nan_at) { w = register_parameter("w", at::zeros({1})); }
+  LossMap losses(const ImageBatch&, const std::vector<Target>&) {
+    LossMap out;
+    out.add("square", ((w - 1) * (w - 1)).sum() * (calls++ >= nan_at ? std::numeric_limits<double>::quiet_NaN() : 1.0));
+    return out;
+  }
+  at::Tensor w;
+  int64_t nan_at;
+  int64_t calls = 0;
+};
+
+train::InMemorySource dummy_source(int batches) {
+  std::vector<train::Batch> v(static_cast<size_t>(batches));
+  for (auto& b : v) {
+    b.images.images = at::zeros({1, 3, 32, 32});
+    b.images.sizes = {{32, 32}};
+    b.targets = {Target{at::zeros({0, 4}), at::zeros({0}, at::kLong)}};
+  }
+  return train::InMemorySource(v);
+}
+
+}  // namespace
+
+TEST_CASE("learning rate: linear warm-up over the first epoch, x0.1 from epoch 8") {
+  train::LrSchedule s;  // the paper's: base 3e-3, warm-up one epoch from 0, milestone 8, gamma 0.1
+  const int64_t per_epoch = 100;
+  CHECK(train::learning_rate(s, 0, per_epoch) == doctest::Approx(3e-3 * 1 / 100.0));
+  CHECK(train::learning_rate(s, 49, per_epoch) == doctest::Approx(3e-3 * 50 / 100.0));
+  CHECK(train::learning_rate(s, 99, per_epoch) == doctest::Approx(3e-3));
+  CHECK(train::learning_rate(s, 100, per_epoch) == doctest::Approx(3e-3));
+  CHECK(train::learning_rate(s, 799, per_epoch) == doctest::Approx(3e-3));
+  CHECK(train::learning_rate(s, 800, per_epoch) == doctest::Approx(3e-4));
+  CHECK(train::learning_rate(s, 1399, per_epoch) == doctest::Approx(3e-4));
+  s.warmup_iterations = 10;
+  s.warmup_start_factor = 0.1;
+  CHECK(train::learning_rate(s, 0, per_epoch) == doctest::Approx(3e-3 * (0.1 + 0.9 * 0.1)));
+  CHECK(train::learning_rate(s, 10, per_epoch) == doctest::Approx(3e-3));
+  s.milestones = {2, 3};
+  CHECK(train::learning_rate(s, 350, per_epoch) == doctest::Approx(3e-5));
+  CHECK_THROWS_WITH(train::learning_rate(s, 0, 0), doctest::Contains("iterations_per_epoch must be positive, got 0"));
+}
+
+TEST_CASE("grad scaler: unscales, skips a step with Inf gradients and backs off, grows after good steps") {
+  train::GradScaler scaler({.initial_scale = 8.0, .growth_factor = 2.0, .backoff_factor = 0.5, .growth_interval = 2});
+  auto p = at::ones({2}).set_requires_grad(true);
+  scaler.scale_loss((p * 3).sum()).backward();  // d/dp = 3, scaled by 8
+  CHECK(p.grad()[0].item<double>() == 24.0);
+  CHECK(scaler.unscale({p}));
+  CHECK(p.grad()[0].item<double>() == 3.0);
+  scaler.update(true);
+  CHECK(scaler.scale() == 8.0);
+  scaler.update(true);
+  CHECK(scaler.scale() == 16.0);  // two good steps in a row
+  p.mutable_grad() = at::full({2}, std::numeric_limits<double>::infinity(), at::kFloat);
+  CHECK_FALSE(scaler.unscale({p}));
+  scaler.update(false);
+  CHECK(scaler.scale() == 8.0);
+  train::GradScaler off({}, false);
+  CHECK(off.scale() == 1.0);
+  CHECK(off.scale_loss(at::ones({})).item<double>() == 1.0);
+}
+
+TEST_CASE("training log: CSV and JSONL rows, and a resume drops the rows it will redo") {
+  const auto dir = fresh_dir("log");
+  {
+    train::TrainingLog log(dir);
+    for (int64_t i = 0; i < 5; ++i) log.add({"a", "b"}, {i, i / 3, 0.1, {1.0 * i, 2.0}, 1.0 * i + 2, 4.0, 0.5 * i});
+  }
+  train::TrainingLog resumed(dir, 3);
+  REQUIRE(resumed.rows().size() == 3);
+  CHECK(resumed.loss_names() == std::vector<std::string>{"a", "b"});
+  CHECK(resumed.rows()[2].losses[0] == 2.0);
+  resumed.add({"a", "b"}, {3, 1, 0.1, {7.0, 2.0}, 9.0, 4.0, 1.5});
+  std::ifstream csv(resumed.csv_path());
+  std::string header, line, last;
+  std::getline(csv, header);
+  CHECK(header == "iteration,epoch,lr,a,b,total,images_per_second,seconds");
+  int lines = 0;
+  while (std::getline(csv, line)) ++lines, last = line;
+  CHECK(lines == 4);
+  CHECK(last == "3,1,0.1,7,2,9,4,1.50");
+  std::ifstream jsonl((fs::path(dir) / "train_log.jsonl").string());
+  lines = 0;
+  while (std::getline(jsonl, line)) ++lines, last = line;
+  CHECK(lines == 4);
+  CHECK(last.find("\"a\": 7") != std::string::npos);
+}
+
+TEST_CASE("resume is exact: 3 iterations, stop, resume to 6 equals 6 uninterrupted iterations") {
+  const int threads_before = at::get_num_threads();
+  use_all_cores(2);
+  using Small = SmallConfig<4, 64>;
+  train::TrainerOptions o;
+  o.epochs = 3;  // 2 batches per epoch: 6 iterations, a stop in the middle of epoch 2
+  o.schedule.warmup_iterations = 2;
+  o.schedule.milestones = {2};
+  o.clip_grad_norm = 10.0;
+  o.seed = 7;
+  o.print_every = 0;
+  o.curves = false;
+
+  o.out_dir = fresh_dir("uninterrupted");
+  auto source_a = toy_source();
+  at::manual_seed(7);  // the initialisation is the caller's; fit() seeds the sampling
+  TridentNet<Small> a(small_options());
+  const auto full = train::fit(a, source_a, o);
+  CHECK(full.iterations == 6);
+
+  o.out_dir = fresh_dir("interrupted");
+  o.max_iterations = 3;
+  {
+    auto source = toy_source();
+    at::manual_seed(7);
+    TridentNet<Small> b(small_options());
+    const auto first = train::fit(b, source, o);
+    CHECK(first.iterations == 3);
+  }
+  auto source_b = toy_source();
+  at::manual_seed(12345);  // whatever happened in between, resuming restores the generator
+  o.max_iterations = -1;
+  o.resume = true;
+  o.curves = true;
+  TridentNet<Small> b(small_options());
+  const auto rest = train::fit(b, source_b, o);
+  CHECK(rest.resumed_from == 3);
+  CHECK(rest.iterations_this_run == 3);
+
+  const auto pa = a.named_parameters(), pb = b.named_parameters();
+  for (const auto& item : pa) CHECK_MESSAGE(at::equal(item.value(), pb[item.key()]), item.key());
+  const auto ba = a.named_buffers(), bb = b.named_buffers();
+  for (const auto& item : ba) CHECK_MESSAGE(at::equal(item.value(), bb[item.key()]), item.key());
+  CHECK(ba.size() == bb.size());
+  // The log describes one run of 6 iterations; the curves were drawn at the last epoch end.
+  train::TrainingLog log(o.out_dir, 100);
+  CHECK(log.rows().size() == 6);
+  const cv::Mat curves = cv::imread((fs::path(o.out_dir) / "curves.png").string());
+  CHECK(curves.cols == 1200);
+  at::set_num_threads(threads_before);
+}
+
+TEST_CASE("a loss that turns NaN stops training with its name and iteration, and the checkpoint stays good") {
+  train::TrainerOptions o;
+  o.epochs = 1;
+  o.schedule.base_lr = 0.1;
+  o.schedule.warmup_iterations = 0;
+  o.checkpoint_every = 1;
+  o.print_every = 0;
+  o.out_dir = fresh_dir("diverge");
+  Quadratic q(/*nan_at=*/3);
+  auto source = dummy_source(5);
+  CHECK_THROWS_WITH_AS(train::fit(q, source, o),
+                       doctest::Contains("training diverged at iteration 3 (epoch 1): loss 'square' is nan"),
+                       train::TrainingDiverged);
+  // The checkpoint of iteration 3 loads, and w is where three SGD steps on (w - 1)^2 took it.
+  Quadratic fresh(100);
+  torch::optim::SGD sgd(fresh.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  const auto state = train::load_checkpoint((fs::path(o.out_dir) / "checkpoint.pt").string(), fresh, sgd);
+  CHECK(state.iteration == 3);
+  // Hand-computed heavy-ball SGD (weight decay 5e-4): v = 0.9 v + g + 5e-4 w, w -= 0.1 v.
+  double w = 0, v = 0;
+  for (int i = 0; i < 3; ++i) {
+    const double g = 2 * (w - 1) + 5e-4 * w;
+    v = i == 0 ? g : 0.9 * v + g;
+    w -= 0.1 * v;
+  }
+  CHECK(fresh.w.item<double>() == doctest::Approx(w).epsilon(1e-6));
+}
+
+TEST_CASE("checkpoints: a missing file, a file that is not a checkpoint, another model") {
+  const auto dir = fresh_dir("bad");
+  Quadratic q(100);
+  torch::optim::SGD sgd(q.parameters(), torch::optim::SGDOptions(0.1));
+  CHECK_THROWS_WITH(train::load_checkpoint(dir + "/none.pt", q, sgd), doctest::Contains("none.pt' does not exist"));
+  fs::create_directories(dir);
+  { std::ofstream(dir + "/junk.pt") << "not an archive"; }
+  CHECK_THROWS_WITH(train::load_checkpoint(dir + "/junk.pt", q, sgd),
+                    doctest::Contains("junk.pt' is not a LibTorch archive"));
+  train::save_checkpoint(dir + "/q.pt", q, sgd, {});
+  CHECK_FALSE(fs::exists(dir + "/q.pt.tmp"));
+  torch::nn::Linear other(2, 2);
+  torch::optim::SGD sgd2(other->parameters(), torch::optim::SGDOptions(0.1));
+  CHECK_THROWS_WITH(train::load_checkpoint(dir + "/q.pt", *other, sgd2),
+                    doctest::Contains("the model does not match the checkpoint"));
+  train::TrainerOptions o;
+  o.out_dir = dir + "/empty";
+  o.resume = true;
+  auto source = dummy_source(1);
+  CHECK_THROWS_WITH(train::fit(q, source, o), doctest::Contains("resume asked for, but"));
+}
+#endif
