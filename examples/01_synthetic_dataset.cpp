@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
   data::SyntheticOptions o;
   std::string out = "data/synthetic", preview_path;
   int threads = 0, preview_scenes = 6;
+  double preview_scale = 1.0;
   app.add_option("--out", out, "dataset folder (written as <out>.partial, then renamed)")->capture_default_str();
   app.add_option("--seed", o.seed, "random seed: the same seed gives the same bytes")->capture_default_str();
   app.add_option("--train-images", o.train_images, "training pictures")->capture_default_str();
@@ -111,6 +112,8 @@ int main(int argc, char** argv) {
   app.add_option("--preview", preview_path, "preview mosaic PNG (default: <out>/preview.png)");
   app.add_option("--preview-scenes", preview_scenes, "training scenes in the preview")->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--preview-scale", preview_scale, "scale of the preview mosaic (0.5: half size)")
+      ->capture_default_str()->check(CLI::Range(0.1, 4.0));
   app.add_option("--threads", threads, "intra-op threads (0: all cores)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -149,7 +152,10 @@ int main(int argc, char** argv) {
 
     // --- 4. Preview -----------------------------------------------------------------------------------------
     if (preview_path.empty()) preview_path = (std::filesystem::path(out) / "preview.png").string();
-    const cv::Mat mosaic = preview(dataset, preview_scenes, std::min(preview_scenes, 3));
+    cv::Mat mosaic = preview(dataset, preview_scenes, std::min(preview_scenes, 3));
+    if (preview_scale != 1.0)
+      cv::resize(mosaic, mosaic, cv::Size(), preview_scale, preview_scale,
+                 preview_scale < 1.0 ? cv::INTER_AREA : cv::INTER_LINEAR);
     if (std::filesystem::path(preview_path).has_parent_path())
       std::filesystem::create_directories(std::filesystem::path(preview_path).parent_path());
     TRIDENT_CHECK(cv::imwrite(preview_path, mosaic, {cv::IMWRITE_PNG_COMPRESSION, 9}),
