@@ -297,7 +297,12 @@ TEST_CASE("synthetic benchmark: bad options and an occupied root are refused, le
   refused([](auto& o) { o.max_person_height = 500; }, {"options.max_person_height", "500"});
   refused([](auto& o) { o.gallery_sizes = {100}; }, {"options.gallery_sizes[0] = 100", "at least 101", "got 60"});
   refused([](auto& o) { o.gallery_sizes = {60}; }, {"options.gallery_sizes[0]", "CUHK-SYSU gallery size", "got 60"});
+  refused([](auto& o) { o.max_test_appearances = 52; }, {"options.max_test_appearances must be at most 51", "got 52"});
   refused([](auto& o) { o.train_identities = 1000; }, {"options.train_identities", "1000", "options.max_people"});
+
+  check_error([&] { data::write_synthetic_cuhk_sysu((dir / "..").string(), small_options()); },
+              {"must name a folder of its own"});
+  CHECK(fs::is_directory(dir));
 
   // A non-empty root is kept unless overwrite is set; an empty one is used.
   fs::create_directories(root);

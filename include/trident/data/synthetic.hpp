@@ -725,6 +725,8 @@ inline SyntheticReport write_synthetic_cuhk_sysu(const std::string& root, const 
   TRIDENT_CHECK(!root.empty(), "{}: root is empty", caller);
   fs::path target = fs::path(root);
   if (!target.has_filename()) target = target.parent_path();  // "out/" -> "out"
+  TRIDENT_CHECK(!target.filename().empty() && target.filename() != "." && target.filename() != "..",
+                "{}: root '{}' must name a folder of its own (not '/', '.' or '..')", caller, root);
   std::error_code ec;
   if (fs::exists(target, ec)) {
     TRIDENT_CHECK(fs::is_directory(target, ec), "{}: '{}' exists and is not a folder", caller, root);
@@ -736,6 +738,11 @@ inline SyntheticReport write_synthetic_cuhk_sysu(const std::string& root, const 
   if (gallery_sizes.empty())
     for (const int g : cuhk_sysu_gallery_sizes)
       if (g < options.test_images) gallery_sizes.push_back(g);
+  const int smallest_gallery = *std::min_element(gallery_sizes.begin(), gallery_sizes.end());
+  TRIDENT_CHECK(options.max_test_appearances - 1 <= smallest_gallery,
+                "{}: options.max_test_appearances must be at most {} (a gallery of {} holds every other picture of "
+                "the query's identity), got {}",
+                caller, smallest_gallery + 1, smallest_gallery, options.max_test_appearances);
 
   const uint64_t seed = options.seed;
   // Identities: training ones, then test ones, then (for unlabeled people) anything else; all distinct.
