@@ -1,7 +1,8 @@
 #pragma once
-// Writes MAT files (version 5) with matio, for the dataset-reader tests: char rows, double matrices, struct
-// arrays and cell arrays, built as trees of owned variables.
-#include <matio.h>
+// The dataset-reader tests' shorthand over trident::io's MAT writer (trident/io/mat_writer.hpp): char rows,
+// double matrices, struct arrays and cell arrays as owned trees, written one variable per file. Also a tiny
+// picture writer and a fresh temporary folder.
+#include <trident/io/mat_writer.hpp>
 
 #include <doctest/doctest.h>
 
@@ -9,85 +10,57 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include <filesystem>
-#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace trident::test {
 
-/// A variable under construction; ownership passes to the parent (field / cell) or to MatWriter::write.
-using MatVar = matvar_t*;
+/// A variable under construction; it owns its tree, and a parent (struct, cell) takes a copy.
+using MatVar = trident::io::MatVariable;
 
-inline MatVar mat_string(const std::string& s, bool wide = false) {
-  size_t dims[2] = {1, s.size()};
-  if (wide) {
-    std::vector<uint16_t> chars(s.begin(), s.end());
-    return Mat_VarCreate(nullptr, MAT_C_CHAR, MAT_T_UINT16, 2, dims, chars.data(), 0);
-  }
-  std::string copy = s;
-  return Mat_VarCreate(nullptr, MAT_C_CHAR, MAT_T_UINT8, 2, dims, copy.data(), 0);
+/// Names `var` when `name` is given (the name a file's variable is written under).
+inline MatVar mat_named(MatVar var, const char* name) {
+  if (name != nullptr) var.set_name(name);
+  return var;
 }
 
-/// A rows x cols double matrix (named `name` when it is a file's variable) from its rows (row-major here, stored column-major as MATLAB does).
-inline MatVar mat_matrix(size_t rows, size_t cols, const std::vector<double>& row_major,
-                         const char* name = nullptr) {
-  REQUIRE(row_major.size() == rows * cols);
-  std::vector<double> col_major(rows * cols);
-  for (size_t r = 0; r < rows; ++r)
-    for (size_t c = 0; c < cols; ++c) col_major[c * rows + r] = row_major[r * cols + c];
-  size_t dims[2] = {rows, cols};
-  return Mat_VarCreate(name, MAT_C_DOUBLE, MAT_T_DOUBLE, 2, dims, col_major.data(), 0);
+inline MatVar mat_string(const std::string& s, bool wide = false) {
+  return MatVar::string(s, wide ? trident::io::MatChars::utf16 : trident::io::MatChars::ascii);
+}
+
+/// A rows x cols double matrix (named `name` when it is a file's variable) from its rows.
+inline MatVar mat_matrix(size_t rows, size_t cols, const std::vector<double>& row_major, const char* name = nullptr) {
+  return mat_named(MatVar::matrix(rows, cols, row_major), name);
 }
 
 /// A 1 x n double row stored as uint8 on disk, as MATLAB saves small whole numbers (matio converts it back).
 inline MatVar mat_row_as_uint8(const std::vector<double>& values) {
-  std::vector<uint8_t> bytes(values.begin(), values.end());
-  size_t dims[2] = {1, values.size()};
-  return Mat_VarCreate(nullptr, MAT_C_DOUBLE, MAT_T_UINT8, 2, dims, bytes.data(), 0);
+  return MatVar::row(values, trident::io::MatStorage::uint8);
 }
 
-inline MatVar mat_scalar(double v) { return mat_matrix(1, 1, {v}); }
+inline MatVar mat_scalar(double v) { return MatVar::scalar(v); }
 
 /// An empty 0 x 0 double array (MATLAB's []).
-inline MatVar mat_empty() {
-  size_t dims[2] = {0, 0};
-  return Mat_VarCreate(nullptr, MAT_C_DOUBLE, MAT_T_DOUBLE, 2, dims, nullptr, 0);
-}
+inline MatVar mat_empty() { return MatVar::empty(); }
 
 /// A rows x cols struct array; elements[i] (linear, column-major) gives each field's value, in `fields` order.
 inline MatVar mat_struct(const char* name, size_t rows, size_t cols, const std::vector<const char*>& fields,
-                         const std::vector<std::vector<MatVar>>& elements) {
-  REQUIRE(elements.size() == rows * cols);
-  std::vector<const char*> names = fields;
-  names.push_back(nullptr);
-  size_t dims[2] = {rows, cols};
-  MatVar s = Mat_VarCreateStruct2(name, 2, dims, names.data());
-  REQUIRE(s != nullptr);
-  for (size_t i = 0; i < elements.size(); ++i) {
-    REQUIRE(elements[i].size() == fields.size());
-    for (size_t f = 0; f < fields.size(); ++f) Mat_VarSetStructFieldByName(s, fields[f], i, elements[i][f]);
-  }
-  return s;
+                         std::vector<std::vector<MatVar>> elements) {
+  return mat_named(MatVar::struct_array(rows, cols, std::vector<std::string>(fields.begin(), fields.end()),
+                                        std::move(elements)),
+                   name);
 }
 
 /// An n x 1 cell array of the given values.
-inline MatVar mat_cell(const char* name, const std::vector<MatVar>& cells) {
-  size_t dims[2] = {cells.size(), 1};
-  std::vector<MatVar> copy = cells;
-  MatVar c = Mat_VarCreate(name, MAT_C_CELL, MAT_T_CELL, 2, dims, copy.data(), 0);
-  REQUIRE(c != nullptr);
-  return c;
+inline MatVar mat_cell(const char* name, std::vector<MatVar> cells) {
+  return mat_named(MatVar::cell_column(std::move(cells)), name);
 }
 
-/// Writes `var` (named) as the only variable of a new MAT-5 file at `path`, and frees it.
+/// Writes `var` (named) as the only variable of a new MAT-5 file at `path`.
 inline void write_mat(const std::filesystem::path& path, MatVar var) {
-  std::filesystem::create_directories(path.parent_path());
-  mat_t* file = Mat_CreateVer(path.string().c_str(), nullptr, MAT_FT_MAT5);
-  REQUIRE_MESSAGE(file != nullptr, "cannot create ", path.string());
-  CHECK(Mat_VarWrite(file, var, MAT_COMPRESSION_NONE) == 0);
-  Mat_VarFree(var);
-  Mat_Close(file);
+  const std::string name = var.name();
+  trident::io::write_mat_file(path, name, std::move(var));
 }
 
 /// A small grey jpg at `path`.

@@ -1,0 +1,322 @@
+// The MAT writer (trident/io/mat_writer.hpp) and the synthetic benchmark (trident/data/synthetic.hpp): MAT
+// values read back through the readers' MatFile; a small synthetic dataset read back through the real CUHK-SYSU
+// reader, its galleries checked against the pictures' boxes, its determinism, and its refusals of bad options
+// (which leave nothing on disk). Needs matio and OpenCV.
+#if defined(TRIDENT_TESTS_WITH_IO)
+#include <trident/data/cuhk_sysu.hpp>
+#include <trident/data/mat_file.hpp>
+#include <trident/data/synthetic.hpp>
+#include <trident/io/mat_writer.hpp>
+
+#include "support/mat_writer.hpp"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+using trident::unlabeled_identity;
+using trident::io::MatVariable;
+
+namespace {
+
+/// Runs `f` and checks that it throws a trident::Error whose message holds every one of `parts`.
+template <typename F>
+void check_error(F f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    FAIL("no error was raised");
+  } catch (const trident::Error& e) {
+    const std::string message = e.what();
+    for (const auto& part : parts) CHECK_MESSAGE(message.find(part) != std::string::npos, message, " lacks ", part);
+  }
+}
+
+std::string bytes_of(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// Every regular file under `root`, by relative path, with its bytes.
+std::map<std::string, std::string> files_under(const fs::path& root) {
+  std::map<std::string, std::string> files;
+  for (const auto& entry : fs::recursive_directory_iterator(root))
+    if (entry.is_regular_file()) files[fs::relative(entry.path(), root).string()] = bytes_of(entry.path());
+  return files;
+}
+
+/// A small dataset: 20 training pictures with 10 identities, 60 test pictures with 8 queries (gallery 50).
+trident::data::SyntheticOptions small_options(uint32_t seed = 7) {
+  trident::data::SyntheticOptions o;
+  o.seed = seed;
+  o.train_images = 20;
+  o.test_images = 60;
+  o.train_identities = 10;
+  o.test_identities = 8;
+  o.occlusion_probability = 0.3;
+  return o;
+}
+
+std::vector<float> box_values(const at::Tensor& boxes, int64_t row) {
+  const auto r = boxes[row].contiguous();
+  return {r.data_ptr<float>(), r.data_ptr<float>() + 4};
+}
+
+}  // namespace
+
+TEST_CASE("MAT writer: matrices, strings, structs and cells read back through MatFile") {
+  const auto dir = trident::test::fresh_dir("mat_writer");
+  const auto file = dir / "values.mat";
+  std::vector<trident::io::NamedMatVariable> variables;
+  variables.push_back({"M", MatVariable::matrix(2, 3, {1, 2, 3, 4, 5, 6})});
+  variables.push_back({"B", MatVariable::row({7, 8, 255}, trident::io::MatStorage::uint8)});
+  variables.push_back({"S", MatVariable::struct_array(1, 2, {"name", "box"},
+                                                      {{MatVariable::string("a.jpg"), MatVariable::empty()},
+                                                       {MatVariable::string("b", trident::io::MatChars::utf16),
+                                                        MatVariable::row({1, 2, 3, 4})}})});
+  variables.push_back(
+      {"C", MatVariable::cell_column({MatVariable::string("x"), MatVariable::scalar(3), MatVariable::string("")})});
+  trident::io::write_mat_file(file, std::move(variables));
+  CHECK(!fs::exists(dir / "values.mat.tmp"));
+
+  trident::data::MatFile mat(file.string(), "test");
+  auto m = mat.read("M");
+  const auto matrix = mat.matrix(m.get(), "M");
+  REQUIRE(matrix.rows == 2);
+  REQUIRE(matrix.cols == 3);
+  CHECK(matrix.at(0, 2) == 3);
+  CHECK(matrix.at(1, 0) == 4);
+  auto b = mat.read("B");
+  CHECK((mat.matrix(b.get(), "B").values == std::vector<double>{7, 8, 255}));
+  auto s = mat.read("S");
+  CHECK(trident::data::MatFile::numel(s.get()) == 2);
+  CHECK(mat.string(mat.field(s.get(), "name", 0, "S"), "S(1).name") == "a.jpg");
+  CHECK(mat.string(mat.field(s.get(), "name", 1, "S"), "S(2).name") == "b");
+  CHECK(mat.matrix(mat.field(s.get(), "box", 0, "S"), "S(1).box").empty());
+  CHECK((mat.matrix(mat.field(s.get(), "box", 1, "S"), "S(2).box").values == std::vector<double>{1, 2, 3, 4}));
+  auto c = mat.read("C");
+  CHECK(trident::data::MatFile::numel(c.get()) == 3);
+  CHECK(mat.string(mat.cell(c.get(), 0, "C"), "C{1}") == "x");
+  CHECK(mat.matrix(mat.cell(c.get(), 1, "C"), "C{2}").values == std::vector<double>{3});
+  CHECK(mat.string(mat.cell(c.get(), 2, "C"), "C{3}").empty());
+
+  // Copies are deep; the same values give the same bytes (no date in the header).
+  const auto original = MatVariable::struct_array(1, 1, {"v"}, {{MatVariable::row({1, 2})}});
+  MatVariable copy = original;
+  trident::io::write_mat_file(dir / "one.mat", "V", original);
+  trident::io::write_mat_file(dir / "two.mat", "V", copy);
+  CHECK(bytes_of(dir / "one.mat") == bytes_of(dir / "two.mat"));
+
+  check_error([&] { trident::io::write_mat_file(dir / "bad.mat", "1x", MatVariable::scalar(1)); },
+              {"write_mat_file", "bad.mat", "'1x'", "not a valid MATLAB variable name"});
+  check_error([&] { trident::io::write_mat_file(dir / "empty.mat", "E", MatVariable()); },
+              {"empty.mat", "'E'", "holds no value"});
+  check_error([] { MatVariable::matrix(2, 2, {1, 2, 3}); }, {"2 x 2", "4 values", "got 3"});
+  check_error([] { MatVariable::row({1, 256}, trident::io::MatStorage::uint8); }, {"256", "uint8"});
+  check_error([] { MatVariable::struct_array(1, 1, {"a", "a"}, {{MatVariable::scalar(1), MatVariable::scalar(2)}}); },
+              {"'a'", "twice"});
+  CHECK(!fs::exists(dir / "bad.mat"));
+  CHECK(!fs::exists(dir / "bad.mat.tmp"));
+  CHECK(!fs::exists(dir / "empty.mat"));
+}
+
+TEST_CASE("synthetic benchmark: reads back through read_cuhk_sysu with the expected counts and galleries") {
+  namespace data = trident::data;
+  const auto root = trident::test::fresh_dir("synthetic") / "set";
+  const auto o = small_options();
+  const auto report = data::write_synthetic_cuhk_sysu(root.string(), o);
+  CHECK(!fs::exists(root.string() + ".partial"));
+  CHECK(report.root == root.string());
+  CHECK(report.images == 80);
+  CHECK(report.train_images == 20);
+  CHECK(report.test_images == 60);
+  CHECK(report.identities == 18);
+  CHECK(report.queries == 8);
+  CHECK((report.gallery_sizes == std::vector<int>{50}));
+  CHECK(report.occluded > 0);
+  CHECK(report.unlabeled > 0);
+  CHECK(fs::is_regular_file(root / "annotation/test/train_test/TestG50.mat"));
+  CHECK(!fs::exists(root / "annotation/test/train_test/TestG100.mat"));
+
+  data::CuhkSysuOptions read_options;
+  read_options.gallery_size = 50;
+  const auto d = data::read_cuhk_sysu(root.string(), read_options);
+  REQUIRE(d.images.size() == 80);
+  CHECK(d.train.size() == 20);
+  CHECK(d.test.size() == 60);
+  CHECK(d.num_train_ids == 10);
+  CHECK(d.report.dropped_boxes == 0);
+  CHECK(d.report.unmatched_boxes == 0);
+  REQUIRE(d.queries.size() == 8);
+
+  // Boxes, identities per split, people per picture; every box inside its picture.
+  int64_t boxes = 0, unlabeled = 0;
+  std::vector<int> train_pictures(10, 0), test_pictures(8, 0);
+  std::set<int64_t> test_set(d.test.begin(), d.test.end());
+  for (size_t i = 0; i < d.images.size(); ++i) {
+    const auto& image = d.images[i];
+    const bool test = test_set.count(int64_t(i)) > 0;
+    const cv::Mat picture = cv::imread(image.path, cv::IMREAD_COLOR);
+    REQUIRE(!picture.empty());
+    CHECK(picture.rows == o.image_height);
+    CHECK(picture.cols == o.image_width);
+    const int64_t n = image.boxes.size(0);
+    CHECK(n >= o.min_people);
+    CHECK(n <= o.max_people);
+    boxes += n;
+    std::set<int64_t> seen;
+    for (int64_t b = 0; b < n; ++b) {
+      const auto v = box_values(image.boxes, b);
+      CHECK(v[0] >= 0);
+      CHECK(v[1] >= 0);
+      CHECK(v[2] <= float(picture.cols));
+      CHECK(v[3] <= float(picture.rows));
+      CHECK(v[3] - v[1] >= 0.9f * float(o.min_person_height));
+      CHECK(v[3] - v[1] <= float(o.max_person_height));
+      const int64_t pid = image.pids[b].item<int64_t>();
+      if (pid == unlabeled_identity) {
+        ++unlabeled;
+        continue;
+      }
+      CHECK(seen.insert(pid).second);  // one identity at most once per picture
+      if (test) {
+        REQUIRE(pid < 8);
+        ++test_pictures[size_t(pid)];
+      } else {
+        REQUIRE(pid < 10);
+        ++train_pictures[size_t(pid)];
+      }
+    }
+  }
+  CHECK(boxes == report.boxes);
+  CHECK(unlabeled == report.unlabeled);
+  for (const int count : train_pictures) {
+    CHECK(count >= o.min_train_appearances);
+    CHECK(count <= o.max_train_appearances);
+  }
+  for (const int count : test_pictures) {
+    CHECK(count >= o.min_test_appearances);
+    CHECK(count <= o.max_test_appearances);
+  }
+
+  // Each query: its box carries its pid; its gallery is 50 distinct other test pictures, holding every other
+  // picture of the identity with the right box, and distractors without it.
+  for (const auto& q : d.queries) {
+    const auto& query_image = d.images[size_t(q.image)];
+    CHECK(test_set.count(q.image) == 1);
+    bool found = false;
+    for (int64_t b = 0; b < query_image.boxes.size(0); ++b)
+      if (query_image.pids[b].item<int64_t>() == q.pid) {
+        CHECK((box_values(query_image.boxes, b) == std::vector<float>(q.box.begin(), q.box.end())));
+        found = true;
+      }
+    CHECK(found);
+    REQUIRE(q.gallery.size() == 50);
+    std::set<int64_t> gallery_images;
+    int positives = 0;
+    for (const auto& item : q.gallery) {
+      CHECK(item.image != q.image);
+      CHECK(test_set.count(item.image) == 1);
+      gallery_images.insert(item.image);
+      const auto& image = d.images[size_t(item.image)];
+      int64_t row = -1;
+      for (int64_t b = 0; b < image.boxes.size(0); ++b)
+        if (image.pids[b].item<int64_t>() == q.pid) row = b;
+      CHECK(item.box.has_value() == (row >= 0));
+      if (item.box && row >= 0) {
+        ++positives;
+        CHECK((box_values(image.boxes, row) == std::vector<float>(item.box->begin(), item.box->end())));
+      }
+    }
+    CHECK(gallery_images.size() == 50);
+    CHECK(positives == test_pictures[size_t(q.pid)] - 1);
+  }
+
+  // Training and test identities are different people: distinct names in Train.mat and TestG50.mat, and no
+  // test pid on a training picture (the reader refuses a Train scene in a test picture).
+  std::set<std::string> train_names, test_names;
+  {
+    data::MatFile mat((root / "annotation/test/train_test/Train.mat").string(), "test");
+    auto train = mat.read("Train");
+    for (size_t k = 0; k < data::MatFile::numel(train.get()); ++k)
+      train_names.insert(mat.string(mat.field(mat.cell(train.get(), k, "Train"), "idname", 0, "Train"), "idname"));
+    data::MatFile test_mat((root / "annotation/test/train_test/TestG50.mat").string(), "test");
+    auto test = test_mat.read("TestG50");
+    for (size_t q = 0; q < data::MatFile::numel(test.get()); ++q)
+      test_names.insert(test_mat.string(
+          test_mat.field(test_mat.field(test.get(), "Query", q, "TestG50"), "idname", 0, "Query"), "idname"));
+  }
+  CHECK(train_names.size() == 10);
+  CHECK(test_names.size() == 8);
+  std::vector<std::string> both;
+  std::set_intersection(train_names.begin(), train_names.end(), test_names.begin(), test_names.end(),
+                        std::back_inserter(both));
+  CHECK(both.empty());
+}
+
+TEST_CASE("synthetic benchmark: the same seed gives the same bytes, another seed other pictures") {
+  namespace data = trident::data;
+  const auto dir = trident::test::fresh_dir("synthetic_determinism");
+  auto o = small_options(11);
+  o.train_images = 8;
+  o.train_identities = 4;
+  data::write_synthetic_cuhk_sysu((dir / "a").string(), o);
+  data::write_synthetic_cuhk_sysu((dir / "b").string(), o);
+  o.seed = 12;
+  data::write_synthetic_cuhk_sysu((dir / "c").string(), o);
+  const auto a = files_under(dir / "a"), b = files_under(dir / "b"), c = files_under(dir / "c");
+  CHECK(a.size() == 8 + 60 + 4);  // pictures, Images/pool/Train/TestG50
+  CHECK(a == b);
+  REQUIRE(a.size() == c.size());
+  CHECK(a.at("annotation/Images.mat") != c.at("annotation/Images.mat"));
+  CHECK(a.at("Image/SSM/s1.jpg") != c.at("Image/SSM/s1.jpg"));
+}
+
+TEST_CASE("synthetic benchmark: bad options and an occupied root are refused, leaving nothing behind") {
+  namespace data = trident::data;
+  const auto dir = trident::test::fresh_dir("synthetic_refusals");
+  const auto root = dir / "set";
+  const auto refused = [&](auto change, const std::vector<std::string>& parts) {
+    auto o = small_options();
+    change(o);
+    check_error([&] { data::write_synthetic_cuhk_sysu(root.string(), o); }, parts);
+    CHECK(!fs::exists(root));
+    CHECK(!fs::exists(root.string() + ".partial"));
+  };
+  refused([](auto& o) { o.test_images = 50; }, {"write_synthetic_cuhk_sysu", "options.test_images", "got 50"});
+  refused([](auto& o) { o.max_people = 0; }, {"options.max_people", "got 0"});
+  refused([](auto& o) { o.min_test_appearances = 1; }, {"options.min_test_appearances", "got 1"});
+  refused([](auto& o) { o.unlabeled_fraction = 1.5; }, {"options.unlabeled_fraction", "1.5"});
+  refused([](auto& o) { o.max_person_height = 500; }, {"options.max_person_height", "500"});
+  refused([](auto& o) { o.gallery_sizes = {100}; }, {"options.gallery_sizes[0] = 100", "at least 101", "got 60"});
+  refused([](auto& o) { o.gallery_sizes = {60}; }, {"options.gallery_sizes[0]", "CUHK-SYSU gallery size", "got 60"});
+  refused([](auto& o) { o.max_test_appearances = 52; }, {"options.max_test_appearances must be at most 51", "got 52"});
+  refused([](auto& o) { o.train_identities = 1000; }, {"options.train_identities", "1000", "options.max_people"});
+
+  check_error([&] { data::write_synthetic_cuhk_sysu((dir / "..").string(), small_options()); },
+              {"must name a folder of its own"});
+  CHECK(fs::is_directory(dir));
+
+  // A non-empty root is kept unless overwrite is set; an empty one is used.
+  fs::create_directories(root);
+  std::ofstream(root / "keep.txt") << "mine";
+  auto o = small_options();
+  check_error([&] { data::write_synthetic_cuhk_sysu(root.string(), o); }, {root.string(), "not empty", "overwrite"});
+  CHECK(fs::is_regular_file(root / "keep.txt"));
+  CHECK(!fs::exists(root.string() + ".partial"));
+  o.overwrite = true;
+  data::write_synthetic_cuhk_sysu(root.string(), o);
+  CHECK(!fs::exists(root / "keep.txt"));
+  CHECK(fs::is_regular_file(root / "annotation/Images.mat"));
+  fs::create_directories(dir / "empty");
+  o.overwrite = false;
+  CHECK(data::write_synthetic_cuhk_sysu((dir / "empty").string(), o).images == 80);
+}
+#endif
