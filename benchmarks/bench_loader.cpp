@@ -102,7 +102,9 @@ int main(int argc, char** argv) {
   fmt::print("bench_loader: {} JPEGs 800x600 -> 1200x900 (min_size 900, max_size 1500), batch {}, model step {} ms, "
              "{} hardware threads, consumer intra-op threads {}\n\n",
              a.images, a.batch, a.model_ms, std::thread::hardware_concurrency(), threads);
-  fmt::print("| workers | images/s | batches | worker intra-op threads | OpenCV threads |\n|---|---|---|---|---|\n");
+  fmt::print("OpenCV's thread count at start: {} (the loader sets cv::setNumThreads(0), process-wide, once it has "
+             "workers)\n\n", cv::getNumThreads());
+  fmt::print("| workers | images/s | batches | worker intra-op threads | cv::setNumThreads |\n|---|---|---|---|---|\n");
   for (const int workers : a.workers) {
     trident::data::LoaderOptions options;
     options.batch_size = a.batch;
@@ -118,9 +120,13 @@ int main(int argc, char** argv) {
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::string worker_threads;
-    for (const int t : loader.worker_threads()) worker_threads += (worker_threads.empty() ? "" : ",") + std::to_string(t);
+    for (const int t : loader.worker_threads()) {
+      if (!worker_threads.empty()) worker_threads += ',';
+      worker_threads += std::to_string(t);
+    }
     fmt::print("| {} | {:.1f} | {} | {} | {} |\n", workers, static_cast<double>(images) / seconds, batches,
-               worker_threads.empty() ? "-" : worker_threads, cv::getNumThreads());
+               worker_threads.empty() ? "-" : worker_threads,
+               workers > 0 ? std::to_string(options.opencv_threads) : std::string("as before"));
   }
   fmt::print("\nconsumer intra-op threads after the runs: {}\n", at::get_num_threads());
   std::filesystem::remove_all(a.dir);

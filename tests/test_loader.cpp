@@ -259,7 +259,10 @@ TEST_CASE("loader: destruction mid-epoch joins the workers; options are checked;
 
 TEST_CASE("loader: in_order_options gives the test images one by one, in order, unflipped") {
   const auto data = small_dataset("in_order", 6);
-  td::Loader loader(data, data.test, td::in_order_options(2, {.min_size = 20, .max_size = 40}));
+  td::TransformOptions transform;
+  transform.min_size = 20;
+  transform.max_size = 40;
+  td::Loader loader(data, data.test, td::in_order_options(2, transform));
   std::vector<int64_t> seen;
   while (auto batch = loader.next()) {
     REQUIRE(batch->images.size() == 1);
