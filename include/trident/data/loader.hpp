@@ -2,7 +2,10 @@
 /// \file trident/data/loader.hpp
 /// A prefetching, deterministic, resumable loader of training batches (and of test images in order).
 ///
-///   Loader loader(dataset, dataset.train, {.batch_size = 4, .workers = 2, .seed = 7});
+///   LoaderOptions options;
+///   options.batch_size = 4;
+///   options.seed = 7;
+///   Loader loader(dataset, dataset.train, options);
 ///   loader.set_state(checkpoint.loader_state);          // optional: resume exactly where a run stopped
 ///   while (auto batch = loader.next()) {                 // one epoch; the next call starts the next epoch
 ///     model->forward(batch->collated.batch, batch->collated.targets);
