@@ -11,8 +11,15 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/tensor.h>
 
+#include <ATen/ops/cat.h>
+#include <ATen/ops/rand.h>
+#include <ATen/ops/randn.h>
+
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <string>
 #include <vector>
 
 using namespace trident;
@@ -253,6 +260,159 @@ TEST_CASE("eval results file: JSON round trip and errors naming the file and the
                        trident::Error);
   std::ofstream(bad) << "{ not json";
   CHECK_THROWS_WITH_AS(eval::load_search_outputs(bad), doctest::Contains("' is not valid JSON"), trident::Error);
+  std::remove(bad.c_str());
+}
+
+namespace {
+
+void check_bit_identical(const eval::SearchOutputs& a, const eval::SearchOutputs& b) {
+  CHECK(a.gallery_images == b.gallery_images);
+  CHECK(a.query_images == b.query_images);
+  REQUIRE(a.gallery.size() == b.gallery.size());
+  for (size_t i = 0; i < a.gallery.size(); ++i) {
+    CHECK(a.gallery[i].boxes.equal(b.gallery[i].boxes));
+    CHECK(a.gallery[i].scores.equal(b.gallery[i].scores));
+    CHECK(a.gallery[i].embeddings.equal(b.gallery[i].embeddings));
+  }
+  CHECK(a.query_boxes.equal(b.query_boxes));
+  CHECK(a.query_embeddings.equal(b.query_embeddings));
+}
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+}
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+/// 30 gallery images with 0 .. 5 detections of 64-d unit embeddings, and 6 queries.
+eval::SearchOutputs random_outputs() {
+  eval::SearchOutputs out;
+  constexpr int64_t dim = 64;
+  for (int64_t i = 0; i < 30; ++i) {
+    const int64_t n = i % 6;
+    const auto xy = at::rand({n, 2}) * 500;
+    const auto wh = at::rand({n, 2}) * 200;
+    const auto e = at::randn({n, dim});
+    out.gallery_images.push_back(fmt::format("s{}.jpg", 1000 + i));
+    out.gallery.push_back({at::cat({xy, xy + wh}, 1), at::rand({n}), e / e.norm(2, 1, true)});
+  }
+  for (int64_t q = 0; q < 6; ++q) out.query_images.push_back(fmt::format("s{}.jpg", 2000 + q));
+  out.query_boxes = rows({{1, 2, 30, 60}, {0, 0, 5, 5}, {3, 3, 3, 3}, {10, 20, 30, 40}, {1, 1, 2, 2}, {7, 8, 9, 10}});
+  const auto e = at::randn({6, dim});
+  out.query_embeddings = e / e.norm(2, 1, true);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("eval results file: binary form round trip, size, form by extension and by magic, atomic writes") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(TRIDENT_TEST_TMP_DIR) / "results_binary";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const auto outputs = random_outputs();
+  const std::string json = (dir / "run.json").string(), trs = (dir / "run.trs").string(),
+                    bin = (dir / "run.BIN").string();
+  eval::save_search_outputs(outputs, json);
+  eval::save_search_outputs(outputs, trs);
+  eval::save_search_outputs(outputs, bin);
+  CHECK(file_bytes(trs).substr(0, 8) == "TRIDENTR");
+  CHECK(file_bytes(bin) == file_bytes(trs));
+  CHECK(file_bytes(json).front() == '{');
+  check_bit_identical(eval::load_search_outputs(json), outputs);
+  check_bit_identical(eval::load_search_outputs(trs), outputs);
+  check_bit_identical(eval::load_search_outputs_binary(trs), outputs);
+  check_bit_identical(eval::load_search_outputs_json(json), outputs);
+  // The explicit form wins over the extension.
+  const std::string json_named_bin = (dir / "json-inside.bin").string();
+  eval::save_search_outputs(outputs, json_named_bin, eval::ResultsFormat::json);
+  check_bit_identical(eval::load_search_outputs(json_named_bin), outputs);
+
+  // Exact size of the binary form: 32 header bytes; per gallery image 4 + 9 name bytes, 4 count bytes and
+  // n (16 + 4 + 256) bytes; per query 4 + 9 + 16 + 256 bytes. 75 detections in all (0 + 1 + ... + 5, 5 times).
+  const auto binary_size = fs::file_size(trs);
+  CHECK(binary_size == 32 + 30 * (4 + 9 + 4) + 75 * (16 + 4 + 256) + 6 * (4 + 9 + 16 + 256));
+  const auto json_size = fs::file_size(json);
+  MESSAGE("results file sizes: JSON ", json_size, " bytes, binary ", binary_size, " bytes");
+  CHECK(static_cast<double>(json_size) / static_cast<double>(binary_size) > 4.0);
+
+  // Nothing but the three files and the JSON one named .bin: the temporary files were renamed.
+  CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 4);
+  CHECK_THROWS_WITH_AS(eval::save_search_outputs(outputs, (dir / "run.txt").string()),
+                       doctest::Contains("cannot tell the form of"), trident::Error);
+  CHECK_THROWS_WITH_AS(eval::save_search_outputs(outputs, (dir / "no-such-folder" / "run.trs").string()),
+                       doctest::Contains("cannot open"), trident::Error);
+  CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 4);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("eval results file: truncated, corrupt and wrong-version binary files name the file, field and offset") {
+  namespace fs = std::filesystem;
+  eval::SearchOutputs outputs;
+  outputs.gallery_images = {"s1.jpg", "s2.jpg"};
+  outputs.gallery = {dets({{1, 2, 30, 40}, {5, 6, 7, 8.5}}, {0.75, 0.125}, {{0.6, 0.8, 0}, {0, 0, 1}}),
+                     dets({}, {})};
+  outputs.gallery[1].embeddings = at::empty({0, 3}, at::kFloat);
+  outputs.query_images = {"s9.jpg"};
+  outputs.query_boxes = rows({{10, 20, 30, 60}});
+  outputs.query_embeddings = rows({{0.1f, 0.2f, 0.3f}});
+  const std::string path = std::string(TRIDENT_TEST_TMP_DIR) + "/eval_results.trs";
+  const std::string bad = std::string(TRIDENT_TEST_TMP_DIR) + "/eval_bad.trs";
+  eval::save_search_outputs(outputs, path);
+  const std::string bytes = file_bytes(path);
+  // 32 header bytes; s1.jpg: 4 + 6 name, 4 count, 2 x 16 boxes, 2 x 4 scores, 2 x 12 embeddings = 78 bytes;
+  // s2.jpg: 4 + 6 + 4 = 14; the query: 4 + 6 + 16 + 12 = 38.
+  REQUIRE(bytes.size() == 32 + 78 + 14 + 38);
+  check_bit_identical(eval::load_search_outputs(path), outputs);
+
+  // Every truncation is an error (those under 8 bytes are not recognised as binary and fail as JSON).
+  for (size_t size = 0; size < bytes.size(); ++size) {
+    write_bytes(bad, bytes.substr(0, size));
+    CAPTURE(size);
+    CHECK_THROWS_AS(eval::load_search_outputs(bad), trident::Error);
+  }
+  write_bytes(bad, bytes.substr(0, 60));  // inside s1.jpg's boxes, which start at offset 32 + 10 + 4 = 46
+  CHECK_THROWS_WITH_AS(eval::load_search_outputs(bad),
+                       ("trident::eval::load_search_outputs: '" + bad +
+                        "': truncated file: gallery[0]'s 2 detections needs 2 x 32 bytes at offset 46, only 14 left")
+                           .c_str(),
+                       trident::Error);
+  write_bytes(bad, bytes + "x");
+  CHECK_THROWS_WITH_AS(eval::load_search_outputs(bad), doctest::Contains("1 unexpected bytes after the last query (offset 162)"),
+                       trident::Error);
+
+  std::string corrupt = bytes;
+  corrupt[7] = 'X';  // "TRIDENTX"
+  write_bytes(bad, corrupt);
+  CHECK_THROWS_WITH_AS(eval::load_search_outputs_binary(bad), doctest::Contains("not a binary results file"),
+                       trident::Error);
+  corrupt = bytes;
+  corrupt[8] = 2;  // version 2
+  write_bytes(bad, corrupt);
+  CHECK_THROWS_WITH_AS(eval::load_search_outputs(bad),
+                       ("trident::eval::load_search_outputs: '" + bad +
+                        "': binary version 2 (offset 8) is not supported (this reader knows version 1)").c_str(),
+                       trident::Error);
+  corrupt = bytes;
+  corrupt[24] = 7;  // 7 queries announced, one present
+  write_bytes(bad, corrupt);
+  CHECK_THROWS_WITH_AS(eval::load_search_outputs(bad), doctest::Contains("truncated file: 7 queries needs 7 x 32 bytes"),
+                       trident::Error);
+  corrupt = bytes;
+  corrupt[16] = 0;
+  corrupt[21] = 1;  // 2^40 gallery images
+  write_bytes(bad, corrupt);
+  CHECK_THROWS_WITH_AS(eval::load_search_outputs(bad), doctest::Contains("1099511627776 gallery images needs"),
+                       trident::Error);
+  // A box with x2 < x1: s1.jpg's first box x2 is float 30 at offset 46 + 8; write 0.
+  corrupt = bytes;
+  corrupt.replace(54, 4, std::string(4, '\0'));
+  write_bytes(bad, corrupt);
+  CHECK_THROWS_WITH_AS(eval::load_search_outputs(bad), doctest::Contains("gallery[0].boxes[0] = [1, 2, 0, 40] (offset 46) is not a box"),
+                       trident::Error);
+  std::remove(path.c_str());
   std::remove(bad.c_str());
 }
 #endif
