@@ -1,5 +1,7 @@
-// 03_evaluate — score a results file with the person-search protocols.
+// 03_evaluate — evaluate a trained model, or score a results file, with the person-search protocols.
 //
+//   ./build/examples/03_evaluate --dataset cuhk-sysu --root data/synthetic --checkpoint out/small/checkpoint.pt
+//                                --config small --gallery-sizes 50 [--results run.trs] [--compare-untrained]
 //   ./build/examples/03_evaluate --dataset cuhk-sysu --root data/cuhk_sysu --results run.trs [--json scores.json]
 //                                [--gallery-sizes 50,100,500,1000,2000,4000]
 //   ./build/examples/03_evaluate --dataset prw --root data/PRW --results run.json
@@ -20,15 +22,20 @@
 // Pictures are never opened: scoring needs the annotations only. The results must cover every test image (by
 // file name) and every query (by image and box); an error names what is missing.
 //
-// score_and_print() is the reusable part: a program that first runs a model over the test split (and writes its
-// outputs with eval::save_search_outputs) hands the outputs to it.
+// With --checkpoint the model comes first (step 0): the network of --config is built, the checkpoint's weights
+// are loaded, and eval::compute_search_outputs runs it over every test picture and embeds every query from its
+// box; the outputs are written to --results (when given) and scored as above. --compare-untrained also scores
+// the same network with its initial random weights (the same seed as 02_train), the floor the training lifts.
 
 #include <trident/core/threads.hpp>
 #include <trident/data/cuhk_sysu.hpp>
 #include <trident/data/custom_json.hpp>
 #include <trident/data/prw.hpp>
+#include <trident/eval/inference.hpp>
 #include <trident/eval/protocol.hpp>
 #include <trident/eval/results_file.hpp>
+#include <trident/model/configs.hpp>
+#include <trident/train/checkpoint.hpp>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -99,6 +106,56 @@ eval::EvaluationTable score_and_print(DatasetKind kind, const std::string& root,
   return table;
 }
 
+/// What step 0 needs: the checkpoint, the configuration and the picture size.
+struct ModelOptions {
+  std::string checkpoint, config = "small";
+  bool compare_untrained = false;
+  int64_t seed = 0, min_size = 0, max_size = 0;
+};
+
+data::Dataset read_for_inference(DatasetKind kind, const std::string& root, int gallery_size) {
+  switch (kind) {
+    case DatasetKind::cuhk_sysu: {
+      data::CuhkSysuOptions read_options;
+      read_options.gallery_size = gallery_size;
+      return data::read_cuhk_sysu(root, read_options);
+    }
+    case DatasetKind::prw:
+      return data::read_prw(root);
+    case DatasetKind::json:
+      break;
+  }
+  return data::read_custom_json(root);
+}
+
+// Step 0: run the network of configuration Cfg (trained, and untrained when asked) over the test split.
+template <class Cfg>
+std::vector<eval::SearchOutputs> run_model(const ModelOptions& m, NetOptions net_options, const data::Dataset& dataset) {
+  eval::InferenceOptions io;
+  if (m.min_size > 0) io.min_size = m.min_size;
+  if (m.max_size > 0) io.max_size = m.max_size;
+  if (m.min_size == 0 && m.config == "small") {  // the small configuration runs the pictures at their own size
+    const auto picture = data::load_image(dataset.images.at(static_cast<size_t>(dataset.test.at(0))).path);
+    io.min_size = std::min(picture.size(1), picture.size(2));
+    io.max_size = std::max(picture.size(1), picture.size(2));
+  }
+  int64_t last = -1;
+  io.progress = [&last](int64_t done, int64_t total) {
+    if (done * 10 / total != last) std::cerr << fmt::format("  inference {}/{}\n", done, total);
+    last = done * 10 / total;
+  };
+  std::vector<eval::SearchOutputs> out;
+  at::manual_seed(static_cast<uint64_t>(m.seed));  // the initialisation 02_train started from
+  TridentNet<Cfg> untrained(net_options);
+  TridentNet<Cfg> net(net_options);
+  train::load_model(m.checkpoint, net);
+  std::cout << fmt::format("{}: {} test pictures, {} queries, pictures resized to {}/{}\n", m.checkpoint,
+                           dataset.test.size(), dataset.queries.size(), io.min_size, io.max_size);
+  out.push_back(eval::compute_search_outputs(net, dataset, io));
+  if (m.compare_untrained) out.push_back(eval::compute_search_outputs(untrained, dataset, io));
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -113,7 +170,15 @@ int main(int argc, char** argv) {
       ->required()
       ->transform(CLI::CheckedTransformer(kinds, CLI::ignore_case));
   app.add_option("--root", root, "the dataset's folder (for json: the dataset's .json file)")->required();
-  app.add_option("--results", results, "the results file (.json, .trs or .bin)")->required()->check(CLI::ExistingFile);
+  ModelOptions model;
+  app.add_option("--results", results, "the results file (.json, .trs or .bin) to score; with --checkpoint, to write");
+  app.add_option("--checkpoint", model.checkpoint, "run this checkpoint of 02_train over the test split first");
+  app.add_option("--config", model.config, "the checkpoint's configuration: small or paper")
+      ->check(CLI::IsMember({"small", "paper"}))->capture_default_str();
+  app.add_flag("--compare-untrained", model.compare_untrained, "also score the untrained network (same seed)");
+  app.add_option("--seed", model.seed, "the seed 02_train initialised the network with")->capture_default_str();
+  app.add_option("--min-size", model.min_size, "short side of the test pictures (default: paper 900, small: theirs)");
+  app.add_option("--max-size", model.max_size, "long side limit (default: paper 1500, small: the pictures')");
   app.add_option("--json", options.json_out, "also write the table to this JSON file");
   app.add_option("--gallery-sizes", options.gallery_sizes, "CUHK-SYSU gallery sizes (50, 100, 500, 1000, 2000, 4000)")
       ->delimiter(',');
@@ -122,6 +187,39 @@ int main(int argc, char** argv) {
 
   try {
     use_all_cores(threads);
+    if (!model.checkpoint.empty()) {
+      // 0. Run the model; write its outputs; score them (and the untrained network's).
+      const auto dataset = read_for_inference(kind, root, options.gallery_sizes.at(0));
+      std::vector<eval::SearchOutputs> runs;
+      if (model.config == "small") runs = run_model<SmallCpuConfig>(model, small_net_options(), dataset);
+      else if (kind == DatasetKind::prw) runs = run_model<PaperConfig<Prw>>(model, {}, dataset);
+      else runs = run_model<PaperConfig<CuhkSysu>>(model, {}, dataset);
+      if (!results.empty()) {
+        eval::save_search_outputs(runs[0], results);
+        std::cout << fmt::format("wrote {}\n", results);
+      }
+      std::cout << "\ntrained model\n";
+      const auto trained = score_and_print(kind, root, runs[0], options);
+      if (runs.size() > 1) {
+        std::cout << "\nthe same network untrained (its initial random weights)\n";
+        auto untrained_options = options;
+        untrained_options.json_out.clear();
+        const auto untrained = score_and_print(kind, root, runs[1], untrained_options);
+        std::cout << "\n" << fmt::format("{:<16} {:>10} {:>10}\n", "", "untrained", "trained");
+        std::cout << fmt::format("{:<16} {:>9.2f}% {:>9.2f}%\n", "detection AP", 100 * untrained.detection.average_precision,
+                                 100 * trained.detection.average_precision);
+        for (size_t r = 0; r < trained.search.size(); ++r) {
+          std::cout << fmt::format("{:<16} {:>9.2f}% {:>9.2f}%\n", trained.search[r].setting + " mAP",
+                                   100 * untrained.search[r].metrics.mean_average_precision,
+                                   100 * trained.search[r].metrics.mean_average_precision);
+          std::cout << fmt::format("{:<16} {:>9.2f}% {:>9.2f}%\n", trained.search[r].setting + " top-1",
+                                   100 * untrained.search[r].metrics.top_k_accuracy.at(0),
+                                   100 * trained.search[r].metrics.top_k_accuracy.at(0));
+        }
+      }
+      return 0;
+    }
+    TRIDENT_CHECK(!results.empty(), "03_evaluate: give --results FILE to score (or --checkpoint to run a model)");
     // 1. The model's outputs, in either form.
     const auto outputs = eval::load_search_outputs(results);
     std::cout << fmt::format("{}: {} gallery images, {} queries, {}-d embeddings\n\n", results,

@@ -10,6 +10,7 @@
 #include <trident/branches/part.hpp>
 #include <trident/branches/reid.hpp>
 #include <trident/model/config.hpp>
+#include <trident/model/trident_net.hpp>
 
 namespace trident {
 
@@ -76,5 +77,23 @@ using SmallConfig = Config<backbone::ResNetSmall, roi::RoiAlignPooler<24, 8>,
                                     branches::ReidBranch<LutSize<Identities>, QueueSize<Queue>, EmbedDim<64>>,
                                     branches::PartBranch<Parts<NumParts>>>,
                            losses::Agwf>;
+
+/// The small configuration the example programs train, evaluate and search with (room for 512 training
+/// identities, a queue of 512): the type a checkpoint of `02_train --config small` loads into.
+using SmallCpuConfig = SmallConfig<512, 512>;
+
+/// The runtime options that go with SmallConfig: no ImageNet weights, so nothing is frozen and the batch norms
+/// train; fewer proposals and RoIs per image, as suits small pictures with a few people each.
+inline NetOptions small_net_options() {
+  NetOptions o;
+  o.stem.frozen_up_to = backbone::FrozenUpTo::none;
+  o.stem.norm = backbone::BatchNormMode::trainable;
+  o.rpn.pre_nms_top_n_train = 1000;
+  o.rpn.post_nms_top_n_train = 256;
+  o.rpn.pre_nms_top_n_test = 500;
+  o.rpn.post_nms_top_n_test = 100;
+  o.sampler.batch_size_per_image = 64;
+  return o;
+}
 
 }  // namespace trident

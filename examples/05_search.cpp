@@ -1,0 +1,207 @@
+// 05_search — search a gallery for a person with a trained model and draw the best matches.
+//
+//   ./build/examples/05_search --checkpoint out/small/checkpoint.pt --dataset cuhk-sysu --root data/synthetic --query 3
+//   ./build/examples/05_search --checkpoint run/checkpoint.pt --config paper --dataset prw --root /data/PRW --query 0
+//   ./build/examples/05_search --checkpoint ... --query-image me.jpg --query-box 40,30,120,260 --gallery photos/
+//
+// 1. builds the network of the checkpoint's configuration and loads its weights (train::load_model);
+// 2. embeds the query person from its box (describe_box: the query's feature comes from its annotated box);
+// 3. detects everyone in every gallery picture (detect_picture: boxes, confidences, embeddings);
+// 4. ranks all detections by the confidence-weighted cosine similarity (search::rank_gallery);
+// 5. draws the query and the top-k matches into one picture (viz::draw_search_results). With a dataset, each
+//    match is marked correct (green) when it overlaps the query person's annotated box by IoU >= 0.5, else
+//    wrong (red; the true box, if the person is in that picture, is outlined in white).
+#include <trident/core/threads.hpp>
+#include <trident/data/cuhk_sysu.hpp>
+#include <trident/data/custom_json.hpp>
+#include <trident/data/prw.hpp>
+#include <trident/eval/inference.hpp>
+#include <trident/model/configs.hpp>
+#include <trident/search/rank.hpp>
+#include <trident/train/checkpoint.hpp>
+#include <trident/viz/search_results.hpp>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+
+namespace {
+using namespace trident;
+namespace fs = std::filesystem;
+
+struct Options {
+  std::string checkpoint, config = "small", dataset = "cuhk-sysu", root, query_image, gallery, out = "out/05_search.png";
+  std::vector<float> query_box;
+  int query = -1, gallery_size = 50, threads = 0;
+  int64_t top_k = 5, min_size = 0, max_size = 0;
+  double score_threshold = 0.5;
+};
+
+/// The query, the gallery pictures and (with a dataset) where the query person is in each.
+struct Problem {
+  std::string query_path;
+  data::Box query_box{};
+  std::vector<std::string> gallery;
+  std::vector<std::optional<data::Box>> truth;  // empty without a dataset
+};
+
+Problem from_dataset(const Options& o) {
+  data::Dataset ds;
+  if (o.dataset == "cuhk-sysu") {
+    data::CuhkSysuOptions options;
+    options.gallery_size = o.gallery_size;
+    ds = data::read_cuhk_sysu(o.root, options);
+  } else if (o.dataset == "prw") {
+    ds = data::read_prw(o.root);
+  } else {
+    ds = data::read_custom_json(o.root);
+  }
+  TRIDENT_CHECK(o.query >= 0 && static_cast<size_t>(o.query) < ds.queries.size(),
+                "05_search: --query {} is outside 0..{} ('{}' has {} queries)", o.query,
+                static_cast<int64_t>(ds.queries.size()) - 1, o.root, ds.queries.size());
+  const auto& q = ds.queries[static_cast<size_t>(o.query)];
+  Problem p;
+  p.query_path = ds.images.at(static_cast<size_t>(q.image)).path;
+  p.query_box = q.box;
+  std::vector<int64_t> images;
+  if (!q.gallery.empty()) {
+    for (const auto& item : q.gallery) images.push_back(item.image);
+  } else {
+    for (const int64_t i : ds.test)
+      if (i != q.image) images.push_back(i);
+  }
+  for (const int64_t i : images) {
+    const auto& record = ds.images.at(static_cast<size_t>(i));
+    p.gallery.push_back(record.path);
+    std::optional<data::Box> truth;
+    const auto pids = record.pids.contiguous();
+    for (int64_t j = 0; j < pids.size(0); ++j)
+      if (pids[j].item<int64_t>() == q.pid)
+        truth = data::Box{record.boxes[j][0].item<float>(), record.boxes[j][1].item<float>(),
+                          record.boxes[j][2].item<float>(), record.boxes[j][3].item<float>()};
+    p.truth.push_back(truth);
+  }
+  return p;
+}
+
+Problem from_folder(const Options& o) {
+  TRIDENT_CHECK(o.query_box.size() == 4, "05_search: --query-box needs x1,y1,x2,y2, got {} numbers", o.query_box.size());
+  TRIDENT_CHECK(fs::is_directory(o.gallery), "05_search: --gallery '{}' is not a folder", o.gallery);
+  Problem p;
+  p.query_path = o.query_image;
+  p.query_box = {o.query_box[0], o.query_box[1], o.query_box[2], o.query_box[3]};
+  for (const auto& entry : fs::directory_iterator(o.gallery)) {
+    auto ext = entry.path().extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (entry.is_regular_file() && (ext == ".jpg" || ext == ".jpeg" || ext == ".png") &&
+        fs::absolute(entry.path()) != fs::absolute(o.query_image))
+      p.gallery.push_back(entry.path().string());
+  }
+  std::sort(p.gallery.begin(), p.gallery.end());
+  TRIDENT_CHECK(!p.gallery.empty(), "05_search: --gallery '{}' has no .jpg or .png picture", o.gallery);
+  return p;
+}
+
+double iou(const std::array<float, 4>& a, const data::Box& b) {
+  const double w = std::max(0.0f, std::min(a[2], b[2]) - std::max(a[0], b[0]));
+  const double h = std::max(0.0f, std::min(a[3], b[3]) - std::max(a[1], b[1]));
+  const double inter = w * h;
+  const double uni = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
+  return uni > 0 ? inter / uni : 0.0;
+}
+
+template <class Cfg>
+int run(const Options& o, NetOptions net_options) {
+  // 1. The network and its trained weights.
+  TridentNet<Cfg> net(net_options);
+  train::load_model(o.checkpoint, net);
+  eval::EvalModeScope<TridentNet<Cfg>> eval_mode(net);
+  const Problem p = o.query_image.empty() ? from_dataset(o) : from_folder(o);
+  eval::InferenceOptions io;
+  if (o.min_size > 0) io.min_size = o.min_size;
+  if (o.max_size > 0) io.max_size = o.max_size;
+  if (o.min_size == 0 && o.config == "small") {  // the small configuration runs pictures at their own size
+    const auto picture = data::load_image(p.query_path);
+    io.min_size = std::min(picture.size(1), picture.size(2));
+    io.max_size = std::max(picture.size(1), picture.size(2));
+  }
+  // 2. The query person's embedding, from its box.
+  const at::Tensor query = eval::describe_box(net, p.query_path, p.query_box, io);
+  // 3. Everyone in the gallery.
+  std::vector<eval::Detections> gallery;
+  for (const auto& path : p.gallery) gallery.push_back(eval::detect_picture(net, path, io));
+  // 4. The ranking.
+  search::RankOptions ro;
+  ro.top_k = o.top_k;
+  ro.score_threshold = o.score_threshold;
+  const auto matches = search::rank_gallery(query, gallery, ro);
+  int64_t people = 0;
+  for (const auto& d : gallery) people += d.boxes.size(0);
+  std::cout << fmt::format("query {} [{:.0f} {:.0f} {:.0f} {:.0f}]; {} gallery pictures, {} detections\n",
+                           p.query_path, p.query_box[0], p.query_box[1], p.query_box[2], p.query_box[3],
+                           p.gallery.size(), people);
+  std::vector<viz::ShownMatch> shown;
+  int correct = 0;
+  for (size_t r = 0; r < matches.size(); ++r) {
+    const auto& m = matches[r];
+    viz::ShownMatch s;
+    s.path = p.gallery[static_cast<size_t>(m.image)];
+    s.box = m.box;
+    s.similarity = m.similarity;
+    if (!p.truth.empty()) {
+      const auto& truth = p.truth[static_cast<size_t>(m.image)];
+      s.correct = truth && iou(m.box, *truth) >= 0.5;
+      if (truth) s.truth = std::array<float, 4>{(*truth)[0], (*truth)[1], (*truth)[2], (*truth)[3]};
+      correct += *s.correct ? 1 : 0;
+    }
+    std::cout << fmt::format("#{:<2} {:.3f}  {}  [{:.0f} {:.0f} {:.0f} {:.0f}] score {:.2f}{}\n", r + 1, m.similarity,
+                             fs::path(s.path).filename().string(), m.box[0], m.box[1], m.box[2], m.box[3], m.score,
+                             s.correct ? (*s.correct ? "  correct" : "  wrong") : "");
+    shown.push_back(s);
+  }
+  if (!p.truth.empty()) std::cout << fmt::format("{} of the top {} are the query person\n", correct, matches.size());
+  // 5. The picture.
+  viz::draw_search_results(p.query_path, {p.query_box[0], p.query_box[1], p.query_box[2], p.query_box[3]}, shown, o.out);
+  std::cout << "wrote " << o.out << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"trident example 05: search a gallery for a person and draw the best matches"};
+  Options o;
+  app.add_option("--checkpoint", o.checkpoint, "checkpoint of 02_train (its model is loaded)")->required();
+  app.add_option("--config", o.config, "the checkpoint's configuration: small or paper")
+      ->check(CLI::IsMember({"small", "paper"}))->capture_default_str();
+  app.add_option("--dataset", o.dataset, "cuhk-sysu, prw or json (also picks the paper configuration's table size)")
+      ->check(CLI::IsMember({"cuhk-sysu", "prw", "json"}))->capture_default_str();
+  app.add_option("--root", o.root, "dataset folder (json: the .json file)");
+  app.add_option("--query", o.query, "query index in the dataset");
+  app.add_option("--gallery-size", o.gallery_size, "CUHK-SYSU gallery protocol")->capture_default_str();
+  app.add_option("--query-image", o.query_image, "a picture with the person to look for (instead of --query)");
+  app.add_option("--query-box", o.query_box, "x1,y1,x2,y2 of the person in --query-image")->delimiter(',');
+  app.add_option("--gallery", o.gallery, "folder of pictures to search (with --query-image)");
+  app.add_option("--top-k", o.top_k, "matches to show")->capture_default_str();
+  app.add_option("--score-threshold", o.score_threshold, "detections below this confidence are ignored")
+      ->capture_default_str();
+  app.add_option("--min-size", o.min_size, "short side after resizing (default: paper 900, small: the picture's)");
+  app.add_option("--max-size", o.max_size, "long side limit (default: paper 1500, small: the picture's)");
+  app.add_option("--out", o.out, "the picture to write")->capture_default_str();
+  app.add_option("--threads", o.threads, "intra-op threads (0: all cores)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    std::cout << fmt::format("trident example 05, {} threads\n", use_all_cores(o.threads));
+    TRIDENT_CHECK(o.query_image.empty() != (o.query < 0),
+                  "05_search: give either --query N (with --root) or --query-image with --query-box and --gallery");
+    if (o.config == "small") return run<SmallCpuConfig>(o, small_net_options());
+    if (o.dataset == "prw") return run<PaperConfig<Prw>>(o, {});
+    return run<PaperConfig<CuhkSysu>>(o, {});
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+}
