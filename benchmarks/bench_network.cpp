@@ -400,13 +400,13 @@ trident::ImageBatch make_batch(int64_t batch, Size size, const at::Device& devic
   return b;
 }
 
-/// A few standing people per image: heights 100 .. 500 px, width 0.4 of the height, inside the picture; the first
-/// half labeled with an identity, the rest unlabeled.
+/// A few standing people per image: heights 15% .. 60% of the picture's, width 0.4 of the height, inside the
+/// picture; the first three labeled with an identity, the rest unlabeled.
 std::vector<trident::Target> make_targets(int64_t batch, Size size, const at::Device& device) {
   std::vector<trident::Target> out;
   for (int64_t i = 0; i < batch; ++i) {
     constexpr int64_t people = 5;
-    const auto heights = at::rand({people}) * 400 + 100;
+    const auto heights = (at::rand({people}) * 0.45 + 0.15) * static_cast<double>(size.height);
     const auto widths = heights * 0.4;
     const auto x1 = at::rand({people}) * (static_cast<double>(size.width) - widths);
     const auto y1 = at::rand({people}) * (static_cast<double>(size.height) - heights);
