@@ -86,6 +86,7 @@ struct Options {
   int64_t yardstick_batch = 1;
   int64_t top_k = 100;
   std::vector<std::string> only{"infer", "train", "search", "resnet50"};
+  bool flops_only = false;
   std::string case_name;
   std::string json;
   std::string record;  // internal: the child writes its case's JSON object here
@@ -107,7 +108,8 @@ struct Options {
       "  --top-k K              ranked gallery entries returned by the search (default 100)\n"
       "  --only K,...           case kinds to run: infer, train, search, resnet50 (default all)\n"
       "  --case NAME            run one case in this process: infer-HxW, train-bB, search-N, resnet50-224\n"
-      "  --json OUT             write the figures as JSON\n",
+      "  --json OUT             write the figures as JSON\n"
+      "  --flops                print the FLOPs of every selected infer / train case and exit (no timing)\n",
       to);
   std::exit(code);
 }
@@ -173,6 +175,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--only") o.only = split(value());
     else if (a == "--case") o.case_name = value();
     else if (a == "--json") o.json = value();
+    else if (a == "--flops") o.flops_only = true;
     else if (a == "--record") o.record = value();
     else if (a == "-h" || a == "--help") usage(stdout, 0);
     else {
@@ -236,7 +239,7 @@ struct Record {
     for (const auto& [k, v] : info) out += fmt::format(", \"{}\": {}", k, v);
     out += ", \"figures\": {";
     for (size_t i = 0; i < figures.size(); ++i)
-      out += fmt::format("{}\"{}\": {:.6g}", i ? ", " : "", figures[i].first, figures[i].second);
+      out += fmt::format("{}\"{}\": {:.10g}", i ? ", " : "", figures[i].first, figures[i].second);
     return out + "}}";
   }
 };
@@ -380,6 +383,32 @@ FlopCount roi_linear_flops(Net& net, double rois, bool embed, bool training) {
   return total;
 }
 
+int64_t pad32(int64_t v) { return (v + 31) / 32 * 32; }
+
+/// One image's inference: stem and RPN on the padded image, the RoI head and the detection branch on `rois`
+/// proposals, then RoI head, detection branch and re-id encoders on `described` boxes. fh, fw: conv4's size.
+FlopCount infer_flops(Net& net, Size size, int64_t rois, int64_t described, int64_t& fh, int64_t& fw) {
+  fh = pad32(size.height), fw = pad32(size.width);
+  FlopCount flops = stem_flops(*net.stem(), fh, fw);
+  flops += rpn_flops(*net.rpn(), fh, fw, false);
+  const FlopCount per_roi = head_flops(*net.head(), false);
+  flops += per_roi * static_cast<double>(rois) + roi_linear_flops(net, static_cast<double>(rois), false, false);
+  flops += per_roi * static_cast<double>(described) +
+           roi_linear_flops(net, static_cast<double>(described), true, false);
+  return flops;
+}
+
+/// One training iteration: forward and backward of a batch, with the sampler's RoIs per image (its batch size:
+/// there are always enough candidates with 2000 proposals per image).
+FlopCount train_flops(Net& net, Size size, int64_t batch) {
+  const double rois = static_cast<double>(batch * net.options().sampler.batch_size_per_image);
+  int64_t fh = pad32(size.height), fw = pad32(size.width);
+  FlopCount flops = stem_flops(*net.stem(), fh, fw) * static_cast<double>(batch);
+  flops += rpn_flops(*net.rpn(), fh, fw, true) * static_cast<double>(batch);
+  flops += head_flops(*net.head(), true) * rois + roi_linear_flops(net, rois, true, true);
+  return flops;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Inputs
 // ---------------------------------------------------------------------------------------------------------------
@@ -390,8 +419,6 @@ at::Tensor cycle_to(const at::Tensor& boxes, int64_t n) {
   if (have == 0) return at::zeros({n, 4}, boxes.options());
   return boxes.repeat({(n + have - 1) / have, 1}).narrow(0, 0, n);
 }
-
-int64_t pad32(int64_t v) { return (v + 31) / 32 * 32; }
 
 trident::ImageBatch make_batch(int64_t batch, Size size, const at::Device& device) {
   trident::ImageBatch b;
@@ -576,13 +603,8 @@ Record run_infer(Context& c, Size size) {
     detect_count = d[0].boxes.size(0);
   }
 
-  int64_t fh = pad32(size.height), fw = pad32(size.width);
-  FlopCount flops = stem_flops(*net.stem(), fh, fw);
-  flops += rpn_flops(*net.rpn(), fh, fw, false);
-  const FlopCount per_roi = head_flops(*net.head(), false);
-  flops += per_roi * static_cast<double>(rois_per_image) +
-           roi_linear_flops(net, static_cast<double>(rois_per_image), false, false);
-  flops += per_roi * static_cast<double>(o.detections) + roi_linear_flops(net, static_cast<double>(o.detections), true, false);
+  int64_t fh = 0, fw = 0;
+  const FlopCount flops = infer_flops(net, size, rois_per_image, o.detections, fh, fw);
 
   Record r;
   r.name = "infer-" + size.str();
@@ -662,10 +684,7 @@ Record run_train(Context& c, int64_t batch_size) {
   // RoIs per iteration: the sampler draws batch_size_per_image per image whenever there are that many candidates
   // (2000 proposals + the ground truth), which the RPN's post-NMS top-N always provides at these sizes.
   const double rois = static_cast<double>(batch_size * opt.sampler.batch_size_per_image);
-  int64_t fh = pad32(o.train_size.height), fw = pad32(o.train_size.width);
-  FlopCount flops = stem_flops(*net.stem(), fh, fw) * static_cast<double>(batch_size);
-  flops += rpn_flops(*net.rpn(), fh, fw, true) * static_cast<double>(batch_size);
-  flops += head_flops(*net.head(), true) * rois + roi_linear_flops(net, rois, true, true);
+  const FlopCount flops = train_flops(net, o.train_size, batch_size);
 
   Record r;
   r.name = fmt::format("train-b{}", batch_size);
@@ -873,6 +892,35 @@ int main(int argc, char** argv) try {
   }
   c.base_rss_mb = proc_status_mb("VmRSS");
   at::manual_seed(0);
+
+  if (o.flops_only) {
+    Net net;
+    fmt::print("# FLOPs of TridentNet<PaperConfig<CuhkSysu>>: 2 x multiply-adds of its convolutions and fully "
+               "connected layers\n");
+    for (const auto& size : o.sizes) {
+      int64_t fh = 0, fw = 0;
+      const auto f = infer_flops(net, size, net.options().rpn.post_nms_top_n_test, o.detections, fh, fw);
+      fmt::print("infer {} (padded {}x{}, conv4 {}x{}), {} proposals, {} described: {:.3f} GFLOP per image\n",
+                 size.str(), pad32(size.height), pad32(size.width), fh, fw, net.options().rpn.post_nms_top_n_test,
+                 o.detections, f.forward / 1e9);
+      int64_t h = pad32(size.height), w = pad32(size.width);
+      const double stem = stem_flops(*net.stem(), h, w).forward, rpn = rpn_flops(*net.rpn(), h, w, false).forward;
+      const double head = head_flops(*net.head(), false).forward;
+      fmt::print("  stem (conv1..conv4) {:.3f}, RPN {:.3f}, conv5 per RoI {:.4f} x {} RoIs = {:.3f}, fully connected "
+                 "{:.4f} GFLOP\n",
+                 stem / 1e9, rpn / 1e9, head / 1e9, net.options().rpn.post_nms_top_n_test + o.detections,
+                 head * static_cast<double>(net.options().rpn.post_nms_top_n_test + o.detections) / 1e9,
+                 (f.forward - stem - rpn - head * static_cast<double>(net.options().rpn.post_nms_top_n_test + o.detections)) / 1e9);
+    }
+    for (const auto b : o.batches) {
+      const auto f = train_flops(net, o.train_size, b);
+      fmt::print("train batch {} of {}, {} RoIs per image: {:.3f} GFLOP forward + {:.3f} backward = {:.3f} GFLOP per "
+                 "iteration\n",
+                 b, o.train_size.str(), net.options().sampler.batch_size_per_image, f.forward / 1e9, f.backward / 1e9,
+                 (f.forward + f.backward) / 1e9);
+    }
+    return 0;
+  }
 
   if (!o.case_name.empty()) {
     const auto r = run_case(c, o.case_name);

@@ -188,6 +188,7 @@ def main():
     for name in programs:
         eff[0] += f"{name} ResNet-50 224x224: {fmt(yard[name])} GFLOP/s; " if yard[name] else ""
     eff[0] = ("Efficiency — " + eff[0]) if eff[0] else "Efficiency — no resnet50-224 case"
+    eff.insert(1, "")
     for case in cases:
         if not case.startswith(("infer-", "train-")):
             continue
@@ -196,7 +197,7 @@ def main():
             rate = medians[name][case].get("gflops_per_s")
             row += [fmt(rate), fmt(100 * rate / yard[name]) + "%" if rate and yard[name] else "—"]
         eff.append("| " + " | ".join(row) + " |")
-    text = "\n".join(table + eff)
+    text = "\n".join(table + [""] + eff)
     print(text)
     if a.markdown:
         with open(a.markdown, "w") as f:
