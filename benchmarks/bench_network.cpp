@@ -29,7 +29,8 @@
 #include <torch/optim/sgd.h>
 #include <torch/version.h>
 
-#if defined(TRIDENT_BENCH_WITH_CUDA) && __has_include(<c10/cuda/CUDACachingAllocator.h>) && __has_include(<torch/cuda.h>)
+#if defined(TRIDENT_BENCH_WITH_CUDA) && __has_include(<c10/cuda/CUDACachingAllocator.h>) && \
+    __has_include(<cuda_runtime_api.h>) && __has_include(<torch/cuda.h>)
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <torch/cuda.h>
 #define TRIDENT_BENCH_CUDA 1
