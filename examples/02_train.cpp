@@ -38,7 +38,7 @@ struct Options {
   std::string dataset = "cuhk-sysu", root, out = "out/train", config = "small", weights, device = "cpu";
   int gallery_size = 50;
   int64_t epochs = 0, batch_size = 4, min_size = 0, max_size = 0, checkpoint_every = 0, max_iterations = -1;
-  int64_t warmup = -1, milestone = 0;
+  int64_t warmup = -1, milestone = 0, rois_per_image = 0;
   int workers = 2, threads = 0;
   double lr = 0, clip = 0, flip = 0.5;
   int64_t seed = 0;
@@ -138,6 +138,7 @@ int main(int argc, char** argv) {
   app.add_option("--clip", o.clip, "clip the gradient norm to this (0: off; small default 10)");
   app.add_option("--min-size", o.min_size, "short side after resizing (default: paper 900, small: the picture's)");
   app.add_option("--max-size", o.max_size, "long side limit (default: paper 1500, small: the picture's)");
+  app.add_option("--rois-per-image", o.rois_per_image, "RoIs sampled per image for the heads (default: paper 128, small 64)");
   app.add_option("--flip", o.flip, "horizontal flip probability")->capture_default_str();
   app.add_option("--workers", o.workers, "loader threads (0: load on the training thread)")->capture_default_str();
   app.add_option("--checkpoint-every", o.checkpoint_every, "also checkpoint every N iterations")->capture_default_str();
@@ -164,12 +165,16 @@ int main(int argc, char** argv) {
       const at::Tensor picture = data::load_image(first.path);  // [3, H, W]
       if (o.min_size == 0) o.min_size = std::min(picture.size(1), picture.size(2));
       if (o.max_size == 0) o.max_size = std::max(picture.size(1), picture.size(2));
-      return run<Small>(o, small_net_options(), dataset, 512);
+      auto net_options = small_net_options();
+      if (o.rois_per_image > 0) net_options.sampler.batch_size_per_image = o.rois_per_image;
+      return run<Small>(o, net_options, dataset, 512);
     }
     if (o.weights.empty() && !o.resume)
       std::cerr << "warning: the paper configuration without --weights trains ResNet-50 from random weights\n";
-    if (o.dataset == "prw") return run<PaperConfig<Prw>>(o, {}, dataset, Prw::identities);
-    return run<PaperConfig<CuhkSysu>>(o, {}, dataset, CuhkSysu::identities);
+    NetOptions net_options;
+    if (o.rois_per_image > 0) net_options.sampler.batch_size_per_image = o.rois_per_image;
+    if (o.dataset == "prw") return run<PaperConfig<Prw>>(o, net_options, dataset, Prw::identities);
+    return run<PaperConfig<CuhkSysu>>(o, net_options, dataset, CuhkSysu::identities);
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

@@ -9,6 +9,7 @@
 
 #if TRIDENT_TESTS_WITH_IO
 #include <trident/eval/inference.hpp>
+#include <trident/model/trident_net.hpp>
 
 #include <opencv2/imgcodecs.hpp>
 
@@ -21,6 +22,7 @@ namespace {
 
 eval::Detections gallery_image(std::vector<float> boxes, std::vector<float> scores, std::vector<float> embeddings) {
   const auto n = static_cast<int64_t>(scores.size());
+  if (n == 0) return {at::zeros({0, 4}), at::zeros({0}), at::zeros({0, 2})};
   return {at::tensor(boxes).view({n, 4}), at::tensor(scores), at::tensor(embeddings).view({n, -1})};
 }
 
@@ -33,7 +35,6 @@ TEST_CASE("rank_gallery: confidence-weighted cosine, best first, score threshold
       gallery_image({0, 0, 10, 20, 5, 5, 15, 25}, {0.9f, 0.55f}, {0.6f, 0.8f, 1.0f, 0.0f}),
       gallery_image({}, {}, {}),
       gallery_image({1, 1, 2, 2, 3, 3, 4, 4}, {1.0f, 0.4f}, {0.8f, 0.6f, 1.0f, 0.0f})};
-  gallery[1].embeddings = at::zeros({0, 2});
   const auto query = at::tensor({1.0f, 0.0f});
   const auto all = search::rank_gallery(query, gallery, {.top_k = 0});
   REQUIRE(all.size() == 3);

@@ -23,6 +23,11 @@ struct BranchSetup {
   int64_t stem_channels = 1024;  ///< channels of g-hat, the proposal head's input (conv4)
   int64_t head_channels = 2048;  ///< channels of g, the proposal head's output (conv5)
   losses::ReidLossOptions reid_loss{};
+  /// A BatchNorm1d after each re-id encoder (before the L2 normalisation), as the reference codebases NAE and
+  /// SeqNet build their embedding heads. The paper's encoders are plain fully connected layers (off); a backbone
+  /// trained from scratch needs it (on in small_net_options()): without it the embeddings of all proposals start
+  /// out nearly parallel (ReLU features share a large common component) and the OIM loss stays at log(#entries).
+  bool reid_embedding_norm = false;
   memory::ReidMemoryOptions memory{};
   losses::PartLossOptions part_loss{};
 };

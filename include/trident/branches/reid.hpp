@@ -15,6 +15,7 @@
 
 #include <ATen/ops/cat.h>
 #include <torch/nn/init.h>
+#include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/linear.h>
 
 #include <memory>
@@ -49,12 +50,21 @@ class ReidBranch : public torch::nn::Module {
       torch::nn::init::normal_((*l)->weight, 0.0, 0.01);
       torch::nn::init::zeros_((*l)->bias);
     }
+    if (setup.reid_embedding_norm) {
+      norm_hat_ = register_module("norm_hat", torch::nn::BatchNorm1d(encoder_dim));
+      norm_ = register_module("norm", torch::nn::BatchNorm1d(encoder_dim));
+    }
     memory_ = register_module("memory", std::make_shared<Memory>(setup.memory));
   }
 
   /// The embedding x_i: [K, 2 * EmbedDim], unit L2 norm.
   at::Tensor embed(const RoiContext& ctx) {
-    const auto x = at::cat({encoder_hat_->forward(ctx.g_hat), encoder_->forward(ctx.g)}, 1);
+    auto a = encoder_hat_->forward(ctx.g_hat), b = encoder_->forward(ctx.g);
+    if (norm_) {
+      a = norm_hat_->forward(a);
+      b = norm_->forward(b);
+    }
+    const auto x = at::cat({a, b}, 1);
     return x / x.norm(2, {1}, /*keepdim=*/true).clamp_min(1e-12);
   }
 
@@ -81,6 +91,7 @@ class ReidBranch : public torch::nn::Module {
  private:
   losses::ReidLossOptions options_;
   torch::nn::Linear encoder_hat_{nullptr}, encoder_{nullptr};
+  torch::nn::BatchNorm1d norm_hat_{nullptr}, norm_{nullptr};
   std::shared_ptr<Memory> memory_;
 };
 

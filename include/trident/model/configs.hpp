@@ -83,7 +83,8 @@ using SmallConfig = Config<backbone::ResNetSmall, roi::RoiAlignPooler<24, 8>,
 using SmallCpuConfig = SmallConfig<512, 512>;
 
 /// The runtime options that go with SmallConfig: no ImageNet weights, so nothing is frozen and the batch norms
-/// train; fewer proposals and RoIs per image, as suits small pictures with a few people each.
+/// train; fewer proposals and RoIs per image, as suits small pictures with a few people each; batch-normalised
+/// re-id embeddings (as NAE and SeqNet build them).
 inline NetOptions small_net_options() {
   NetOptions o;
   o.stem.frozen_up_to = backbone::FrozenUpTo::none;
@@ -93,6 +94,7 @@ inline NetOptions small_net_options() {
   o.rpn.pre_nms_top_n_test = 500;
   o.rpn.post_nms_top_n_test = 100;
   o.sampler.batch_size_per_image = 64;
+  o.branches.reid_embedding_norm = true;  // see BranchSetup: from-scratch features need it to learn re-id
   return o;
 }
 
