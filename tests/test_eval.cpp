@@ -217,7 +217,10 @@ TEST_CASE("eval PRW search: regular and multi-view galleries") {
 }
 
 #if defined(TRIDENT_TESTS_WITH_IO)
-TEST_CASE("eval results file: JSON round trip and errors naming the file and the field") {
+namespace {
+
+/// Two gallery images (one without detections) and one query, 3-d embeddings.
+eval::SearchOutputs two_image_outputs() {
   eval::SearchOutputs outputs;
   outputs.gallery_images = {"s1.jpg", "s2.jpg"};
   outputs.gallery = {dets({{1, 2, 30, 40}, {5, 6, 7, 8.5}}, {0.75, 0.125}, {{0.6, 0.8, 0}, {0, 0, 1}}),
@@ -225,7 +228,14 @@ TEST_CASE("eval results file: JSON round trip and errors naming the file and the
   outputs.gallery[1].embeddings = at::empty({0, 3}, at::kFloat);
   outputs.query_images = {"s9.jpg"};
   outputs.query_boxes = rows({{10, 20, 30, 60}});
-  outputs.query_embeddings = rows({{0.1f, 0.2f, 0.3f}});  // not exact in binary: checks the float round trip
+  outputs.query_embeddings = rows({{0.1f, 0.2f, 0.3f}});
+  return outputs;
+}
+
+}  // namespace
+
+TEST_CASE("eval results file: JSON round trip and errors naming the file and the field") {
+  eval::SearchOutputs outputs = two_image_outputs();
   const std::string path = std::string(TRIDENT_TEST_TMP_DIR) + "/eval_results.json";
   eval::save_search_outputs(outputs, path);
   const auto back = eval::load_search_outputs(path);
@@ -350,14 +360,7 @@ TEST_CASE("eval results file: binary form round trip, size, form by extension an
 
 TEST_CASE("eval results file: truncated, corrupt and wrong-version binary files name the file, field and offset") {
   namespace fs = std::filesystem;
-  eval::SearchOutputs outputs;
-  outputs.gallery_images = {"s1.jpg", "s2.jpg"};
-  outputs.gallery = {dets({{1, 2, 30, 40}, {5, 6, 7, 8.5}}, {0.75, 0.125}, {{0.6, 0.8, 0}, {0, 0, 1}}),
-                     dets({}, {})};
-  outputs.gallery[1].embeddings = at::empty({0, 3}, at::kFloat);
-  outputs.query_images = {"s9.jpg"};
-  outputs.query_boxes = rows({{10, 20, 30, 60}});
-  outputs.query_embeddings = rows({{0.1f, 0.2f, 0.3f}});
+  eval::SearchOutputs outputs = two_image_outputs();
   const std::string path = std::string(TRIDENT_TEST_TMP_DIR) + "/eval_results.trs";
   const std::string bad = std::string(TRIDENT_TEST_TMP_DIR) + "/eval_bad.trs";
   eval::save_search_outputs(outputs, path);

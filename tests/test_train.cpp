@@ -31,9 +31,7 @@ std::string fresh_dir(const std::string& name) {
 }
 
 NetOptions small_options() {
-  NetOptions o;
-  o.stem.frozen_up_to = backbone::FrozenUpTo::none;
-  o.stem.norm = backbone::BatchNormMode::trainable;
+  NetOptions o = small_net_options();  // fewer proposals and RoIs: a fast test
   o.rpn.pre_nms_top_n_train = 300;
   o.rpn.post_nms_top_n_train = 64;
   o.sampler.batch_size_per_image = 32;

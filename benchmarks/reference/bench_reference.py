@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from cases import selected_cases
+
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -363,18 +365,6 @@ def features_size(size):
     return h, w
 
 
-def selected_cases(a):
-    only = a.only.split(",")
-    out = []
-    if "resnet50" in only:
-        out.append("resnet50-224")
-    if "infer" in only:
-        out += [f"infer-{s}" for s in a.sizes.split(",") if s]
-    if "train" in only:
-        out += [f"train-b{b}" for b in a.batches.split(",") if b]
-    if "search" in only:
-        out += [f"search-{n}" for n in a.gallery.split(",") if n]
-    return out
 
 
 def main():

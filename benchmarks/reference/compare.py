@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from cases import selected_cases
+
 # Figures that depend on the random weights (how many boxes the untrained RPN and detector keep, the loss): shown,
 # but no ratio. The timed stages themselves do not depend on them (fixed RoI and box counts).
 INFORMATIONAL = {"proposals", "kept_by_nms", "detect_detections", "loss"}
@@ -52,18 +54,6 @@ def load_average():
         return "unknown"
 
 
-def selected_cases(a):
-    only = a.only.split(",")
-    out = []
-    if "resnet50" in only:
-        out.append("resnet50-224")
-    if "infer" in only:
-        out += [f"infer-{s}" for s in a.sizes.split(",") if s]
-    if "train" in only:
-        out += [f"train-b{b}" for b in a.batches.split(",") if b]
-    if "search" in only:
-        out += [f"search-{n}" for n in a.gallery.split(",") if n]
-    return out
 
 
 def common_args(a):
