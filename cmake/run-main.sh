@@ -24,7 +24,8 @@ stamp "built"
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # see README: LibTorch's OpenMP threads otherwise spin
 ex="$build/examples"
 "$ex"/01_synthetic_dataset --out "$out/synthetic" --overwrite --preview "$out/synthetic-preview.png" \
-  --clutter 0.2 --train-identities 100 --min-train-appearances 4 --max-train-appearances 8
+  --clutter 0.2 --train-identities 100 --min-train-appearances 4 --max-train-appearances 8 \
+  --min-person-height 90 --max-person-height 170 --max-people 4
 stamp "dataset written"
 rm -rf "$out/train"
 "$ex"/02_train --config-file cmake/main-job.toml --root "$out/synthetic" --out "$out/train"

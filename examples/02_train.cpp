@@ -42,7 +42,7 @@ struct Options {
   int workers = 2, threads = 0;
   double lr = 0, clip = 0, flip = 0.5;
   int64_t seed = 0;
-  bool resume = false, amp = false, evaluate = false;
+  bool resume = false, amp = false, evaluate = false, queue_background = true;
 };
 
 data::Dataset read_dataset(const Options& o) {
@@ -139,6 +139,8 @@ int main(int argc, char** argv) {
   app.add_option("--min-size", o.min_size, "short side after resizing (default: paper 900, small: the picture's)");
   app.add_option("--max-size", o.max_size, "long side limit (default: paper 1500, small: the picture's)");
   app.add_option("--rois-per-image", o.rois_per_image, "RoIs sampled per image for the heads (default: paper 128, small 64)");
+  app.add_option("--queue-background", o.queue_background,
+                 "whether background proposals enter the re-id queue (the paper: yes)")->capture_default_str();
   app.add_option("--flip", o.flip, "horizontal flip probability")->capture_default_str();
   app.add_option("--workers", o.workers, "loader threads (0: load on the training thread)")->capture_default_str();
   app.add_option("--checkpoint-every", o.checkpoint_every, "also checkpoint every N iterations")->capture_default_str();
@@ -167,12 +169,14 @@ int main(int argc, char** argv) {
       if (o.max_size == 0) o.max_size = std::max(picture.size(1), picture.size(2));
       auto net_options = small_net_options();
       if (o.rois_per_image > 0) net_options.sampler.batch_size_per_image = o.rois_per_image;
+      net_options.branches.memory.queue_background = o.queue_background;
       return run<Small>(o, net_options, dataset, 512);
     }
     if (o.weights.empty() && !o.resume)
       std::cerr << "warning: the paper configuration without --weights trains ResNet-50 from random weights\n";
     NetOptions net_options;
     if (o.rois_per_image > 0) net_options.sampler.batch_size_per_image = o.rois_per_image;
+    net_options.branches.memory.queue_background = o.queue_background;
     if (o.dataset == "prw") return run<PaperConfig<Prw>>(o, net_options, dataset, Prw::identities);
     return run<PaperConfig<CuhkSysu>>(o, net_options, dataset, CuhkSysu::identities);
   } catch (const std::exception& e) {

@@ -411,6 +411,17 @@ TEST_CASE("ReidMemory: labeled rows update the table, unlabeled and background r
   TRIDENT_CHECK_CLOSE(s.narrow(1, 3, 4), at::matmul(e, mem.queue->features().t()), 1e-6);
 }
 
+TEST_CASE("ReidMemory: queue_background off pushes only the unlabeled rows (OIM's queue)") {
+  memory::ReidMemory<3, 4, 2> mem(memory::ReidMemoryOptions{.momentum = 0.5, .queue_background = false});
+  const auto x = at::tensor({3.0, 4.0, 1.0, 1.0, 2.0, 2.0, 0.0, -2.0, 3.0, 3.0}, f64).view({5, 2});
+  mem.update(x, at::tensor(std::vector<int64_t>{0, -1, -2, 2, -1}, i64));
+  TRIDENT_CHECK_CLOSE(mem.queue->features(),
+                      at::tensor({1.0, 1.0, 3.0, 3.0, 0.0, 0.0, 0.0, 0.0}, at::kFloat).view({4, 2}), 0);
+  CHECK(mem.queue->head() == 2);
+  TRIDENT_CHECK_CLOSE(mem.lookup_table->features(),
+                      at::tensor({0.6, 0.8, 0.0, 0.0, 0.0, -1.0}, at::kFloat).view({3, 2}), 1e-7);
+}
+
 TEST_CASE("ReidMemory: a checkpoint restores the table, the queue and its head exactly") {
   using Memory = memory::ReidMemory<3, 4, 2>;
   auto gen = generator(5);

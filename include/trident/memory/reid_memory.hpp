@@ -126,7 +126,7 @@ class LookupTableImpl : public torch::nn::Module {
   }
 
  private:
-  friend void update(LookupTableImpl&, CircularQueueImpl&, const at::Tensor&, const at::Tensor&);
+  friend void update(LookupTableImpl&, CircularQueueImpl&, const at::Tensor&, const at::Tensor&, bool);
 
   /// The update for checked host identities. Occurrences of an identity are applied in rounds: round r updates
   /// the r-th occurrence of every identity at once, which equals the sequential loop (distinct rows per round).
@@ -226,8 +226,9 @@ TORCH_MODULE(CircularQueue);
 /// order), unlabeled (-1) and background (-2) rows are pushed into the queue (in batch order). features [B, dim],
 /// labels [B] int64 in {-2, -1} U [0, num_identities). This is the hook a distributed trainer calls with the
 /// all-gathered batch.
+/// With `queue_background` false, background rows are left out of the queue (OIM's and SeqNet's choice).
 inline void update(LookupTableImpl& lookup_table, CircularQueueImpl& queue, const at::Tensor& features,
-                   const at::Tensor& labels) {
+                   const at::Tensor& labels, bool queue_background = true) {
   constexpr std::string_view caller = "trident::memory::update";
   TRIDENT_CHECK(lookup_table.dim() == queue.dim(), "{}: the look-up table has dim {}, the queue {}", caller,
                 lookup_table.dim(), queue.dim());
@@ -239,7 +240,7 @@ inline void update(LookupTableImpl& lookup_table, CircularQueueImpl& queue, cons
     if (ids[i] >= 0) {
       labeled_rows.push_back(static_cast<int64_t>(i));
       labeled_ids.push_back(ids[i]);
-    } else {
+    } else if (queue_background || ids[i] != background_identity) {
       queued_rows.push_back(static_cast<int64_t>(i));
     }
   }
@@ -267,6 +268,10 @@ inline at::Tensor scores(const LookupTableImpl& lookup_table, const CircularQueu
 /// Runtime options of the re-id memory.
 struct ReidMemoryOptions {
   double momentum = 0.5;  ///< the look-up table's OIM momentum
+  /// Whether background proposals enter the circular queue beside the unlabeled ones. The paper: yes ("the
+  /// circular queue temporally contains the background proposals as well"); OIM and SeqNet queue unlabeled
+  /// people only.
+  bool queue_background = true;
 };
 
 /// The re-id memory policy: a look-up table of LutSize identities and a circular queue of QueueSize entries,
@@ -291,18 +296,22 @@ class ReidMemory : public torch::nn::Module {
   explicit ReidMemory(ReidMemoryOptions options = {})
       : lookup_table(register_module("lookup_table", LookupTable(LutSize, EmbedDim,
                                                                  LookupTableOptions{options.momentum}))),
-        queue(register_module("queue", CircularQueue(QueueSize, EmbedDim))) {}
+        queue(register_module("queue", CircularQueue(QueueSize, EmbedDim))),
+        queue_background_(options.queue_background) {}
 
   /// embeddings [N, EmbedDim] -> scores [N, num_columns] against a copy of the memory.
   at::Tensor scores(const at::Tensor& embeddings) const { return memory::scores(*lookup_table, *queue, embeddings); }
 
   /// Applies a batch of (features [B, EmbedDim], labels [B]) to the memory; see memory::update.
   void update(const at::Tensor& features, const at::Tensor& labels) {
-    memory::update(*lookup_table, *queue, features, labels);
+    memory::update(*lookup_table, *queue, features, labels, queue_background_);
   }
 
   LookupTable lookup_table;
   CircularQueue queue;
+
+ private:
+  bool queue_background_;
 };
 
 }  // namespace trident::memory
