@@ -6,6 +6,12 @@
 #include <trident/data/cuhk_sysu.hpp>
 #include <trident/data/mat_file.hpp>
 #include <trident/data/synthetic.hpp>
+#include <trident/eval/protocol.hpp>
+
+#include <ATen/ops/ones.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
 #include <trident/io/mat_writer.hpp>
 
 #include "support/mat_writer.hpp"
@@ -319,4 +325,69 @@ TEST_CASE("synthetic benchmark: bad options and an occupied root are refused, le
   o.overwrite = false;
   CHECK(data::write_synthetic_cuhk_sysu((dir / "empty").string(), o).images == 80);
 }
+TEST_CASE("protocol at every written gallery size: an oracle scores 100%, no detections score 0") {
+  // 520 test pictures give TestG50, TestG100 and TestG500. The oracle's outputs are the annotations themselves:
+  // every annotated person detected with score 1 and a one-hot embedding of its test identity (unlabeled people
+  // share one more dimension), every query embedded as its identity. Each query's true matches then rank first
+  // in every gallery: AP 1 for every query at every size, and detection AP 1 and recall 1. Any slip in a gallery
+  // (a missing image, a wrong box, the query's own picture) would lower it.
+  const auto root = fs::path(TRIDENT_TEST_TMP_DIR) / "synthetic-protocol";
+  auto o = small_options(5);
+  o.test_images = 520;
+  o.test_identities = 12;
+  o.overwrite = true;
+  const auto report = trident::data::write_synthetic_cuhk_sysu(root.string(), o);
+  REQUIRE((report.gallery_sizes == std::vector<int>{50, 100, 500}));
+
+  trident::data::CuhkSysuOptions read_options;
+  read_options.gallery_size = 50;
+  const auto dataset = trident::data::read_cuhk_sysu(root.string(), read_options);
+  const int64_t dim = o.test_identities + 1;
+  auto one_hot = [dim](int64_t pid) {
+    auto v = at::zeros({dim});
+    v[pid >= 0 ? pid : dim - 1] = 1.0;
+    return v;
+  };
+  trident::eval::SearchOutputs oracle, blind;
+  for (const int64_t i : dataset.test) {
+    const auto& image = dataset.images[static_cast<size_t>(i)];
+    const int64_t n = image.boxes.size(0);
+    std::vector<at::Tensor> embeddings;
+    for (int64_t j = 0; j < n; ++j) embeddings.push_back(one_hot(image.pids[j].item<int64_t>()));
+    oracle.gallery_images.push_back(image.name);
+    oracle.gallery.push_back({image.boxes.clone(), at::ones({n}), n ? at::stack(embeddings) : at::zeros({0, dim})});
+    blind.gallery_images.push_back(image.name);
+    blind.gallery.push_back({at::zeros({0, 4}), at::zeros({0}), at::zeros({0, dim})});
+  }
+  std::vector<at::Tensor> queries;
+  std::vector<float> boxes;
+  for (const auto& q : dataset.queries) {
+    queries.push_back(one_hot(q.pid));
+    boxes.insert(boxes.end(), q.box.begin(), q.box.end());
+    oracle.query_images.push_back(dataset.images[static_cast<size_t>(q.image)].name);
+  }
+  oracle.query_boxes = at::tensor(boxes).view({-1, 4});
+  oracle.query_embeddings = at::stack(queries);
+  blind.query_images = oracle.query_images;
+  blind.query_boxes = oracle.query_boxes;
+  blind.query_embeddings = oracle.query_embeddings;
+
+  for (const int size : report.gallery_sizes) {
+    CAPTURE(size);
+    read_options.gallery_size = size;
+    const auto at_size = trident::data::read_cuhk_sysu(root.string(), read_options);
+    for (const auto& q : at_size.queries) CHECK(q.gallery.size() == static_cast<size_t>(size));
+    const auto table = trident::eval::score_search_outputs(at_size, oracle);
+    CHECK(table.detection.average_precision == doctest::Approx(1.0));
+    CHECK(table.detection.recall == doctest::Approx(1.0));
+    REQUIRE(table.search.size() == 1);
+    CHECK(table.search[0].metrics.mean_average_precision == doctest::Approx(1.0));
+    CHECK(table.search[0].metrics.top_k_accuracy.at(0) == doctest::Approx(1.0));
+    CHECK(table.search[0].metrics.queries.size() == static_cast<size_t>(o.test_identities));
+    const auto none = trident::eval::score_search_outputs(at_size, blind);
+    CHECK(none.detection.recall == 0.0);
+    CHECK(none.search[0].metrics.mean_average_precision == 0.0);
+  }
+}
+
 #endif
