@@ -35,5 +35,5 @@ stamp "trained"
   --results "$out/results.trs" --json "$out/evaluation.json"
 stamp "evaluated"
 "$ex"/05_search --checkpoint "$out/train/checkpoint.pt" --config small --dataset cuhk-sysu --root "$out/synthetic" \
-  --query 0 --top-k 5 --out "$out/search.png"
+  --query 1 --top-k 5 --out "$out/search.png"
 stamp "done: $out/evaluation.json, $out/search.png, $out/train/curves.png"

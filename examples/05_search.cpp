@@ -35,7 +35,7 @@ namespace fs = std::filesystem;
 struct Options {
   std::string checkpoint, config = "small", dataset = "cuhk-sysu", root, query_image, gallery, out = "out/05_search.png";
   std::vector<float> query_box;
-  int query = -1, gallery_size = 50, threads = 0;
+  int query = -1, gallery_size = 50, threads = 0, height = 240;
   int64_t top_k = 5, min_size = 0, max_size = 0;
   double score_threshold = 0.5;
 };
@@ -164,7 +164,8 @@ int run(const Options& o, NetOptions net_options) {
   }
   if (!p.truth.empty()) std::cout << fmt::format("{} of the top {} are the query person\n", correct, matches.size());
   // 5. The picture.
-  viz::draw_search_results(p.query_path, {p.query_box[0], p.query_box[1], p.query_box[2], p.query_box[3]}, shown, o.out);
+  viz::draw_search_results(p.query_path, {p.query_box[0], p.query_box[1], p.query_box[2], p.query_box[3]}, shown, o.out,
+                              o.height);
   std::cout << "wrote " << o.out << "\n";
   return 0;
 }
@@ -191,6 +192,7 @@ int main(int argc, char** argv) {
   app.add_option("--min-size", o.min_size, "short side after resizing (default: paper 900, small: the picture's)");
   app.add_option("--max-size", o.max_size, "long side limit (default: paper 1500, small: the picture's)");
   app.add_option("--out", o.out, "the picture to write")->capture_default_str();
+  app.add_option("--height", o.height, "height of each picture in the drawing, pixels")->capture_default_str();
   app.add_option("--threads", o.threads, "intra-op threads (0: all cores)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
