@@ -88,6 +88,19 @@ inline torch::serialize::InputArchive open_archive(const std::string& path, std:
   return ar;
 }
 
+/// Loads the archive's "model" entry into `model`; a mismatch names the file.
+inline void load_model_entry(torch::serialize::InputArchive& ar, torch::nn::Module& model, const std::string& path,
+                             std::string_view caller) {
+  torch::serialize::InputArchive model_ar;
+  TRIDENT_CHECK(ar.try_read("model", model_ar), "{}: '{}' has no 'model' entry", caller, path);
+  try {
+    model.load(model_ar);
+  } catch (const c10::Error& e) {
+    fail("{}: '{}': the model does not match the checkpoint (another configuration?): {}", caller, path,
+         e.what_without_backtrace());
+  }
+}
+
 }  // namespace detail
 
 /// Writes a checkpoint atomically (see the file comment).
@@ -119,15 +132,9 @@ inline TrainState load_checkpoint(const std::string& path, torch::nn::Module& mo
   const int64_t version = detail::read_int(ar, "version", path);
   TRIDENT_CHECK(version == checkpoint_version, "{}: '{}' has version {}, this trident reads version {}", caller, path,
                 version, checkpoint_version);
-  torch::serialize::InputArchive model_ar, optim_ar;
-  TRIDENT_CHECK(ar.try_read("model", model_ar), "{}: '{}' has no 'model' entry", caller, path);
+  detail::load_model_entry(ar, model, path, caller);
+  torch::serialize::InputArchive optim_ar;
   TRIDENT_CHECK(ar.try_read("optimizer", optim_ar), "{}: '{}' has no 'optimizer' entry", caller, path);
-  try {
-    model.load(model_ar);
-  } catch (const c10::Error& e) {
-    fail("{}: '{}': the model does not match the checkpoint (another configuration?): {}", caller, path,
-         e.what_without_backtrace());
-  }
   try {
     optimizer.load(optim_ar);
   } catch (const c10::Error& e) {
@@ -152,14 +159,7 @@ inline TrainState load_checkpoint(const std::string& path, torch::nn::Module& mo
 inline void load_model(const std::string& path, torch::nn::Module& model) {
   static constexpr const char* caller = "trident::train::load_model";
   auto ar = detail::open_archive(path, caller);
-  torch::serialize::InputArchive model_ar;
-  TRIDENT_CHECK(ar.try_read("model", model_ar), "{}: '{}' has no 'model' entry", caller, path);
-  try {
-    model.load(model_ar);
-  } catch (const c10::Error& e) {
-    fail("{}: '{}': the model does not match the checkpoint (another configuration?): {}", caller, path,
-         e.what_without_backtrace());
-  }
+  detail::load_model_entry(ar, model, path, caller);
 }
 
 }  // namespace trident::train
