@@ -6,7 +6,9 @@
 #include <trident/eval/types.hpp>
 #include <trident/search/similarity.hpp>
 
+#include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/sort.h>
 
 #include <array>
@@ -31,46 +33,56 @@ struct RankOptions {
   SimilarityWeighting weighting = SimilarityWeighting::confidence;
 };
 
-/// The gallery's detections ranked by similarity to `query` ([D] or [1, D], unit length), best first.
+/// The gallery's detections ranked by similarity to `query` ([D] or [1, D], unit length), best first. One matrix
+/// product over all candidates; ties keep gallery order (image, then detection).
 inline std::vector<Match> rank_gallery(const at::Tensor& query, std::span<const eval::Detections> gallery,
                                        const RankOptions& options = {}) {
   constexpr const char* fn = "trident::search::rank_gallery";
   TRIDENT_CHECK(query.defined() && (query.dim() == 1 || (query.dim() == 2 && query.size(0) == 1)),
                 "{}: query must be [D] or [1, D], got {}", fn, shape_of(query));
   const at::Tensor q = query.reshape({1, -1}).to(at::kFloat).cpu();
-  std::vector<Match> candidates;
-  std::vector<at::Tensor> embeddings, scores;
+  std::vector<at::Tensor> boxes, scores, embeddings, images, detections;
   for (size_t i = 0; i < gallery.size(); ++i) {
     const auto& d = gallery[i];
     if (!d.boxes.defined() || d.boxes.size(0) == 0) continue;
-    TRIDENT_CHECK(d.embeddings.defined() && d.embeddings.dim() == 2 && d.embeddings.size(0) == d.boxes.size(0) &&
+    const int64_t n = d.boxes.size(0);
+    TRIDENT_CHECK(d.embeddings.defined() && d.embeddings.dim() == 2 && d.embeddings.size(0) == n &&
                       d.embeddings.size(1) == q.size(1),
-                  "{}: gallery image {} needs embeddings [{}, {}], got {}", fn, i, d.boxes.size(0), q.size(1),
-                  shape_of(d.embeddings));
-    const auto boxes = d.boxes.to(at::kFloat).cpu().contiguous();
-    const auto s = d.scores.to(at::kDouble).cpu().contiguous();
-    for (int64_t j = 0; j < boxes.size(0); ++j) {
-      if (s[j].item<double>() < options.score_threshold) continue;
-      Match m;
-      m.image = static_cast<int64_t>(i);
-      m.detection = j;
-      for (int k = 0; k < 4; ++k) m.box[static_cast<size_t>(k)] = boxes[j][k].item<float>();
-      m.score = s[j].item<double>();
-      candidates.push_back(m);
-      embeddings.push_back(d.embeddings[j].to(at::kFloat).cpu().reshape({1, -1}));
-      scores.push_back(d.scores[j].to(at::kFloat).cpu().reshape({1}));
-    }
+                  "{}: gallery image {} needs embeddings [{}, {}], got {}", fn, i, n, q.size(1), shape_of(d.embeddings));
+    TRIDENT_CHECK(d.scores.defined() && d.scores.numel() == n, "{}: gallery image {} needs {} scores, got {}", fn, i, n,
+                  shape_of(d.scores));
+    boxes.push_back(d.boxes.to(at::kCPU, at::kFloat).reshape({n, 4}));
+    scores.push_back(d.scores.to(at::kCPU, at::kDouble).reshape({n}));
+    embeddings.push_back(d.embeddings.to(at::kCPU, at::kFloat));
+    images.push_back(at::full({n}, static_cast<int64_t>(i), at::kLong));
+    detections.push_back(at::arange(n, at::kLong));
   }
-  if (candidates.empty()) return {};
-  const auto sims = similarity(q, at::cat(embeddings), at::cat(scores), options.weighting).squeeze(0);
+  if (boxes.empty()) return {};
+  const auto all_scores = at::cat(scores);
+  const auto keep = (all_scores >= options.score_threshold).nonzero().select(1, 0);
+  if (keep.numel() == 0) return {};
+  const auto kept_scores = all_scores.index_select(0, keep);
+  const auto sims = similarity(q, at::cat(embeddings).index_select(0, keep), kept_scores.to(at::kFloat),
+                               options.weighting)
+                        .squeeze(0);
   const auto order = std::get<1>(at::sort(sims, /*stable=*/true, /*dim=*/0, /*descending=*/true));
-  const int64_t keep = options.top_k > 0 ? std::min<int64_t>(options.top_k, order.size(0)) : order.size(0);
-  std::vector<Match> out;
-  for (int64_t r = 0; r < keep; ++r) {
-    const auto idx = order[r].item<int64_t>();
-    Match m = candidates[static_cast<size_t>(idx)];
-    m.similarity = sims[idx].item<double>();
-    out.push_back(m);
+  const int64_t count = options.top_k > 0 ? std::min<int64_t>(options.top_k, order.size(0)) : order.size(0);
+  const auto top = order.narrow(0, 0, count);
+  const auto rows = keep.index_select(0, top);
+  const auto top_boxes = at::cat(boxes).index_select(0, rows).contiguous();
+  const auto top_images = at::cat(images).index_select(0, rows).contiguous();
+  const auto top_detections = at::cat(detections).index_select(0, rows).contiguous();
+  const auto top_scores = kept_scores.index_select(0, top).contiguous();
+  const auto top_sims = sims.index_select(0, top).to(at::kDouble).contiguous();
+  const auto b = top_boxes.accessor<float, 2>();
+  std::vector<Match> out(static_cast<size_t>(count));
+  for (int64_t r = 0; r < count; ++r) {
+    auto& m = out[static_cast<size_t>(r)];
+    m.image = top_images.data_ptr<int64_t>()[r];
+    m.detection = top_detections.data_ptr<int64_t>()[r];
+    m.box = {b[r][0], b[r][1], b[r][2], b[r][3]};
+    m.score = top_scores.data_ptr<double>()[r];
+    m.similarity = top_sims.data_ptr<double>()[r];
   }
   return out;
 }
