@@ -15,9 +15,7 @@
 //      go into --out;
 //   4. (--evaluate) scores the trained model on the test split with the dataset's protocol.
 #include <trident/core/threads.hpp>
-#include <trident/data/cuhk_sysu.hpp>
-#include <trident/data/custom_json.hpp>
-#include <trident/data/prw.hpp>
+#include <trident/data/read_dataset.hpp>
 #include <trident/eval/inference.hpp>
 #include <trident/eval/protocol.hpp>
 #include <trident/model/configs.hpp>
@@ -44,16 +42,6 @@ struct Options {
   int64_t seed = 0;
   bool resume = false, amp = false, evaluate = false, queue_background = true;
 };
-
-data::Dataset read_dataset(const Options& o) {
-  if (o.dataset == "cuhk-sysu") {
-    data::CuhkSysuOptions options;
-    options.gallery_size = o.gallery_size;
-    return data::read_cuhk_sysu(o.root, options);
-  }
-  if (o.dataset == "prw") return data::read_prw(o.root);
-  return data::read_custom_json(o.root);
-}
 
 /// Trains a TridentNet<Cfg> whose look-up table has `lut_rows` rows.
 template <class Cfg>
@@ -155,7 +143,9 @@ int main(int argc, char** argv) {
   try {
     std::cout << fmt::format("trident example 02, {} threads\n", use_all_cores(o.threads));
     // 1. The dataset, through its own reader.
-    const data::Dataset dataset = read_dataset(o);
+    data::ReadOptions read_options;
+    read_options.gallery_size = o.gallery_size;
+    const data::Dataset dataset = data::read_dataset(o.dataset, o.root, read_options);
     const bool small = o.config == "small";
     if (o.epochs == 0) o.epochs = small ? 10 : o.dataset == "prw" ? 10 : 14;
     if (o.lr == 0) o.lr = small ? 0.01 : 3e-3;
@@ -164,9 +154,9 @@ int main(int argc, char** argv) {
     if (small) {
       // The small configuration keeps the pictures at their own size (the synthetic ones are 192 x 320).
       const auto& first = dataset.images.at(static_cast<size_t>(dataset.train.at(0)));
-      const at::Tensor picture = data::load_image(first.path);  // [3, H, W]
-      if (o.min_size == 0) o.min_size = std::min(picture.size(1), picture.size(2));
-      if (o.max_size == 0) o.max_size = std::max(picture.size(1), picture.size(2));
+      const auto [short_side, long_side] = data::picture_sides(first.path);
+      if (o.min_size == 0) o.min_size = short_side;
+      if (o.max_size == 0) o.max_size = long_side;
       auto net_options = small_net_options();
       if (o.rois_per_image > 0) net_options.sampler.batch_size_per_image = o.rois_per_image;
       net_options.branches.memory.queue_background = o.queue_background;

@@ -28,9 +28,7 @@
 // the same network with its initial random weights (the same seed as 02_train), the floor the training lifts.
 
 #include <trident/core/threads.hpp>
-#include <trident/data/cuhk_sysu.hpp>
-#include <trident/data/custom_json.hpp>
-#include <trident/data/prw.hpp>
+#include <trident/data/read_dataset.hpp>
 #include <trident/eval/inference.hpp>
 #include <trident/eval/protocol.hpp>
 #include <trident/eval/results_file.hpp>
@@ -42,15 +40,12 @@
 
 #include <fstream>
 #include <iostream>
-#include <map>
 #include <string>
 #include <vector>
 
 namespace {
 
 using namespace trident;
-
-enum class DatasetKind { cuhk_sysu, prw, json };
 
 struct ScoreOptions {
   std::vector<int> gallery_sizes = {100};  ///< CUHK-SYSU only: one search row per size
@@ -59,41 +54,27 @@ struct ScoreOptions {
 };
 
 // Steps 2 to 4: read the dataset's annotations, score `outputs`, print the table and write the JSON.
-eval::EvaluationTable score_and_print(DatasetKind kind, const std::string& root, const eval::SearchOutputs& outputs,
-                                      const ScoreOptions& options) {
+eval::EvaluationTable score_and_print(const std::string& kind, const std::string& root,
+                                      const eval::SearchOutputs& outputs, const ScoreOptions& options) {
   eval::EvaluationTable table;
-  switch (kind) {
-    case DatasetKind::cuhk_sysu: {
-      // The first size gives the detection rows (they do not depend on the gallery size), every size a search
-      // row. Each size is a separate read: TestG<size>.mat holds the galleries of that size.
-      for (size_t i = 0; i < options.gallery_sizes.size(); ++i) {
-        const int size = options.gallery_sizes[i];
-        data::CuhkSysuOptions read_options;
-        read_options.gallery_size = size;
-        read_options.check_images = false;  // scoring opens no picture
-        const auto dataset = data::read_cuhk_sysu(root, read_options);
-        const auto setting = fmt::format("gallery {}", size);
-        if (i == 0) {
-          table = eval::score_search_outputs(dataset, outputs, options.protocol, setting);
-        } else {
-          for (auto& row : eval::score_search(dataset, outputs, options.protocol, setting))
-            table.search.push_back(std::move(row));
-        }
+  data::ReadOptions read_options;
+  read_options.check_images = false;  // scoring opens no picture
+  if (kind == "cuhk-sysu") {
+    // The first size gives the detection rows (they do not depend on the gallery size), every size a search
+    // row. Each size is a separate read: TestG<size>.mat holds the galleries of that size.
+    for (size_t i = 0; i < options.gallery_sizes.size(); ++i) {
+      read_options.gallery_size = options.gallery_sizes[i];
+      const auto dataset = data::read_dataset(kind, root, read_options);
+      const auto setting = fmt::format("gallery {}", read_options.gallery_size);
+      if (i == 0) {
+        table = eval::score_search_outputs(dataset, outputs, options.protocol, setting);
+      } else {
+        for (auto& row : eval::score_search(dataset, outputs, options.protocol, setting))
+          table.search.push_back(std::move(row));
       }
-      break;
     }
-    case DatasetKind::prw: {
-      data::PrwOptions read_options;
-      read_options.check_images = false;
-      table = eval::score_search_outputs(data::read_prw(root, read_options), outputs, options.protocol);
-      break;
-    }
-    case DatasetKind::json: {
-      data::CustomJsonOptions read_options;
-      read_options.check_images = false;
-      table = eval::score_search_outputs(data::read_custom_json(root, read_options), outputs, options.protocol);
-      break;
-    }
+  } else {
+    table = eval::score_search_outputs(data::read_dataset(kind, root, read_options), outputs, options.protocol);
   }
   std::cout << eval::format_table(table);
   if (!options.json_out.empty()) {
@@ -113,21 +94,6 @@ struct ModelOptions {
   int64_t seed = 0, min_size = 0, max_size = 0;
 };
 
-data::Dataset read_for_inference(DatasetKind kind, const std::string& root, int gallery_size) {
-  switch (kind) {
-    case DatasetKind::cuhk_sysu: {
-      data::CuhkSysuOptions read_options;
-      read_options.gallery_size = gallery_size;
-      return data::read_cuhk_sysu(root, read_options);
-    }
-    case DatasetKind::prw:
-      return data::read_prw(root);
-    case DatasetKind::json:
-      break;
-  }
-  return data::read_custom_json(root);
-}
-
 // Step 0: run the network of configuration Cfg (trained, and untrained when asked) over the test split.
 template <class Cfg>
 std::vector<eval::SearchOutputs> run_model(const ModelOptions& m, NetOptions net_options, const data::Dataset& dataset) {
@@ -135,9 +101,9 @@ std::vector<eval::SearchOutputs> run_model(const ModelOptions& m, NetOptions net
   if (m.min_size > 0) io.min_size = m.min_size;
   if (m.max_size > 0) io.max_size = m.max_size;
   if (m.min_size == 0 && m.config == "small") {  // the small configuration runs the pictures at their own size
-    const auto picture = data::load_image(dataset.images.at(static_cast<size_t>(dataset.test.at(0))).path);
-    io.min_size = std::min(picture.size(1), picture.size(2));
-    io.max_size = std::max(picture.size(1), picture.size(2));
+    const auto sides = data::picture_sides(dataset.images.at(static_cast<size_t>(dataset.test.at(0))).path);
+    io.min_size = sides[0];
+    io.max_size = sides[1];
   }
   int64_t last = -1;
   io.progress = [&last](int64_t done, int64_t total) {
@@ -160,15 +126,13 @@ std::vector<eval::SearchOutputs> run_model(const ModelOptions& m, NetOptions net
 
 int main(int argc, char** argv) {
   CLI::App app{"03_evaluate: score a results file (JSON or binary) with the person-search protocols"};
-  DatasetKind kind = DatasetKind::cuhk_sysu;
+  std::string kind = "cuhk-sysu";
   std::string root, results;
   ScoreOptions options;
   int threads = 0;
-  const std::map<std::string, DatasetKind> kinds{
-      {"cuhk-sysu", DatasetKind::cuhk_sysu}, {"prw", DatasetKind::prw}, {"json", DatasetKind::json}};
   app.add_option("--dataset", kind, "cuhk-sysu, prw, or json (trident's JSON dataset format)")
       ->required()
-      ->transform(CLI::CheckedTransformer(kinds, CLI::ignore_case));
+      ->check(CLI::IsMember({"cuhk-sysu", "prw", "json"}));
   app.add_option("--root", root, "the dataset's folder (for json: the dataset's .json file)")->required();
   ModelOptions model;
   app.add_option("--results", results, "the results file (.json, .trs or .bin) to score; with --checkpoint, to write");
@@ -189,10 +153,12 @@ int main(int argc, char** argv) {
     use_all_cores(threads);
     if (!model.checkpoint.empty()) {
       // 0. Run the model; write its outputs; score them (and the untrained network's).
-      const auto dataset = read_for_inference(kind, root, options.gallery_sizes.at(0));
+      data::ReadOptions read_options;
+      read_options.gallery_size = options.gallery_sizes.at(0);
+      const auto dataset = data::read_dataset(kind, root, read_options);
       std::vector<eval::SearchOutputs> runs;
       if (model.config == "small") runs = run_model<SmallCpuConfig>(model, small_net_options(), dataset);
-      else if (kind == DatasetKind::prw) runs = run_model<PaperConfig<Prw>>(model, {}, dataset);
+      else if (kind == "prw") runs = run_model<PaperConfig<Prw>>(model, {}, dataset);
       else runs = run_model<PaperConfig<CuhkSysu>>(model, {}, dataset);
       if (!results.empty()) {
         eval::save_search_outputs(runs[0], results);

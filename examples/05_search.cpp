@@ -12,11 +12,10 @@
 //    match is marked correct (green) when it overlaps the query person's annotated box by IoU >= 0.5, else
 //    wrong (red; the true box, if the person is in that picture, is outlined in white).
 #include <trident/core/threads.hpp>
-#include <trident/data/cuhk_sysu.hpp>
-#include <trident/data/custom_json.hpp>
-#include <trident/data/prw.hpp>
+#include <trident/data/read_dataset.hpp>
 #include <trident/eval/inference.hpp>
 #include <trident/model/configs.hpp>
+#include <trident/ops/boxes.hpp>
 #include <trident/search/rank.hpp>
 #include <trident/train/checkpoint.hpp>
 #include <trident/viz/search_results.hpp>
@@ -49,16 +48,9 @@ struct Problem {
 };
 
 Problem from_dataset(const Options& o) {
-  data::Dataset ds;
-  if (o.dataset == "cuhk-sysu") {
-    data::CuhkSysuOptions options;
-    options.gallery_size = o.gallery_size;
-    ds = data::read_cuhk_sysu(o.root, options);
-  } else if (o.dataset == "prw") {
-    ds = data::read_prw(o.root);
-  } else {
-    ds = data::read_custom_json(o.root);
-  }
+  data::ReadOptions read_options;
+  read_options.gallery_size = o.gallery_size;
+  const data::Dataset ds = data::read_dataset(o.dataset, o.root, read_options);
   TRIDENT_CHECK(o.query >= 0 && static_cast<size_t>(o.query) < ds.queries.size(),
                 "05_search: --query {} is outside 0..{} ('{}' has {} queries)", o.query,
                 static_cast<int64_t>(ds.queries.size()) - 1, o.root, ds.queries.size());
@@ -106,11 +98,9 @@ Problem from_folder(const Options& o) {
 }
 
 double iou(const std::array<float, 4>& a, const data::Box& b) {
-  const double w = std::max(0.0f, std::min(a[2], b[2]) - std::max(a[0], b[0]));
-  const double h = std::max(0.0f, std::min(a[3], b[3]) - std::max(a[1], b[1]));
-  const double inter = w * h;
-  const double uni = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
-  return uni > 0 ? inter / uni : 0.0;
+  return ops::box_iou(at::tensor(std::vector<float>(a.begin(), a.end())).view({1, 4}),
+                      at::tensor(std::vector<float>(b.begin(), b.end())).view({1, 4}))
+      .item<double>();
 }
 
 template <class Cfg>
@@ -124,9 +114,9 @@ int run(const Options& o, NetOptions net_options) {
   if (o.min_size > 0) io.min_size = o.min_size;
   if (o.max_size > 0) io.max_size = o.max_size;
   if (o.min_size == 0 && o.config == "small") {  // the small configuration runs pictures at their own size
-    const auto picture = data::load_image(p.query_path);
-    io.min_size = std::min(picture.size(1), picture.size(2));
-    io.max_size = std::max(picture.size(1), picture.size(2));
+    const auto sides = data::picture_sides(p.query_path);
+    io.min_size = sides[0];
+    io.max_size = sides[1];
   }
   // 2. The query person's embedding, from its box.
   const at::Tensor query = eval::describe_box(net, p.query_path, p.query_box, io);

@@ -122,6 +122,12 @@ inline at::Tensor load_image(const std::string& path) {
   return hwc.permute({2, 0, 1}).contiguous();  // contiguous() copies out of the cv::Mat's memory
 }
 
+/// The short and the long side of a picture on disk: min_size / max_size values that keep it at its own size.
+inline std::array<int64_t, 2> picture_sides(const std::string& path) {
+  const at::Tensor picture = load_image(path);  // [3, H, W]
+  return {std::min(picture.size(1), picture.size(2)), std::max(picture.size(1), picture.size(2))};
+}
+
 /// The Faster R-CNN scale for an image of `height` x `width`: min_size / short side, or max_size / long side
 /// when the long side would otherwise exceed max_size.
 inline double detection_scale(int64_t height, int64_t width, int64_t min_size = 900, int64_t max_size = 1500) {
