@@ -88,6 +88,7 @@ struct Options {
   int64_t top_k = 100;
   std::vector<std::string> only{"infer", "train", "search", "resnet50"};
   bool flops_only = false;
+  bool fold = true;  // backbone::set_batch_norm_folding in eval(): --no-fold runs every layer on its own
   std::string case_name;
   std::string json;
   std::string record;  // internal: the child writes its case's JSON object here
@@ -110,6 +111,8 @@ struct Options {
       "  --only K,...           case kinds to run: infer, train, search, resnet50 (default all)\n"
       "  --case NAME            run one case in this process: infer-HxW, train-bB, search-N, resnet50-224\n"
       "  --json OUT             write the figures as JSON\n"
+      "  --no-fold              eval(): run each batch norm on its own, NCHW (default: folded into its\n"
+      "                         convolution, channels-last; see backbone::set_batch_norm_folding)\n"
       "  --flops                print the FLOPs of every selected infer / train case and exit (no timing)\n",
       to);
   std::exit(code);
@@ -177,6 +180,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--case") o.case_name = value();
     else if (a == "--json") o.json = value();
     else if (a == "--flops") o.flops_only = true;
+    else if (a == "--no-fold") o.fold = false;
     else if (a == "--record") o.record = value();
     else if (a == "-h" || a == "--help") usage(stdout, 0);
     else {
@@ -521,6 +525,7 @@ Record run_infer(Context& c, Size size) {
   Net net;
   net.to(c.dev.device);
   net.eval();
+  trident::backbone::set_batch_norm_folding(net, o.fold);
   at::NoGradGuard no_grad;
   const auto batch = make_batch(1, size, c.dev.device);
   const Net::Pooler pooler(net.options().pooler);
@@ -767,6 +772,8 @@ Record run_resnet50(Context& c) {
   torch::nn::Linear fc(trident::backbone::ResNet50::head_channels, 1000);
   stem->to(c.dev.device), head->to(c.dev.device), fc->to(c.dev.device);
   stem->eval(), head->eval(), fc->eval();
+  trident::backbone::set_batch_norm_folding(*stem, o.fold);
+  trident::backbone::set_batch_norm_folding(*head, o.fold);
   at::NoGradGuard no_grad;
   const auto images = at::randn({o.yardstick_batch, 3, 224, 224}).to(c.dev.device);
   std::vector<double> runs;

@@ -10,7 +10,7 @@
 //   1. reads the dataset with its own reader (CUHK-SYSU's .mat files, PRW's, or the JSON format of your data);
 //   2. builds the network: `paper` = PaperConfig<CuhkSysu|Prw> (ResNet-50, conv1 + layer1 frozen, ImageNet
 //      weights from --weights); `small` = SmallConfig (a quarter-width ResNet trained from scratch);
-//   3. trains with train::fit: SGD, momentum 0.9, weight decay 5e-4, warm-up over the first epoch to --lr, x0.1
+//   3. trains with train::fit: SGD (or --optimizer adamw), momentum 0.9, weight decay 5e-4, warm-up over the first epoch to --lr, x0.1
 //      at --milestone, fed by data::Loader's worker threads; checkpoint.pt, train_log.csv/.jsonl and curves.png
 //      go into --out;
 //   4. (--evaluate) scores the trained model on the test split with the dataset's protocol.
@@ -33,12 +33,13 @@ using namespace trident;
 using Small = SmallCpuConfig;  // SmallConfig<512, 512>: room for 512 training identities (a compile-time size)
 
 struct Options {
-  std::string dataset = "cuhk-sysu", root, out = "out/train", config = "small", weights, device = "cpu";
+  std::string dataset = "cuhk-sysu", root, out = "out/train", config = "small", weights, device = "cpu",
+              optimizer = "sgd";
   int gallery_size = 50;
   int64_t epochs = 0, batch_size = 4, min_size = 0, max_size = 0, checkpoint_every = 0, max_iterations = -1;
   int64_t warmup = -1, milestone = 0, rois_per_image = 0;
   int workers = 2, threads = 0;
-  double lr = 0, clip = 0, flip = 0.5;
+  double lr = 0, clip = 0, flip = 0.5, momentum = 0.9, weight_decay = 5e-4;
   int64_t seed = 0;
   bool resume = false, amp = false, evaluate = false, queue_background = true;
 };
@@ -71,6 +72,9 @@ int run(const Options& o, NetOptions net_options, const data::Dataset& dataset, 
 
   train::TrainerOptions to;
   to.epochs = o.epochs;
+  to.optimizer = o.optimizer == "adamw" ? train::OptimizerKind::adamw : train::OptimizerKind::sgd;
+  to.momentum = o.momentum;
+  to.weight_decay = o.weight_decay;
   to.schedule.base_lr = o.lr;
   to.schedule.warmup_iterations = o.warmup;
   to.schedule.milestones = {o.milestone};
@@ -83,9 +87,9 @@ int run(const Options& o, NetOptions net_options, const data::Dataset& dataset, 
   to.mixed_precision = o.amp;
   to.max_iterations = o.max_iterations;
   std::cout << fmt::format("{}: {} training images, {} identities; {} config, {} epochs of {} iterations (batch {}), "
-                           "lr {} -> {}\n",
+                           "{} lr {} -> {}\n",
                            dataset.name, dataset.train.size(), dataset.num_train_ids, o.config, o.epochs,
-                           loader.batches_per_epoch(), o.batch_size, o.lr, o.out);
+                           loader.batches_per_epoch(), o.batch_size, o.optimizer, o.lr, o.out);
   const auto summary = train::fit(net, source, to);
   std::cout << fmt::format("trained {} iterations ({} in this run) in {}, {:.2f} images/s; checkpoint {}\n",
                            summary.iterations, summary.iterations_this_run, train::format_duration(summary.seconds),
@@ -121,6 +125,10 @@ int main(int argc, char** argv) {
   app.add_option("--epochs", o.epochs, "epochs (default: CUHK-SYSU 14, PRW 10; small: 10)");
   app.add_option("--batch-size", o.batch_size, "images per iteration")->capture_default_str();
   app.add_option("--lr", o.lr, "learning rate after warm-up (default: paper 0.003, small 0.01)");
+  app.add_option("--optimizer", o.optimizer, "sgd (the paper's) or adamw")
+      ->check(CLI::IsMember({"sgd", "adamw"}))->capture_default_str();
+  app.add_option("--momentum", o.momentum, "SGD momentum; AdamW's beta1")->capture_default_str();
+  app.add_option("--weight-decay", o.weight_decay, "SGD: L2 on the gradient; AdamW: decoupled")->capture_default_str();
   app.add_option("--warmup", o.warmup, "warm-up iterations (-1: one epoch, the paper's)")->capture_default_str();
   app.add_option("--milestone", o.milestone, "epoch from which the rate is x0.1 (default: paper 8, small 8/10 of the epochs)");
   app.add_option("--clip", o.clip, "clip the gradient norm to this (0: off; small default 10)");

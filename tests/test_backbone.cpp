@@ -92,6 +92,22 @@ void check_against_torchvision(const std::string& prefix) {
   const auto head_out = head(f[prefix + "_stem"]);
   CHECK(head_out.size(1) == Policy::head_channels);
   TRIDENT_CHECK_CLOSE(head_out, f[prefix + "_head"], 1e-4);
+
+  // eval(): each batch norm folded into its convolution, channels-last (the default) -- and with folding off,
+  // layer by layer -- both against torchvision's outputs.
+  stem->eval();
+  head->eval();
+  for (const bool fold : {true, false}) {
+    CAPTURE(fold);
+    set_batch_norm_folding(*stem, fold);
+    set_batch_norm_folding(*head, fold);
+    const auto eval_features = stem(f["image"]);
+    const auto eval_head = head(f[prefix + "_stem"]);
+    CHECK(eval_features.is_contiguous(at::MemoryFormat::ChannelsLast) == fold);
+    CHECK(eval_head.is_contiguous(at::MemoryFormat::ChannelsLast) == fold);
+    TRIDENT_CHECK_CLOSE(eval_features, f[prefix + "_stem"], 1e-4);
+    TRIDENT_CHECK_CLOSE(eval_head, f[prefix + "_head"], 1e-4);
+  }
 }
 
 /// The names of the parameters whose requires_grad is `flag`.
@@ -143,6 +159,41 @@ TEST_CASE("a BasicBlock ResNet matches torchvision with the same weights") {
   using Basic = ResNet<BasicBlock, 2, 1, 1, 1, 8>;
   static_assert(Basic::stem_channels == 32 && Basic::head_channels == 64);
   check_against_torchvision<Basic>("basic");
+}
+
+TEST_CASE("folded batch norms: trainable ones fold their running statistics in eval() only") {
+  at::manual_seed(11);
+  auto stem = ResNetSmall::make_stem({.frozen_up_to = FrozenUpTo::none, .norm = BatchNormMode::trainable});
+  {
+    at::NoGradGuard no_grad;
+    for (auto& b : stem->named_buffers()) {
+      if (ends_with(b.key(), "running_mean")) b.value().uniform_(-0.2, 0.2);
+      if (ends_with(b.key(), "running_var")) b.value().uniform_(0.5, 2.0);
+    }
+    for (auto& p : stem->named_parameters()) {
+      if (p.value().dim() == 1) p.value().uniform_(0.5, 1.5);
+    }
+  }
+  const auto images = at::randn({2, 3, 64, 96});
+  // Training mode: batch statistics, never folded (the running statistics move, so a folded map would be wrong).
+  CHECK_FALSE(stem->forward(images).is_contiguous(at::MemoryFormat::ChannelsLast));
+  stem->eval();
+  set_batch_norm_folding(*stem, false);
+  at::Tensor layer_by_layer, folded;
+  {
+    at::NoGradGuard no_grad;
+    layer_by_layer = stem->forward(images);
+    set_batch_norm_folding(*stem, true);
+    folded = stem->forward(images);
+  }
+  CHECK(folded.is_contiguous(at::MemoryFormat::ChannelsLast));
+  CHECK(layer_by_layer.abs().max().item<double>() > 0.1);  // not a vacuous comparison
+  TRIDENT_CHECK_CLOSE(folded, layer_by_layer, 1e-4);
+  // With autograd on, the folded form is differentiable in the weights (the gradient flows through the scaled
+  // weights to the convolution's weight).
+  stem->layer3[0]->as<BottleneckImpl>()->conv1->weight.mutable_grad() = at::Tensor();
+  stem->forward(images).sum().backward();
+  CHECK(stem->layer3[0]->as<BottleneckImpl>()->conv1->weight.grad().defined());
 }
 
 TEST_CASE("ResNet50: shapes, parameter count and torchvision's key list") {

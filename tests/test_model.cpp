@@ -131,6 +131,20 @@ TEST_CASE("a small configuration learns a handful of scenes: loss halves, traini
   }
   MESSAGE("recall ", found, " / ", people);
   CHECK(found >= people - 1);
+
+  // The folded eval() backbone (the default: batch norms inside the convolutions, channels-last) against the
+  // layer-by-layer one on the trained network: the same detections, scores and every branch's outputs.
+  backbone::set_batch_norm_folding(net, false);
+  const auto unfolded = net.detect(scenes.batch);
+  REQUIRE(unfolded.size() == detections.size());
+  for (size_t i = 0; i < detections.size(); ++i) {
+    CAPTURE(i);
+    TRIDENT_CHECK_CLOSE(detections[i].boxes, unfolded[i].boxes, 1e-3);
+    TRIDENT_CHECK_CLOSE(detections[i].scores, unfolded[i].scores, 1e-4);
+    REQUIRE(detections[i].outputs.size() == unfolded[i].outputs.size());
+    for (const auto& [name, value] : detections[i].outputs) TRIDENT_CHECK_CLOSE(value, unfolded[i].outputs.at(name), 1e-4);
+  }
+  backbone::set_batch_norm_folding(net, true);
   use_all_cores(threads_before);
 }
 

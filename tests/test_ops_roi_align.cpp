@@ -74,6 +74,25 @@ TEST_CASE("roi_align forward and backward match torchvision to 1e-5 on both path
   }
 }
 
+TEST_CASE("roi_align: a channels-last input gives the same values, channels-last, on both paths") {
+  const Fixture f("roi_align.pt");
+  for (const auto& name : case_names(f)) {
+    CAPTURE(name);
+    const auto c = load_case(f, name);
+    const auto cl = c.input.contiguous(at::MemoryFormat::ChannelsLast);
+    for (auto pool : {&cpu_kernel, &tensor_path}) {
+      const auto y = pool(cl, c.rois, c.params);
+      TRIDENT_CHECK_CLOSE(y, c.output, 1e-5);
+      const bool layouts_differ = y.size(1) > 1 && y.size(2) * y.size(3) > 1 && y.numel() > 0;
+      if (pool == &cpu_kernel && layouts_differ) CHECK(y.is_contiguous(at::MemoryFormat::ChannelsLast));
+      // and the gradient, from the fixture's NCHW grad_output
+      auto x = cl.clone().requires_grad_(true);
+      const auto g = torch::autograd::grad({pool(x, c.rois, c.params)}, {x}, {c.grad_output})[0];
+      TRIDENT_CHECK_CLOSE(g, c.grad_input, 1e-5);
+    }
+  }
+}
+
 TEST_CASE("roi_align gradient equals central differences (double)") {
   const Fixture f("roi_align.pt");
   for (const std::string name : {"adaptive", "half_scale_sr2_aligned", "stride16_24x8"}) {

@@ -23,6 +23,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <utility>
 #include <ostream>
 
 namespace trident::backbone {
@@ -56,10 +57,21 @@ class FrozenBatchNorm2dImpl : public torch::nn::Module {
                   shape_of(x));
     if (mode_ == BatchNormMode::trainable)
       return at::batch_norm(x, weight, bias, running_mean, running_var, is_training(), 0.1, eps_, true);
-    const auto scale = weight * (running_var + eps_).rsqrt();
-    const auto shift = bias - running_mean * scale;
+    const auto [scale, shift] = affine();
     return x * scale.reshape({1, -1, 1, 1}) + shift.reshape({1, -1, 1, 1});
   }
+
+  /// The fixed affine map this layer applies with its running statistics (frozen, or trainable in eval()):
+  /// y = x * scale + shift, both [C]. A convolution followed by this layer equals one convolution with weights
+  /// scaled per output channel and `shift` as its bias (see backbone::detail::conv_bn).
+  std::pair<at::Tensor, at::Tensor> affine() const {
+    auto scale = weight * (running_var + eps_).rsqrt();
+    auto shift = bias - running_mean * scale;
+    return {std::move(scale), std::move(shift)};
+  }
+
+  /// Whether the layer's map is the fixed affine() one right now (frozen, or eval() mode).
+  bool is_affine() const { return mode_ == BatchNormMode::frozen || !is_training(); }
 
   int64_t num_features() const { return num_features_; }
   double eps() const { return eps_; }

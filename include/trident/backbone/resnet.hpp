@@ -25,6 +25,7 @@
 #include <trident/config.hpp>
 
 #include <ATen/core/grad_mode.h>
+#include <ATen/ops/conv2d.h>
 #include <ATen/ops/max_pool2d.h>
 #include <torch/enum.h>
 #include <torch/nn/init.h>
@@ -54,6 +55,23 @@ inline torch::nn::Sequential shortcut(int64_t in_channels, int64_t out_channels,
   return torch::nn::Sequential(conv(in_channels, out_channels, 1, stride), FrozenBatchNorm2d(out_channels, 1e-5, norm));
 }
 
+/// `conv` followed by `bn` as one convolution: conv2d(x, weight * scale, shift) with bn's fixed affine map
+/// folded in (exact up to float rounding), weights and output channels-last (NHWC), the layout oneDNN's CPU
+/// convolutions compute in, so that no layer reorders its input or output. Only valid while bn->is_affine().
+inline at::Tensor conv_bn(const at::Tensor& x, const torch::nn::Conv2dImpl& conv, const FrozenBatchNorm2dImpl& bn) {
+  const auto [scale, shift] = bn.affine();
+  const auto weight = (conv.weight * scale.reshape({-1, 1, 1, 1})).contiguous(at::MemoryFormat::ChannelsLast);
+  const int64_t pad = conv.weight.size(-1) / 2;  // detail::conv's "same" padding
+  return at::conv2d(x.contiguous(at::MemoryFormat::ChannelsLast), weight, shift, *conv.options.stride(), {pad, pad});
+}
+
+/// Whether a block runs its folded form: folding on, and every batch norm a fixed affine map (frozen, or eval()).
+/// Training with trainable batch norms, or with folding switched off, runs the layers one by one.
+template <class... Norms>
+bool can_fold(bool folding, const Norms&... norms) {
+  return folding && (norms->is_affine() && ...);
+}
+
 inline void check_block_arguments(const char* block, int64_t in_channels, int64_t planes, int64_t stride) {
   TRIDENT_CHECK(in_channels > 0, "trident::backbone::{}: in_channels must be positive, got {}", block, in_channels);
   TRIDENT_CHECK(planes > 0, "trident::backbone::{}: planes must be positive, got {}", block, planes);
@@ -80,6 +98,7 @@ class BottleneckImpl : public torch::nn::Module {
   }
 
   at::Tensor forward(const at::Tensor& x) {
+    if (!is_training() && detail::can_fold(fold_batch_norms, bn1, bn2, bn3)) return forward_folded(x);
     auto out = bn1(conv1(x)).relu_();
     out = bn2(conv2(out)).relu_();
     out = bn3(conv3(out));
@@ -87,9 +106,23 @@ class BottleneckImpl : public torch::nn::Module {
     return out.relu_();
   }
 
+  /// The same function with each batch norm folded into its convolution, channels-last (detail::conv_bn).
+  at::Tensor forward_folded(const at::Tensor& x) {
+    auto out = detail::conv_bn(x, *conv1, *bn1).relu_();
+    out = detail::conv_bn(out, *conv2, *bn2).relu_();
+    out = detail::conv_bn(out, *conv3, *bn3);
+    if (downsample)
+      out += detail::conv_bn(x, *downsample[0]->as<torch::nn::Conv2dImpl>(), *downsample[1]->as<FrozenBatchNorm2dImpl>());
+    else
+      out += x;
+    return out.relu_();
+  }
+
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   FrozenBatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Sequential downsample{nullptr};  ///< null when the shortcut is the identity
+  /// In eval() mode, run forward_folded() (the default; see backbone::set_batch_norm_folding).
+  bool fold_batch_norms = true;
 };
 TORCH_MODULE(Bottleneck);
 
@@ -109,15 +142,29 @@ class BasicBlockImpl : public torch::nn::Module {
   }
 
   at::Tensor forward(const at::Tensor& x) {
+    if (!is_training() && detail::can_fold(fold_batch_norms, bn1, bn2)) return forward_folded(x);
     auto out = bn1(conv1(x)).relu_();
     out = bn2(conv2(out));
     out += downsample ? downsample->forward(x) : x;
     return out.relu_();
   }
 
+  /// The same function with each batch norm folded into its convolution, channels-last (detail::conv_bn).
+  at::Tensor forward_folded(const at::Tensor& x) {
+    auto out = detail::conv_bn(x, *conv1, *bn1).relu_();
+    out = detail::conv_bn(out, *conv2, *bn2);
+    if (downsample)
+      out += detail::conv_bn(x, *downsample[0]->as<torch::nn::Conv2dImpl>(), *downsample[1]->as<FrozenBatchNorm2dImpl>());
+    else
+      out += x;
+    return out.relu_();
+  }
+
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   FrozenBatchNorm2d bn1{nullptr}, bn2{nullptr};
   torch::nn::Sequential downsample{nullptr};  ///< null when the shortcut is the identity
+  /// In eval() mode, run forward_folded() (the default; see backbone::set_batch_norm_folding).
+  bool fold_batch_norms = true;
 };
 TORCH_MODULE(BasicBlock);
 
@@ -209,7 +256,8 @@ class ResNetStemImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& images) {
     TRIDENT_CHECK(images.dim() == 4 && images.size(1) == 3,
                   "trident::backbone::ResNetStem::forward: images must be [N, 3, H, W], got {}", shape_of(images));
-    auto x = bn1(conv1(images)).relu_();
+    auto x = !is_training() && detail::can_fold(fold_batch_norms, bn1) ? detail::conv_bn(images, *conv1, *bn1).relu_()
+                                                                       : bn1(conv1(images)).relu_();
     x = at::max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
     return layer3->forward(layer2->forward(layer1->forward(x)));
   }
@@ -233,6 +281,8 @@ class ResNetStemImpl : public torch::nn::Module {
   torch::nn::Conv2d conv1{nullptr};
   FrozenBatchNorm2d bn1{nullptr};
   torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr};
+  /// In eval() mode, fold bn1 into conv1 (the blocks have their own flags; see backbone::set_batch_norm_folding).
+  bool fold_batch_norms = true;
 
  private:
   int64_t out_channels_;
@@ -309,6 +359,20 @@ struct ResNet {
   static ResNetStem make_stem(StemOptions options = {}) { return ResNetStem(ResNet{}, options); }
   static ResNetHead make_head(BatchNormMode norm = BatchNormMode::frozen) { return ResNetHead(ResNet{}, norm); }
 };
+
+/// Switches the folded eval() form on or off in every block of `module` (a stem, a head, a whole network):
+/// on (the default), each convolution absorbs the batch norm after it and runs channels-last, which gives the
+/// same outputs up to float rounding, faster (docs/performance.md); off, every layer runs on its own, as in
+/// torchvision. Training-mode forwards with trainable batch norms never fold.
+inline void set_batch_norm_folding(torch::nn::Module& module, bool on) {
+  auto set = [on](torch::nn::Module& m) {
+    if (auto* b = m.as<BottleneckImpl>()) b->fold_batch_norms = on;
+    else if (auto* bb = m.as<BasicBlockImpl>()) bb->fold_batch_norms = on;
+    else if (auto* st = m.as<ResNetStemImpl>()) st->fold_batch_norms = on;
+  };
+  set(module);  // modules(include_self = true) needs a module owned by a shared_ptr; this one may not be
+  for (auto& m : module.modules(/*include_self=*/false)) set(*m);
+}
 
 /// torchvision's resnet18 / resnet34 / resnet50 / resnet101 (their ImageNet weights load with weights.hpp).
 using ResNet18 = ResNet<BasicBlock, 2, 2, 2, 2, 64>;

@@ -79,7 +79,7 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
     // [B, A, H, W] -> [B, H*W*A], anchor order (cell, anchor) as AnchorGenerator lays them out.
     const auto objectness = cls_logits_->forward(hidden).permute({0, 2, 3, 1}).reshape({batch, -1});
     const auto deltas = bbox_pred_->forward(hidden)
-                            .view({batch, a, 4, features.size(2), features.size(3)})
+                            .reshape({batch, a, 4, features.size(2), features.size(3)})
                             .permute({0, 3, 4, 1, 2})
                             .reshape({batch, -1, 4});
     const auto anchors = options_.anchors(features).to(deltas.scalar_type());

@@ -141,7 +141,8 @@ template <typename T>
 void roi_align_forward_cpu_kernel(const at::Tensor& input, const at::Tensor& rois, const RoiAlignParams& p,
                                   at::Tensor& output) {
   const int64_t num_rois = rois.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
-  const auto channels_last = input.permute({0, 2, 3, 1}).contiguous();
+  const auto channels_last = input.permute({0, 2, 3, 1}).contiguous();  // a view when the input is channels-last
+  const bool channels_last_output = output.is_contiguous(at::MemoryFormat::ChannelsLast) && !output.is_contiguous();
   const T* in = channels_last.data_ptr<T>();
   const T* r = rois.data_ptr<T>();
   T* out = output.data_ptr<T>();
@@ -162,6 +163,7 @@ void roi_align_forward_cpu_kernel(const at::Tensor& input, const at::Tensor& roi
       const auto& g = geometry[k];
       const T* src = in + g.batch * plane * channels + c0;
       T* dst = out + (k * channels + c0) * bins;
+      T* dst_cl = out + k * channels * bins + c0;  // channels-last output: [K, bins, C] in memory
       const int64_t per_bin = g.grid_h * g.grid_w;
       const BilinearTap<T>* t = taps[k].data();
       for (int64_t b = 0; b < bins; ++b) {
@@ -174,7 +176,11 @@ void roi_align_forward_cpu_kernel(const at::Tensor& input, const at::Tensor& roi
           const T* __restrict v3 = src + t->offset[3] * channels;
           for (int64_t c = 0; c < nc; ++c) acc[c] += w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
         }
-        for (int64_t c = 0; c < nc; ++c) dst[c * bins + b] = acc[c] / g.count;
+        if (channels_last_output) {
+          for (int64_t c = 0; c < nc; ++c) dst_cl[b * channels + c] = acc[c] / g.count;
+        } else {
+          for (int64_t c = 0; c < nc; ++c) dst[c * bins + b] = acc[c] / g.count;
+        }
       }
     }
   });
@@ -218,10 +224,12 @@ void roi_align_backward_cpu_kernel(const at::Tensor& grad_output, const at::Tens
 }
 
 inline at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois, const RoiAlignParams& p) {
-  // Every element is written by the kernel.
-  auto output = at::empty({rois.size(0), input.size(1), p.output_h, p.output_w}, input.options());
+  // Every element is written by the kernel. The output's layout follows the input's, as ATen's CPU ops do: a
+  // channels-last input (the folded eval() backbone's) gives a channels-last output, which the head consumes as is.
+  const auto layout = input.suggest_memory_format();
+  auto output = at::empty({rois.size(0), input.size(1), p.output_h, p.output_w}, input.options().memory_format(layout));
   if (output.numel() == 0) return output;
-  const auto in = input.contiguous();
+  const auto in = input.contiguous(layout);
   const auto r = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "trident::ops::roi_align forward",
                              [&] { roi_align_forward_cpu_kernel<scalar_t>(in, r, p, output); });

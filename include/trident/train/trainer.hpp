@@ -26,6 +26,7 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/ops/randperm.h>
 #include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 #include <torch/version.h>
 
@@ -92,12 +93,19 @@ class InMemorySource {
   size_t next_ = 0;
 };
 
+/// The optimizer a run steps with. The paper trains with SGD (momentum 0.9, weight decay 5e-4); AdamW suits
+/// networks trained from scratch in a short budget (the small CPU configuration, see docs/training.md).
+enum class OptimizerKind { sgd, adamw };
+
+inline std::string_view to_string(OptimizerKind k) { return k == OptimizerKind::sgd ? "sgd" : "adamw"; }
+
 /// Everything a run is told; the paper's values by default (CUHK-SYSU: 14 epochs; PRW: 10).
 struct TrainerOptions {
   LrSchedule schedule{};
   int64_t epochs = 14;
-  double momentum = 0.9;
-  double weight_decay = 5e-4;
+  OptimizerKind optimizer = OptimizerKind::sgd;
+  double momentum = 0.9;               ///< SGD's momentum; AdamW: beta1 (beta2 is 0.999)
+  double weight_decay = 5e-4;          ///< SGD: L2 added to the gradient; AdamW: decoupled decay (times lr)
   double clip_grad_norm = 0.0;         ///< clip the gradients' global L2 norm to this; 0: no clipping
   std::string out_dir = "out/train";
   int64_t checkpoint_every = 0;        ///< also checkpoint every N iterations; 0: only at epoch ends and at the stop
@@ -168,6 +176,18 @@ inline Batch to_device(Batch b, c10::Device device) {
   return b;
 }
 
+/// The optimizer `o` names over `params`, at the schedule's base learning rate (fit() sets it every iteration).
+inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<at::Tensor>& params,
+                                                               const TrainerOptions& o) {
+  if (o.optimizer == OptimizerKind::adamw)
+    return std::make_unique<torch::optim::AdamW>(
+        params, torch::optim::AdamWOptions(o.schedule.base_lr)
+                    .betas({o.momentum, 0.999})
+                    .weight_decay(o.weight_decay));
+  return std::make_unique<torch::optim::SGD>(
+      params, torch::optim::SGDOptions(o.schedule.base_lr).momentum(o.momentum).weight_decay(o.weight_decay));
+}
+
 inline std::vector<at::Tensor> trainable(torch::nn::Module& net) {
   std::vector<at::Tensor> out;
   for (auto& p : net.parameters())
@@ -199,7 +219,9 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
   net.train();
   const auto params = detail::trainable(net);
   TRIDENT_CHECK(!params.empty(), "{}: the network has no trainable parameters", caller);
-  torch::optim::SGD sgd(params, torch::optim::SGDOptions(o.schedule.base_lr).momentum(o.momentum).weight_decay(o.weight_decay));
+  TRIDENT_CHECK(o.optimizer != OptimizerKind::adamw || o.momentum < 1,
+                "{}: AdamW's beta1 (options.momentum) must be below 1, got {}", caller, o.momentum);
+  const auto optimizer = detail::make_optimizer(params, o);
   GradScaler scaler({}, o.mixed_precision);
 
   const std::string checkpoint = (fs::path(o.out_dir) / "checkpoint.pt").string();
@@ -209,7 +231,7 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
   TrainSummary summary;
   if (o.resume) {
     TRIDENT_CHECK(fs::exists(checkpoint), "{}: resume asked for, but '{}' does not exist", caller, checkpoint);
-    state = load_checkpoint(checkpoint, net, sgd);
+    state = load_checkpoint(checkpoint, net, *optimizer);
     TRIDENT_CHECK(state.iterations_per_epoch == per_epoch,
                   "{}: '{}' was written with {} iterations per epoch, the data source now gives {} (another dataset "
                   "or batch size?)",
@@ -226,7 +248,7 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
   auto write_checkpoint = [&] {
     state.loss_scale = scaler.scale();
     state.good_steps = scaler.good_steps();
-    save_checkpoint(checkpoint, net, sgd, state);
+    save_checkpoint(checkpoint, net, *optimizer, state);
     summary.checkpoint = checkpoint;
   };
   auto draw_curves = [&] { viz::draw_training_curves(log, (fs::path(o.out_dir) / "curves.png").string()); };
@@ -240,7 +262,7 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
     state.epoch = epoch;
     for (int64_t b = state.iteration - epoch * per_epoch; b < per_epoch && state.iteration < stop; ++b) {
       const double lr = learning_rate(o.schedule, state.iteration, per_epoch);
-      for (auto& group : sgd.param_groups()) static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+      for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
       Batch batch = detail::to_device(source.next(), o.device);
 
       LossMap losses;
@@ -264,7 +286,7 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
         values.push_back(v);
       }
       const at::Tensor loss = losses.total();
-      sgd.zero_grad();
+      optimizer->zero_grad();
       scaler.scale_loss(loss).backward();
       const bool finite = scaler.unscale(params);
       if (finite && o.clip_grad_norm > 0) {
@@ -280,7 +302,7 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
                                                                summary.checkpoint)));
         }
       }
-      if (finite) sgd.step();
+      if (finite) optimizer->step();
       scaler.update(finite);
       ++state.iteration;
       images_seen += static_cast<int64_t>(batch.targets.size());
