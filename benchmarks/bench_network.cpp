@@ -46,6 +46,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -88,7 +89,8 @@ struct Options {
   int64_t top_k = 100;
   std::vector<std::string> only{"infer", "train", "search", "resnet50"};
   bool flops_only = false;
-  bool fold = true;  // backbone::set_batch_norm_folding in eval(): --no-fold runs every layer on its own
+  // backbone::set_batch_norm_folding: always (the library's default), inference (eval() only), off
+  trident::backbone::Folding folding = trident::backbone::Folding::always;
   std::string case_name;
   std::string json;
   std::string record;  // internal: the child writes its case's JSON object here
@@ -111,8 +113,8 @@ struct Options {
       "  --only K,...           case kinds to run: infer, train, search, resnet50 (default all)\n"
       "  --case NAME            run one case in this process: infer-HxW, train-bB, search-N, resnet50-224\n"
       "  --json OUT             write the figures as JSON\n"
-      "  --no-fold              eval(): run each batch norm on its own, NCHW (default: folded into its\n"
-      "                         convolution, channels-last; see backbone::set_batch_norm_folding)\n"
+      "  --fold off|inference|always  when batch norms fold into their convolutions, channels-last\n"
+      "                         (backbone::set_batch_norm_folding; default always, the library's)\n"
       "  --flops                print the FLOPs of every selected infer / train case and exit (no timing)\n",
       to);
   std::exit(code);
@@ -180,7 +182,16 @@ Options parse(int argc, char** argv) {
     else if (a == "--case") o.case_name = value();
     else if (a == "--json") o.json = value();
     else if (a == "--flops") o.flops_only = true;
-    else if (a == "--no-fold") o.fold = false;
+    else if (a == "--fold") {
+      const std::string v = value();
+      if (v == "off") o.folding = trident::backbone::Folding::off;
+      else if (v == "inference") o.folding = trident::backbone::Folding::inference;
+      else if (v == "always") o.folding = trident::backbone::Folding::always;
+      else {
+        std::fprintf(stderr, "bench_network: --fold expects off, inference or always, got '%s'\n", v.c_str());
+        std::exit(2);
+      }
+    }
     else if (a == "--record") o.record = value();
     else if (a == "-h" || a == "--help") usage(stdout, 0);
     else {
@@ -525,7 +536,7 @@ Record run_infer(Context& c, Size size) {
   Net net;
   net.to(c.dev.device);
   net.eval();
-  trident::backbone::set_batch_norm_folding(net, o.fold);
+  trident::backbone::set_batch_norm_folding(net, o.folding);
   at::NoGradGuard no_grad;
   const auto batch = make_batch(1, size, c.dev.device);
   const Net::Pooler pooler(net.options().pooler);
@@ -649,6 +660,7 @@ Record run_train(Context& c, int64_t batch_size) {
   Net net;
   net.to(c.dev.device);
   net.train();
+  trident::backbone::set_batch_norm_folding(net, o.folding);
   std::vector<at::Tensor> params;
   for (auto& p : net.parameters())
     if (p.requires_grad()) params.push_back(p);
@@ -657,9 +669,18 @@ Record run_train(Context& c, int64_t batch_size) {
   const auto targets = make_targets(batch_size, o.train_size, c.dev.device);
   const auto& opt = net.options();
 
+  // Every run starts from the same weights and memory (restored untimed): an untrained network on random
+  // pictures would otherwise drift, and its later runs would time other work (or NaNs).
+  std::vector<std::pair<at::Tensor, at::Tensor>> initial;
+  for (auto& p : net.parameters()) initial.emplace_back(p, p.detach().clone());
+  for (auto& b : net.buffers()) initial.emplace_back(b, b.clone());
   Stages stages;
   double loss_value = 0;
   auto step = [&](bool timed) {
+    {
+      at::NoGradGuard no_grad;
+      for (auto& [live, start] : initial) live.copy_(start);
+    }
     c.dev.sync();
     const auto t0 = Clock::now();
     sgd.zero_grad();
@@ -675,12 +696,17 @@ Record run_train(Context& c, int64_t batch_size) {
     sgd.step();
     c.dev.sync();
     const double update = ms_since(t2);
+    loss_value = total.item<double>();
+    if (!std::isfinite(loss_value)) {
+      std::fprintf(stderr, "bench_network: train-b%lld: the loss is %f\n", static_cast<long long>(batch_size),
+                   loss_value);
+      std::exit(1);
+    }
     if (timed) {
       stages.add("forward", forward);
       stages.add("backward", backward);
       stages.add("step", update);
       stages.add("total", forward + backward + update);
-      loss_value = total.item<double>();
     }
   };
   for (int i = 0; i < o.warmup; ++i) step(false);
@@ -710,8 +736,8 @@ Record run_train(Context& c, int64_t batch_size) {
              c.threads, c.dev.device.str(), batch_size, o.train_size.str(), pad32(o.train_size.height),
              pad32(o.train_size.width));
   print_proposal_counts(opt, true);
-  fmt::print("  SGD lr 0.003, momentum 0.9, weight decay 5e-4 over {} trainable tensors; medians of {} runs after {} "
-             "warm-up\n",
+  fmt::print("  SGD lr 0.003, momentum 0.9, weight decay 5e-4 over {} trainable tensors, each run from the same "
+             "weights; medians of {} runs after {} warm-up\n",
              params.size(), o.repeat, o.warmup);
   print_figures(r);
   return r;
@@ -772,8 +798,8 @@ Record run_resnet50(Context& c) {
   torch::nn::Linear fc(trident::backbone::ResNet50::head_channels, 1000);
   stem->to(c.dev.device), head->to(c.dev.device), fc->to(c.dev.device);
   stem->eval(), head->eval(), fc->eval();
-  trident::backbone::set_batch_norm_folding(*stem, o.fold);
-  trident::backbone::set_batch_norm_folding(*head, o.fold);
+  trident::backbone::set_batch_norm_folding(*stem, o.folding);
+  trident::backbone::set_batch_norm_folding(*head, o.folding);
   at::NoGradGuard no_grad;
   const auto images = at::randn({o.yardstick_batch, 3, 224, 224}).to(c.dev.device);
   std::vector<double> runs;

@@ -34,7 +34,7 @@ using Small = SmallCpuConfig;  // SmallConfig<512, 512>: room for 512 training i
 
 struct Options {
   std::string dataset = "cuhk-sysu", root, out = "out/train", config = "small", weights, device = "cpu",
-              optimizer = "sgd";
+              optimizer;
   int gallery_size = 50;
   int64_t epochs = 0, batch_size = 4, min_size = 0, max_size = 0, checkpoint_every = 0, max_iterations = -1;
   int64_t warmup = -1, milestone = 0, rois_per_image = 0;
@@ -122,15 +122,15 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"small", "paper"}))->capture_default_str();
   app.add_option("--weights", o.weights, "torchvision ResNet-50 weights for the paper configuration (see README)");
   app.add_option("--gallery-size", o.gallery_size, "CUHK-SYSU protocol used for --evaluate")->capture_default_str();
-  app.add_option("--epochs", o.epochs, "epochs (default: CUHK-SYSU 14, PRW 10; small: 10)");
+  app.add_option("--epochs", o.epochs, "epochs (default: CUHK-SYSU 14, PRW 10; small: 12)");
   app.add_option("--batch-size", o.batch_size, "images per iteration")->capture_default_str();
-  app.add_option("--lr", o.lr, "learning rate after warm-up (default: paper 0.003, small 0.01)");
-  app.add_option("--optimizer", o.optimizer, "sgd (the paper's) or adamw")
-      ->check(CLI::IsMember({"sgd", "adamw"}))->capture_default_str();
+  app.add_option("--lr", o.lr, "learning rate after warm-up (default: paper 0.003; small: adamw 0.001, sgd 0.01)");
+  app.add_option("--optimizer", o.optimizer, "sgd or adamw (default: paper sgd, small adamw)")
+      ->check(CLI::IsMember({"sgd", "adamw"}));
   app.add_option("--momentum", o.momentum, "SGD momentum; AdamW's beta1")->capture_default_str();
   app.add_option("--weight-decay", o.weight_decay, "SGD: L2 on the gradient; AdamW: decoupled")->capture_default_str();
   app.add_option("--warmup", o.warmup, "warm-up iterations (-1: one epoch, the paper's)")->capture_default_str();
-  app.add_option("--milestone", o.milestone, "epoch from which the rate is x0.1 (default: paper 8, small 8/10 of the epochs)");
+  app.add_option("--milestone", o.milestone, "epoch from which the rate is x0.1 (default: paper 8, small: the last 2 epochs)");
   app.add_option("--clip", o.clip, "clip the gradient norm to this (0: off; small default 10)");
   app.add_option("--min-size", o.min_size, "short side after resizing (default: paper 900, small: the picture's)");
   app.add_option("--max-size", o.max_size, "long side limit (default: paper 1500, small: the picture's)");
@@ -155,9 +155,10 @@ int main(int argc, char** argv) {
     read_options.gallery_size = o.gallery_size;
     const data::Dataset dataset = data::read_dataset(o.dataset, o.root, read_options);
     const bool small = o.config == "small";
-    if (o.epochs == 0) o.epochs = small ? 10 : o.dataset == "prw" ? 10 : 14;
-    if (o.lr == 0) o.lr = small ? 0.01 : 3e-3;
-    if (o.milestone == 0) o.milestone = small ? std::max<int64_t>(1, o.epochs * 8 / 10) : 8;
+    if (o.optimizer.empty()) o.optimizer = small ? "adamw" : "sgd";
+    if (o.epochs == 0) o.epochs = small ? 12 : o.dataset == "prw" ? 10 : 14;
+    if (o.lr == 0) o.lr = small ? (o.optimizer == "adamw" ? 1e-3 : 0.01) : 3e-3;
+    if (o.milestone == 0) o.milestone = small ? std::max<int64_t>(1, o.epochs - 2) : 8;
     if (small && o.clip == 0) o.clip = 10.0;
     if (small) {
       // The small configuration keeps the pictures at their own size (the synthetic ones are 192 x 320).

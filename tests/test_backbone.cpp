@@ -99,8 +99,8 @@ void check_against_torchvision(const std::string& prefix) {
   head->eval();
   for (const bool fold : {true, false}) {
     CAPTURE(fold);
-    set_batch_norm_folding(*stem, fold);
-    set_batch_norm_folding(*head, fold);
+    set_batch_norm_folding(*stem, fold ? Folding::inference : Folding::off);
+    set_batch_norm_folding(*head, fold ? Folding::inference : Folding::off);
     const auto eval_features = stem(f["image"]);
     const auto eval_head = head(f[prefix + "_stem"]);
     CHECK(eval_features.is_contiguous(at::MemoryFormat::ChannelsLast) == fold);
@@ -178,22 +178,64 @@ TEST_CASE("folded batch norms: trainable ones fold their running statistics in e
   // Training mode: batch statistics, never folded (the running statistics move, so a folded map would be wrong).
   CHECK_FALSE(stem->forward(images).is_contiguous(at::MemoryFormat::ChannelsLast));
   stem->eval();
-  set_batch_norm_folding(*stem, false);
+  set_batch_norm_folding(*stem, Folding::off);
   at::Tensor layer_by_layer, folded;
   {
     at::NoGradGuard no_grad;
     layer_by_layer = stem->forward(images);
-    set_batch_norm_folding(*stem, true);
+    set_batch_norm_folding(*stem, Folding::always);  // trainable batch norms: eval() folds, train() never
     folded = stem->forward(images);
   }
   CHECK(folded.is_contiguous(at::MemoryFormat::ChannelsLast));
   CHECK(layer_by_layer.abs().max().item<double>() > 0.1);  // not a vacuous comparison
   TRIDENT_CHECK_CLOSE(folded, layer_by_layer, 1e-4);
+  stem->train();
+  CHECK_FALSE(stem->forward(images).is_contiguous(at::MemoryFormat::ChannelsLast));
+  stem->eval();
   // With autograd on, the folded form is differentiable in the weights (the gradient flows through the scaled
   // weights to the convolution's weight).
   stem->layer3[0]->as<BottleneckImpl>()->conv1->weight.mutable_grad() = at::Tensor();
   stem->forward(images).sum().backward();
   CHECK(stem->layer3[0]->as<BottleneckImpl>()->conv1->weight.grad().defined());
+}
+
+TEST_CASE("Folding::always: frozen batch norms fold in training too, with the same outputs and gradients") {
+  at::manual_seed(12);
+  auto head = ResNetSmall::make_head();  // frozen batch norms
+  {
+    at::NoGradGuard no_grad;
+    for (auto& b : head->named_buffers()) {
+      if (ends_with(b.key(), "running_mean") || ends_with(b.key(), "bias")) b.value().uniform_(-0.2, 0.2);
+      if (ends_with(b.key(), "running_var") || ends_with(b.key(), "weight")) b.value().uniform_(0.5, 1.5);
+    }
+  }
+  const auto rois = at::randn({6, ResNetSmall::stem_channels, 12, 4});
+  auto forward_backward = [&](Folding folding) {
+    set_batch_norm_folding(*head, folding);
+    for (auto& p : head->parameters()) p.mutable_grad() = at::Tensor();
+    const auto y = head->forward(rois);
+    (y * y).sum().backward();
+    std::vector<at::Tensor> grads;
+    for (auto& p : head->parameters()) grads.push_back(p.grad().clone());
+    return std::pair{y.detach(), grads};
+  };
+  const auto [y_off, g_off] = forward_backward(Folding::inference);  // train() mode: not folded
+  const auto [y_on, g_on] = forward_backward(Folding::always);
+  CHECK(y_on.is_contiguous(at::MemoryFormat::ChannelsLast));
+  CHECK_FALSE(y_off.is_contiguous(at::MemoryFormat::ChannelsLast));
+  // no RoIs at all (an image without detections), in both layouts
+  for (const auto format : {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast}) {
+    const auto none = head->forward(at::zeros({0, ResNetSmall::stem_channels, 12, 4}).contiguous(format));
+    CHECK(none.sizes() == at::IntArrayRef({0, ResNetSmall::head_channels, 6, 2}));
+  }
+  TRIDENT_CHECK_CLOSE(y_on, y_off, 1e-4);
+  REQUIRE(g_on.size() == g_off.size());
+  for (size_t i = 0; i < g_on.size(); ++i) {
+    CAPTURE(i);
+    const double scale = g_off[i].abs().max().item<double>();
+    CHECK(scale > 0);
+    TRIDENT_CHECK_CLOSE(g_on[i] / scale, g_off[i] / scale, 1e-4);
+  }
 }
 
 TEST_CASE("ResNet50: shapes, parameter count and torchvision's key list") {

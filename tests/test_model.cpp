@@ -134,7 +134,7 @@ TEST_CASE("a small configuration learns a handful of scenes: loss halves, traini
 
   // The folded eval() backbone (the default: batch norms inside the convolutions, channels-last) against the
   // layer-by-layer one on the trained network: the same detections, scores and every branch's outputs.
-  backbone::set_batch_norm_folding(net, false);
+  backbone::set_batch_norm_folding(net, backbone::Folding::off);
   const auto unfolded = net.detect(scenes.batch);
   REQUIRE(unfolded.size() == detections.size());
   for (size_t i = 0; i < detections.size(); ++i) {
@@ -144,7 +144,7 @@ TEST_CASE("a small configuration learns a handful of scenes: loss halves, traini
     REQUIRE(detections[i].outputs.size() == unfolded[i].outputs.size());
     for (const auto& [name, value] : detections[i].outputs) TRIDENT_CHECK_CLOSE(value, unfolded[i].outputs.at(name), 1e-4);
   }
-  backbone::set_batch_norm_folding(net, true);
+  backbone::set_batch_norm_folding(net, backbone::Folding::always);
   use_all_cores(threads_before);
 }
 

@@ -14,6 +14,7 @@ python3-torchvision (torch 1.13, torchvision 0.14).
 """
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -229,8 +230,12 @@ class Bench:
         targets = self.targets(batch, size)
         runs = {}
         state = {}
+        # every run starts from the same weights and memory (restored untimed), as bench_network does
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
         def step(timed, counter=None):
+            with torch.no_grad():
+                model.load_state_dict(initial)
             self.sync()
             t0 = time.perf_counter()
             sgd.zero_grad()
@@ -246,10 +251,12 @@ class Bench:
             sgd.step()
             self.sync()
             t3 = time.perf_counter()
+            state["loss"] = float(total)
+            if not math.isfinite(state["loss"]):
+                sys.exit(f"bench_reference: train-b{batch}: the loss is {state['loss']}")
             if timed:
                 for name, ms in (("forward", t1 - t0), ("backward", t2 - t1), ("step", t3 - t2), ("total", t3 - t0)):
                     runs.setdefault(name, []).append(ms * 1e3)
-                state["loss"] = float(total)
 
         for _ in range(a.warmup):
             step(False)
@@ -275,7 +282,8 @@ class Bench:
             f"RPN: pre-NMS top {s.rpn_pre_nms_top_n['training']} / post-NMS top {s.rpn_post_nms_top_n['training']} "
             f"per image (training), NMS {s.rpn_nms_threshold}; RoI sampler: {s.roi_batch_size_per_image} per image, "
             f"{s.roi_positive_fraction} positive at most; 15 anchors per cell",
-            f"SGD lr 0.003, momentum 0.9, weight decay 5e-4 over {len(params)} trainable tensors; medians of "
+            f"SGD lr 0.003, momentum 0.9, weight decay 5e-4 over {len(params)} trainable tensors, each run from the "
+            f"same weights; medians of "
             f"{a.repeat} runs after {a.warmup} warm-up"]
         self.print_record(record, f"{torch.get_num_threads()} thread(s), device {self.device}, batch {batch} of "
                                   f"{size_str(size)} (padded {record['padded']}), 5 people per image", details)

@@ -60,16 +60,33 @@ inline torch::nn::Sequential shortcut(int64_t in_channels, int64_t out_channels,
 /// convolutions compute in, so that no layer reorders its input or output. Only valid while bn->is_affine().
 inline at::Tensor conv_bn(const at::Tensor& x, const torch::nn::Conv2dImpl& conv, const FrozenBatchNorm2dImpl& bn) {
   const auto [scale, shift] = bn.affine();
-  const auto weight = (conv.weight * scale.reshape({-1, 1, 1, 1})).contiguous(at::MemoryFormat::ChannelsLast);
+  // An empty batch (no RoIs) stays NCHW: LibTorch 1.13's strided 3x3 convolution fails on an empty channels-last
+  // input.
+  const auto layout = x.size(0) == 0 ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast;
+  const auto weight = (conv.weight * scale.reshape({-1, 1, 1, 1})).contiguous(layout);
   const int64_t pad = conv.weight.size(-1) / 2;  // detail::conv's "same" padding
-  return at::conv2d(x.contiguous(at::MemoryFormat::ChannelsLast), weight, shift, *conv.options.stride(), {pad, pad});
+  return at::conv2d(x.contiguous(layout), weight, shift, *conv.options.stride(), {pad, pad});
 }
 
-/// Whether a block runs its folded form: folding on, and every batch norm a fixed affine map (frozen, or eval()).
-/// Training with trainable batch norms, or with folding switched off, runs the layers one by one.
+}  // namespace detail
+
+/// When a ResNet folds each batch norm into the convolution before it (detail::conv_bn), see
+/// set_batch_norm_folding. Folding needs the batch norm to be a fixed affine map: frozen, or in eval() mode.
+enum class Folding {
+  off,        ///< every layer on its own, NCHW, as torchvision runs it
+  inference,  ///< in eval() mode only
+  always,     ///< (the default) wherever the map is fixed: eval(), and train() with frozen batch norms (the paper's
+              ///< ImageNet-initialised backbone). Same outputs and gradients up to float rounding, faster
+              ///< (docs/performance.md).
+};
+
+namespace detail {
+
+/// Whether a module in train() mode (`training`) with these batch norms runs its folded form.
 template <class... Norms>
-bool can_fold(bool folding, const Norms&... norms) {
-  return folding && (norms->is_affine() && ...);
+bool can_fold(Folding folding, bool training, const Norms&... norms) {
+  if (folding == Folding::off || (training && folding != Folding::always)) return false;
+  return (norms->is_affine() && ...);
 }
 
 inline void check_block_arguments(const char* block, int64_t in_channels, int64_t planes, int64_t stride) {
@@ -98,7 +115,7 @@ class BottleneckImpl : public torch::nn::Module {
   }
 
   at::Tensor forward(const at::Tensor& x) {
-    if (!is_training() && detail::can_fold(fold_batch_norms, bn1, bn2, bn3)) return forward_folded(x);
+    if (detail::can_fold(folding, is_training(), bn1, bn2, bn3)) return forward_folded(x);
     auto out = bn1(conv1(x)).relu_();
     out = bn2(conv2(out)).relu_();
     out = bn3(conv3(out));
@@ -121,8 +138,8 @@ class BottleneckImpl : public torch::nn::Module {
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   FrozenBatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Sequential downsample{nullptr};  ///< null when the shortcut is the identity
-  /// In eval() mode, run forward_folded() (the default; see backbone::set_batch_norm_folding).
-  bool fold_batch_norms = true;
+  /// When forward() runs forward_folded() (see backbone::set_batch_norm_folding).
+  Folding folding = Folding::always;
 };
 TORCH_MODULE(Bottleneck);
 
@@ -142,7 +159,7 @@ class BasicBlockImpl : public torch::nn::Module {
   }
 
   at::Tensor forward(const at::Tensor& x) {
-    if (!is_training() && detail::can_fold(fold_batch_norms, bn1, bn2)) return forward_folded(x);
+    if (detail::can_fold(folding, is_training(), bn1, bn2)) return forward_folded(x);
     auto out = bn1(conv1(x)).relu_();
     out = bn2(conv2(out));
     out += downsample ? downsample->forward(x) : x;
@@ -163,8 +180,8 @@ class BasicBlockImpl : public torch::nn::Module {
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   FrozenBatchNorm2d bn1{nullptr}, bn2{nullptr};
   torch::nn::Sequential downsample{nullptr};  ///< null when the shortcut is the identity
-  /// In eval() mode, run forward_folded() (the default; see backbone::set_batch_norm_folding).
-  bool fold_batch_norms = true;
+  /// When forward() runs forward_folded() (see backbone::set_batch_norm_folding).
+  Folding folding = Folding::always;
 };
 TORCH_MODULE(BasicBlock);
 
@@ -256,7 +273,7 @@ class ResNetStemImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& images) {
     TRIDENT_CHECK(images.dim() == 4 && images.size(1) == 3,
                   "trident::backbone::ResNetStem::forward: images must be [N, 3, H, W], got {}", shape_of(images));
-    auto x = !is_training() && detail::can_fold(fold_batch_norms, bn1) ? detail::conv_bn(images, *conv1, *bn1).relu_()
+    auto x = detail::can_fold(folding, is_training(), bn1) ? detail::conv_bn(images, *conv1, *bn1).relu_()
                                                                        : bn1(conv1(images)).relu_();
     x = at::max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
     return layer3->forward(layer2->forward(layer1->forward(x)));
@@ -281,8 +298,8 @@ class ResNetStemImpl : public torch::nn::Module {
   torch::nn::Conv2d conv1{nullptr};
   FrozenBatchNorm2d bn1{nullptr};
   torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr};
-  /// In eval() mode, fold bn1 into conv1 (the blocks have their own flags; see backbone::set_batch_norm_folding).
-  bool fold_batch_norms = true;
+  /// When bn1 folds into conv1 (the blocks have their own setting; see backbone::set_batch_norm_folding).
+  Folding folding = Folding::always;
 
  private:
   int64_t out_channels_;
@@ -360,15 +377,17 @@ struct ResNet {
   static ResNetHead make_head(BatchNormMode norm = BatchNormMode::frozen) { return ResNetHead(ResNet{}, norm); }
 };
 
-/// Switches the folded eval() form on or off in every block of `module` (a stem, a head, a whole network):
-/// on (the default), each convolution absorbs the batch norm after it and runs channels-last, which gives the
-/// same outputs up to float rounding, faster (docs/performance.md); off, every layer runs on its own, as in
-/// torchvision. Training-mode forwards with trainable batch norms never fold.
-inline void set_batch_norm_folding(torch::nn::Module& module, bool on) {
-  auto set = [on](torch::nn::Module& m) {
-    if (auto* b = m.as<BottleneckImpl>()) b->fold_batch_norms = on;
-    else if (auto* bb = m.as<BasicBlockImpl>()) bb->fold_batch_norms = on;
-    else if (auto* st = m.as<ResNetStemImpl>()) st->fold_batch_norms = on;
+/// Sets when every block of `module` (a stem, a head, a whole network) runs folded: each convolution absorbs the
+/// batch norm after it and runs channels-last -- the same outputs up to float rounding, faster on the CPU
+/// (docs/performance.md). Folding::always (the default) folds wherever the batch norms are a fixed map: in
+/// eval() mode, and in train() mode where they are frozen; Folding::inference only in eval() mode;
+/// Folding::off runs every layer on its own, as torchvision does. Trainable batch norms in train() mode never
+/// fold (their batch statistics change every step).
+inline void set_batch_norm_folding(torch::nn::Module& module, Folding folding) {
+  auto set = [folding](torch::nn::Module& m) {
+    if (auto* b = m.as<BottleneckImpl>()) b->folding = folding;
+    else if (auto* bb = m.as<BasicBlockImpl>()) bb->folding = folding;
+    else if (auto* st = m.as<ResNetStemImpl>()) st->folding = folding;
   };
   set(module);  // modules(include_self = true) needs a module owned by a shared_ptr; this one may not be
   for (auto& m : module.modules(/*include_self=*/false)) set(*m);

@@ -75,7 +75,9 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
                   "trident::detector::RegionProposalNetwork: features {} must be [B, C, H, W] with B = {} image sizes",
                   shape_of(features), sizes.size());
     const int64_t batch = features.size(0), a = options_.anchors.num_anchors_per_location();
-    const auto hidden = at::relu(conv_->forward(features));
+    // NCHW: at batch 1 the 3x3 convolution is faster in it than channels-last (a folded eval() backbone's
+    // layout; docs/performance.md), and the copy is one feature map.
+    const auto hidden = at::relu(conv_->forward(features.contiguous()));
     // [B, A, H, W] -> [B, H*W*A], anchor order (cell, anchor) as AnchorGenerator lays them out.
     const auto objectness = cls_logits_->forward(hidden).permute({0, 2, 3, 1}).reshape({batch, -1});
     const auto deltas = bbox_pred_->forward(hidden)

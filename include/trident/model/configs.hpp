@@ -70,17 +70,23 @@ using WithoutBinAndUnConfig = Config<Backbone, roi::RoiAlignPooler<24, 8>,
                                      losses::Agwf>;
 
 /// A small configuration for CPU training and tests: the paper's structure on backbone::ResNetSmall (a quarter
-/// of ResNet-50's widths, 2 blocks per stage), a smaller memory, the same branches and AGWF.
-template <int64_t Identities, int64_t Queue = 256, int64_t NumParts = paper_parts>
-using SmallConfig = Config<backbone::ResNetSmall, roi::RoiAlignPooler<24, 8>,
+/// of ResNet-50's widths, 2 blocks per stage), a smaller memory, the same branches and AGWF. The RoI size is the
+/// paper's 24 x 8 unless given.
+template <int64_t Identities, int64_t Queue = 256, int64_t NumParts = paper_parts,
+          class Pooler = roi::RoiAlignPooler<24, 8>>
+using SmallConfig = Config<backbone::ResNetSmall, Pooler,
                            Branches<branches::DetectionBranch,
                                     branches::ReidBranch<LutSize<Identities>, QueueSize<Queue>, EmbedDim<64>>,
                                     branches::PartBranch<Parts<NumParts>>>,
                            losses::Agwf>;
 
 /// The small configuration the example programs train, evaluate and search with (room for 512 training
-/// identities, a queue of 512): the type a checkpoint of `02_train --config small` loads into.
-using SmallCpuConfig = SmallConfig<512, 512>;
+/// identities, a queue of 512): the type a checkpoint of `02_train --config small` loads into. Its RoIs are
+/// 12 x 4, half the paper's height and width: in pictures of a few hundred pixels a person covers about 6-11
+/// conv4 cells in height, so 24 x 8 samples would only interpolate, and the conv5 head -- most of a training
+/// iteration's arithmetic -- costs a quarter (2x the images/s, and more mAP per minute: docs/training.md).
+/// The part branch's 6 strips are then one conv5 row each.
+using SmallCpuConfig = SmallConfig<512, 512, paper_parts, roi::RoiAlignPooler<12, 4>>;
 
 /// The runtime options that go with SmallConfig: no ImageNet weights, so nothing is frozen and the batch norms
 /// train; fewer proposals and RoIs per image, as suits small pictures with a few people each; batch-normalised
