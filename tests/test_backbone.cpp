@@ -189,6 +189,28 @@ TEST_CASE("folded batch norms: trainable ones fold their running statistics in e
   CHECK(folded.is_contiguous(at::MemoryFormat::ChannelsLast));
   CHECK(layer_by_layer.abs().max().item<double>() > 0.1);  // not a vacuous comparison
   TRIDENT_CHECK_CLOSE(folded, layer_by_layer, 1e-4);
+  {
+    // The folded weights are kept between no-grad forwards, and never stale: change a running statistic and a
+    // convolution weight in place (as a loaded checkpoint or an optimizer step does), and the next forward
+    // follows them.
+    at::NoGradGuard no_grad;
+    auto& block = *stem->layer2[1]->as<BottleneckImpl>();
+    block.bn2->running_var.mul_(3.0);
+    block.conv3->weight.mul_(-0.5);
+    stem->bn1->running_mean.add_(0.3);
+    const auto refolded = stem->forward(images);
+    set_batch_norm_folding(*stem, Folding::off);
+    const auto changed = stem->forward(images);
+    set_batch_norm_folding(*stem, Folding::always);
+    CHECK(test::max_abs_diff(changed, layer_by_layer) > 1e-2);  // the change matters
+    TRIDENT_CHECK_CLOSE(refolded, changed, 1e-4);
+    // a new tensor in place of a weight (new storage) is seen too
+    block.conv1->weight.set_data(block.conv1->weight.detach().clone() * 2);
+    const auto replaced = stem->forward(images);
+    set_batch_norm_folding(*stem, Folding::off);
+    TRIDENT_CHECK_CLOSE(replaced, stem->forward(images), 1e-4);
+    set_batch_norm_folding(*stem, Folding::always);
+  }
   stem->train();
   CHECK_FALSE(stem->forward(images).is_contiguous(at::MemoryFormat::ChannelsLast));
   stem->eval();

@@ -37,6 +37,10 @@
 #include <array>
 #include <concepts>
 #include <cstdint>
+#include <memory>
+#include <mutex>
+#include <tuple>
+#include <utility>
 
 namespace trident::backbone {
 
@@ -55,15 +59,60 @@ inline torch::nn::Sequential shortcut(int64_t in_channels, int64_t out_channels,
   return torch::nn::Sequential(conv(in_channels, out_channels, 1, stride), FrozenBatchNorm2d(out_channels, 1e-5, norm));
 }
 
+/// The weights of one convolution with the batch norm after it folded in, kept between forwards without autograd
+/// for as long as nothing they derive from changes: each source tensor's storage and version counter are
+/// compared on every use, so an optimizer step, a loaded checkpoint (both write in place and bump the counter) or a
+/// move to another device (new storage) recomputes them. With autograd on, they are recomputed every time, in the
+/// graph (training with frozen batch norms differentiates through the scaling). Safe for concurrent forwards.
+class FoldedWeights {
+ public:
+  /// {weight * scale in `layout`, shift}: conv2d with these equals bn(conv(x)).
+  std::pair<at::Tensor, at::Tensor> get(const torch::nn::Conv2dImpl& conv, const FrozenBatchNorm2dImpl& bn,
+                                        at::MemoryFormat layout) const {
+    if (at::GradMode::is_enabled()) return compute(conv, bn, layout);
+    const std::array<const at::Tensor*, 5> sources{&conv.weight, &bn.weight, &bn.bias, &bn.running_mean,
+                                                   &bn.running_var};
+    std::array<int64_t, 5> versions{};
+    std::array<const void*, 5> storage{};
+    for (size_t i = 0; i < sources.size(); ++i) {
+      if (sources[i]->is_inference()) return compute(conv, bn, layout);  // no version counter to watch
+      versions[i] = sources[i]->_version();
+      storage[i] = sources[i]->data_ptr();
+    }
+    const std::lock_guard<std::mutex> lock(*mutex_);
+    if (!weight_.defined() || layout != layout_ || versions != versions_ || storage != storage_) {
+      std::tie(weight_, shift_) = compute(conv, bn, layout);
+      layout_ = layout;
+      versions_ = versions;
+      storage_ = storage;
+    }
+    return {weight_, shift_};
+  }
+
+ private:
+  static std::pair<at::Tensor, at::Tensor> compute(const torch::nn::Conv2dImpl& conv, const FrozenBatchNorm2dImpl& bn,
+                                                   at::MemoryFormat layout) {
+    auto [scale, shift] = bn.affine();
+    return {(conv.weight * scale.reshape({-1, 1, 1, 1})).contiguous(layout), std::move(shift)};
+  }
+
+  std::shared_ptr<std::mutex> mutex_ = std::make_shared<std::mutex>();
+  mutable at::Tensor weight_, shift_;
+  mutable at::MemoryFormat layout_ = at::MemoryFormat::Contiguous;
+  mutable std::array<int64_t, 5> versions_{};
+  mutable std::array<const void*, 5> storage_{};
+};
+
 /// `conv` followed by `bn` as one convolution: conv2d(x, weight * scale, shift) with bn's fixed affine map
 /// folded in (exact up to float rounding), weights and output channels-last (NHWC), the layout oneDNN's CPU
 /// convolutions compute in, so that no layer reorders its input or output. Only valid while bn->is_affine().
-inline at::Tensor conv_bn(const at::Tensor& x, const torch::nn::Conv2dImpl& conv, const FrozenBatchNorm2dImpl& bn) {
-  const auto [scale, shift] = bn.affine();
+/// `folded` keeps the scaled weights between inference forwards.
+inline at::Tensor conv_bn(const at::Tensor& x, const torch::nn::Conv2dImpl& conv, const FrozenBatchNorm2dImpl& bn,
+                          const FoldedWeights& folded) {
   // An empty batch (no RoIs) stays NCHW: LibTorch 1.13's strided 3x3 convolution fails on an empty channels-last
   // input.
   const auto layout = x.size(0) == 0 ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast;
-  const auto weight = (conv.weight * scale.reshape({-1, 1, 1, 1})).contiguous(layout);
+  const auto [weight, shift] = folded.get(conv, bn, layout);
   const int64_t pad = conv.weight.size(-1) / 2;  // detail::conv's "same" padding
   return at::conv2d(x.contiguous(layout), weight, shift, *conv.options.stride(), {pad, pad});
 }
@@ -125,11 +174,12 @@ class BottleneckImpl : public torch::nn::Module {
 
   /// The same function with each batch norm folded into its convolution, channels-last (detail::conv_bn).
   at::Tensor forward_folded(const at::Tensor& x) {
-    auto out = detail::conv_bn(x, *conv1, *bn1).relu_();
-    out = detail::conv_bn(out, *conv2, *bn2).relu_();
-    out = detail::conv_bn(out, *conv3, *bn3);
+    auto out = detail::conv_bn(x, *conv1, *bn1, folded_[0]).relu_();
+    out = detail::conv_bn(out, *conv2, *bn2, folded_[1]).relu_();
+    out = detail::conv_bn(out, *conv3, *bn3, folded_[2]);
     if (downsample)
-      out += detail::conv_bn(x, *downsample[0]->as<torch::nn::Conv2dImpl>(), *downsample[1]->as<FrozenBatchNorm2dImpl>());
+      out += detail::conv_bn(x, *downsample[0]->as<torch::nn::Conv2dImpl>(), *downsample[1]->as<FrozenBatchNorm2dImpl>(),
+                             folded_[3]);
     else
       out += x;
     return out.relu_();
@@ -140,6 +190,9 @@ class BottleneckImpl : public torch::nn::Module {
   torch::nn::Sequential downsample{nullptr};  ///< null when the shortcut is the identity
   /// When forward() runs forward_folded() (see backbone::set_batch_norm_folding).
   Folding folding = Folding::always;
+
+ private:
+  std::array<detail::FoldedWeights, 4> folded_;  // conv1, conv2, conv3, downsample
 };
 TORCH_MODULE(Bottleneck);
 
@@ -168,10 +221,11 @@ class BasicBlockImpl : public torch::nn::Module {
 
   /// The same function with each batch norm folded into its convolution, channels-last (detail::conv_bn).
   at::Tensor forward_folded(const at::Tensor& x) {
-    auto out = detail::conv_bn(x, *conv1, *bn1).relu_();
-    out = detail::conv_bn(out, *conv2, *bn2);
+    auto out = detail::conv_bn(x, *conv1, *bn1, folded_[0]).relu_();
+    out = detail::conv_bn(out, *conv2, *bn2, folded_[1]);
     if (downsample)
-      out += detail::conv_bn(x, *downsample[0]->as<torch::nn::Conv2dImpl>(), *downsample[1]->as<FrozenBatchNorm2dImpl>());
+      out += detail::conv_bn(x, *downsample[0]->as<torch::nn::Conv2dImpl>(), *downsample[1]->as<FrozenBatchNorm2dImpl>(),
+                             folded_[2]);
     else
       out += x;
     return out.relu_();
@@ -182,6 +236,9 @@ class BasicBlockImpl : public torch::nn::Module {
   torch::nn::Sequential downsample{nullptr};  ///< null when the shortcut is the identity
   /// When forward() runs forward_folded() (see backbone::set_batch_norm_folding).
   Folding folding = Folding::always;
+
+ private:
+  std::array<detail::FoldedWeights, 3> folded_;  // conv1, conv2, downsample
 };
 TORCH_MODULE(BasicBlock);
 
@@ -273,7 +330,7 @@ class ResNetStemImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& images) {
     TRIDENT_CHECK(images.dim() == 4 && images.size(1) == 3,
                   "trident::backbone::ResNetStem::forward: images must be [N, 3, H, W], got {}", shape_of(images));
-    auto x = detail::can_fold(folding, is_training(), bn1) ? detail::conv_bn(images, *conv1, *bn1).relu_()
+    auto x = detail::can_fold(folding, is_training(), bn1) ? detail::conv_bn(images, *conv1, *bn1, folded_).relu_()
                                                                        : bn1(conv1(images)).relu_();
     x = at::max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
     return layer3->forward(layer2->forward(layer1->forward(x)));
@@ -304,6 +361,7 @@ class ResNetStemImpl : public torch::nn::Module {
  private:
   int64_t out_channels_;
   FrozenUpTo frozen_up_to_ = FrozenUpTo::none;
+  detail::FoldedWeights folded_;  // conv1 + bn1
 };
 TORCH_MODULE(ResNetStem);
 
