@@ -138,6 +138,16 @@ bool can_fold(Folding folding, bool training, const Norms&... norms) {
   return (norms->is_affine() && ...);
 }
 
+/// out += the block's shortcut of x, folded: the projection (`downsample` = conv + bn) or x itself.
+inline void add_folded_shortcut(at::Tensor& out, const at::Tensor& x, const torch::nn::Sequential& downsample,
+                                const FoldedWeights& folded) {
+  if (downsample)
+    out += conv_bn(x, *downsample->ptr(0)->as<torch::nn::Conv2dImpl>(), *downsample->ptr(1)->as<FrozenBatchNorm2dImpl>(),
+                   folded);
+  else
+    out += x;
+}
+
 inline void check_block_arguments(const char* block, int64_t in_channels, int64_t planes, int64_t stride) {
   TRIDENT_CHECK(in_channels > 0, "trident::backbone::{}: in_channels must be positive, got {}", block, in_channels);
   TRIDENT_CHECK(planes > 0, "trident::backbone::{}: planes must be positive, got {}", block, planes);
@@ -177,11 +187,7 @@ class BottleneckImpl : public torch::nn::Module {
     auto out = detail::conv_bn(x, *conv1, *bn1, folded_[0]).relu_();
     out = detail::conv_bn(out, *conv2, *bn2, folded_[1]).relu_();
     out = detail::conv_bn(out, *conv3, *bn3, folded_[2]);
-    if (downsample)
-      out += detail::conv_bn(x, *downsample[0]->as<torch::nn::Conv2dImpl>(), *downsample[1]->as<FrozenBatchNorm2dImpl>(),
-                             folded_[3]);
-    else
-      out += x;
+    detail::add_folded_shortcut(out, x, downsample, folded_[3]);
     return out.relu_();
   }
 
@@ -223,11 +229,7 @@ class BasicBlockImpl : public torch::nn::Module {
   at::Tensor forward_folded(const at::Tensor& x) {
     auto out = detail::conv_bn(x, *conv1, *bn1, folded_[0]).relu_();
     out = detail::conv_bn(out, *conv2, *bn2, folded_[1]);
-    if (downsample)
-      out += detail::conv_bn(x, *downsample[0]->as<torch::nn::Conv2dImpl>(), *downsample[1]->as<FrozenBatchNorm2dImpl>(),
-                             folded_[2]);
-    else
-      out += x;
+    detail::add_folded_shortcut(out, x, downsample, folded_[2]);
     return out.relu_();
   }
 
