@@ -1,10 +1,10 @@
 #pragma once
 /// \file trident/train/trainer.hpp
-/// The trainer: SGD with the paper's schedule (Section 5.2) over any TridentNet<Config> (or any module with
-/// `losses(batch, targets)`), fed by any batch source (data::Loader, or the in-memory source below).
+/// The trainer: SGD with the paper's schedule (Section 5.2), or AdamW, over any TridentNet<Config> (or any module
+/// with `losses(batch, targets)`), fed by any batch source (data::Loader, or the in-memory source below).
 ///
 ///   for every iteration:  lr from the schedule -> losses -> every loss finite? -> backward (scaled under mixed
-///                         precision) -> clip (option) -> SGD step -> log row, progress bar
+///                         precision) -> clip (option) -> optimizer step -> log row, progress bar
 ///                         -> checkpoint every N iterations (option)
 ///   at every epoch end:   checkpoint, training curves PNG, on_epoch_end hook
 ///
@@ -96,8 +96,6 @@ class InMemorySource {
 /// The optimizer a run steps with. The paper trains with SGD (momentum 0.9, weight decay 5e-4); AdamW suits
 /// networks trained from scratch in a short budget (the small CPU configuration, see docs/training.md).
 enum class OptimizerKind { sgd, adamw };
-
-inline std::string_view to_string(OptimizerKind k) { return k == OptimizerKind::sgd ? "sgd" : "adamw"; }
 
 /// Everything a run is told; the paper's values by default (CUHK-SYSU: 14 epochs; PRW: 10).
 struct TrainerOptions {
