@@ -10,9 +10,8 @@
 //   1. reads the dataset with its own reader (CUHK-SYSU's .mat files, PRW's, or the JSON format of your data);
 //   2. builds the network: `paper` = PaperConfig<CuhkSysu|Prw> (ResNet-50, conv1 + layer1 frozen, ImageNet
 //      weights from --weights); `small` = SmallConfig (a quarter-width ResNet trained from scratch);
-//   3. trains with train::fit: SGD (or --optimizer adamw), momentum 0.9, weight decay 5e-4, warm-up over the first epoch to --lr, x0.1
-//      at --milestone, fed by data::Loader's worker threads; checkpoint.pt, train_log.csv/.jsonl and curves.png
-//      go into --out;
+//   3. trains with train::fit: SGD (paper) or AdamW (small), warm-up to --lr, x0.1 at --milestone, fed by
+//      data::Loader's worker threads; checkpoint.pt, train_log.csv/.jsonl and curves.png go into --out;
 //   4. (--evaluate) scores the trained model on the test split with the dataset's protocol.
 #include <trident/core/threads.hpp>
 #include <trident/data/read_dataset.hpp>
@@ -30,7 +29,7 @@
 namespace {
 using namespace trident;
 
-using Small = SmallCpuConfig;  // SmallConfig<512, 512>: room for 512 training identities (a compile-time size)
+using Small = SmallCpuConfig;  // room for 512 training identities (a compile-time size), RoIs of 12 x 4
 
 struct Options {
   std::string dataset = "cuhk-sysu", root, out = "out/train", config = "small", weights, device = "cpu",
@@ -43,6 +42,13 @@ struct Options {
   int64_t seed = 0;
   bool resume = false, amp = false, evaluate = false, queue_background = true;
 };
+
+/// The network options the command line changes, on top of a configuration's own.
+NetOptions with_command_line(NetOptions net_options, const Options& o) {
+  if (o.rois_per_image > 0) net_options.sampler.batch_size_per_image = o.rois_per_image;
+  net_options.branches.memory.queue_background = o.queue_background;
+  return net_options;
+}
 
 /// Trains a TridentNet<Cfg> whose look-up table has `lut_rows` rows.
 template <class Cfg>
@@ -166,16 +172,11 @@ int main(int argc, char** argv) {
       const auto [short_side, long_side] = data::picture_sides(first.path);
       if (o.min_size == 0) o.min_size = short_side;
       if (o.max_size == 0) o.max_size = long_side;
-      auto net_options = small_net_options();
-      if (o.rois_per_image > 0) net_options.sampler.batch_size_per_image = o.rois_per_image;
-      net_options.branches.memory.queue_background = o.queue_background;
-      return run<Small>(o, net_options, dataset, 512);
+      return run<Small>(o, with_command_line(small_net_options(), o), dataset, 512);
     }
     if (o.weights.empty() && !o.resume)
       std::cerr << "warning: the paper configuration without --weights trains ResNet-50 from random weights\n";
-    NetOptions net_options;
-    if (o.rois_per_image > 0) net_options.sampler.batch_size_per_image = o.rois_per_image;
-    net_options.branches.memory.queue_background = o.queue_background;
+    const NetOptions net_options = with_command_line({}, o);
     if (o.dataset == "prw") return run<PaperConfig<Prw>>(o, net_options, dataset, Prw::identities);
     return run<PaperConfig<CuhkSysu>>(o, net_options, dataset, CuhkSysu::identities);
   } catch (const std::exception& e) {

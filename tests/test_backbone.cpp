@@ -128,6 +128,19 @@ bool all_start_with_one_of(const std::vector<std::string>& names, const std::vec
   return true;
 }
 
+/// Gives every batch norm of `m` a non-trivial affine map (they start as the identity), whether its weight and
+/// bias are parameters (trainable) or buffers (frozen): folding them must then change the convolutions' weights.
+void randomise_batch_norms(torch::nn::Module& m) {
+  at::NoGradGuard no_grad;
+  auto randomise = [](const std::string& key, at::Tensor& t) {
+    if (t.dim() != 1) return;  // convolution weights are 4-d; num_batches_tracked is 0-d
+    if (ends_with(key, "running_mean") || ends_with(key, "bias")) t.uniform_(-0.2, 0.2);
+    if (ends_with(key, "running_var") || ends_with(key, "weight")) t.uniform_(0.5, 1.5);
+  };
+  for (auto& b : m.named_buffers()) randomise(b.key(), b.value());
+  for (auto& p : m.named_parameters()) randomise(p.key(), p.value());
+}
+
 }  // namespace
 
 TEST_CASE("FrozenBatchNorm2d is eval-mode batch norm with buffers only") {
@@ -164,16 +177,7 @@ TEST_CASE("a BasicBlock ResNet matches torchvision with the same weights") {
 TEST_CASE("folded batch norms: trainable ones fold their running statistics in eval() only") {
   at::manual_seed(11);
   auto stem = ResNetSmall::make_stem({.frozen_up_to = FrozenUpTo::none, .norm = BatchNormMode::trainable});
-  {
-    at::NoGradGuard no_grad;
-    for (auto& b : stem->named_buffers()) {
-      if (ends_with(b.key(), "running_mean")) b.value().uniform_(-0.2, 0.2);
-      if (ends_with(b.key(), "running_var")) b.value().uniform_(0.5, 2.0);
-    }
-    for (auto& p : stem->named_parameters()) {
-      if (p.value().dim() == 1) p.value().uniform_(0.5, 1.5);
-    }
-  }
+  randomise_batch_norms(*stem);
   const auto images = at::randn({2, 3, 64, 96});
   // Training mode: batch statistics, never folded (the running statistics move, so a folded map would be wrong).
   CHECK_FALSE(stem->forward(images).is_contiguous(at::MemoryFormat::ChannelsLast));
@@ -224,13 +228,7 @@ TEST_CASE("folded batch norms: trainable ones fold their running statistics in e
 TEST_CASE("Folding::always: frozen batch norms fold in training too, with the same outputs and gradients") {
   at::manual_seed(12);
   auto head = ResNetSmall::make_head();  // frozen batch norms
-  {
-    at::NoGradGuard no_grad;
-    for (auto& b : head->named_buffers()) {
-      if (ends_with(b.key(), "running_mean") || ends_with(b.key(), "bias")) b.value().uniform_(-0.2, 0.2);
-      if (ends_with(b.key(), "running_var") || ends_with(b.key(), "weight")) b.value().uniform_(0.5, 1.5);
-    }
-  }
+  randomise_batch_norms(*head);
   const auto rois = at::randn({6, ResNetSmall::stem_channels, 12, 4});
   auto forward_backward = [&](Folding folding) {
     set_batch_norm_folding(*head, folding);
