@@ -1,5 +1,7 @@
-# Finds trident's dependencies. Used by the build tree and, installed beside tridentConfig.cmake, by consumers.
-# A missing dependency stops configure with the Debian package that provides it.
+# Finds trident's dependencies for its own build tree (the installed package finds them in tridentConfig.cmake).
+# The core's dependencies are required; a missing one stops configure with the Debian package that provides it.
+# Each io component's dependency is looked for only when its option (TRIDENT_WITH_VISION / _MAT / _JSON) is not
+# OFF: AUTO provides the component when the dependency is found, ON also stops configure when it is not.
 include_guard(GLOBAL)
 
 macro(_trident_require found what package)
@@ -26,18 +28,62 @@ macro(trident_find_core_dependencies)
   _trident_require(fmt_FOUND "fmt (find_package(fmt))" "libfmt-dev")
 endmacro()
 
+# _trident_component(VISION found "what" "package"): sets TRIDENT_HAVE_VISION from the option and `found`.
+macro(_trident_component name found what package)
+  set(TRIDENT_HAVE_${name} OFF)
+  if(TRIDENT_WITH_${name} STREQUAL "ON" OR TRIDENT_WITH_${name} STREQUAL "TRUE")
+    if(NOT ${found})
+      message(FATAL_ERROR
+        "trident: TRIDENT_WITH_${name}=ON but ${what} was not found. On Debian 12: sudo apt-get install ${package}; "
+        "or configure with -DTRIDENT_WITH_${name}=AUTO (provide trident::${name} only where it is found) or OFF.")
+    endif()
+    set(TRIDENT_HAVE_${name} ON)
+  elseif(${found})
+    set(TRIDENT_HAVE_${name} ON)
+  elseif(NOT TRIDENT_WITH_${name} MATCHES "^(OFF|FALSE|NO|0)$")
+    message(STATUS "trident: ${what} not found: trident::${name} is not provided (install ${package} for it)")
+  endif()
+endmacro()
+
+macro(_trident_off name)
+  string(TOUPPER "${TRIDENT_WITH_${name}}" TRIDENT_WITH_${name})
+  set(_trident_look_${name} ON)
+  if(TRIDENT_WITH_${name} MATCHES "^(OFF|FALSE|NO|0)$")
+    set(_trident_look_${name} OFF)
+  endif()
+endmacro()
+
 macro(trident_find_io_dependencies)
-  find_package(OpenCV QUIET COMPONENTS core imgproc imgcodecs)
-  _trident_require(OpenCV_FOUND "OpenCV (core, imgproc, imgcodecs)" "libopencv-dev")
-  find_package(PkgConfig QUIET)
-  _trident_require(PKG_CONFIG_FOUND "pkg-config (to find matio)" "pkg-config")
-  pkg_check_modules(TRIDENT_MATIO QUIET IMPORTED_TARGET matio)
-  _trident_require(TRIDENT_MATIO_FOUND "matio (pkg-config matio)" "libmatio-dev")
-  find_package(nlohmann_json 3 QUIET)
-  _trident_require(nlohmann_json_FOUND "nlohmann_json (find_package(nlohmann_json))" "nlohmann-json3-dev")
-  if(NOT TRIDENT_FROM_PACKAGE_CONFIG AND NOT TARGET trident_matio)
+  foreach(_n IN ITEMS VISION MAT JSON)
+    _trident_off(${_n})
+  endforeach()
+  set(_trident_vision_found OFF)
+  if(_trident_look_VISION)
+    find_package(OpenCV QUIET COMPONENTS core imgproc imgcodecs)
+    set(_trident_vision_found ${OpenCV_FOUND})
+  endif()
+  _trident_component(VISION _trident_vision_found "OpenCV (core, imgproc, imgcodecs)" "libopencv-dev")
+
+  set(_trident_mat_found OFF)
+  if(_trident_look_MAT)
+    find_package(PkgConfig QUIET)
+    if(PKG_CONFIG_FOUND)
+      pkg_check_modules(TRIDENT_MATIO QUIET IMPORTED_TARGET matio)
+      set(_trident_mat_found ${TRIDENT_MATIO_FOUND})
+    endif()
+  endif()
+  _trident_component(MAT _trident_mat_found "matio (pkg-config matio)" "libmatio-dev pkg-config")
+  if(TRIDENT_HAVE_MAT AND NOT TARGET trident_matio)
     # A plain INTERFACE target (exportable, unlike pkg-config's imported one) that carries matio.
     add_library(trident_matio INTERFACE)
     target_link_libraries(trident_matio INTERFACE PkgConfig::TRIDENT_MATIO)
+    set_target_properties(trident_matio PROPERTIES EXPORT_NAME matio)
   endif()
+
+  set(_trident_json_found OFF)
+  if(_trident_look_JSON)
+    find_package(nlohmann_json 3 QUIET)
+    set(_trident_json_found ${nlohmann_json_FOUND})
+  endif()
+  _trident_component(JSON _trident_json_found "nlohmann_json (find_package(nlohmann_json))" "nlohmann-json3-dev")
 endmacro()

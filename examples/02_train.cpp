@@ -20,6 +20,7 @@
 #include <trident/model/configs.hpp>
 #include <trident/backbone/weights.hpp>
 #include <trident/train/loader_source.hpp>
+#include <trident/viz/curves.hpp>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -41,6 +42,7 @@ struct Options {
   double lr = 0, clip = 0, flip = 0.5, momentum = 0.9, weight_decay = 5e-4;
   int64_t seed = 0;
   bool resume = false, amp = false, evaluate = false, queue_background = true;
+  std::string amp_dtype = "float16";
 };
 
 /// The network options the command line changes, on top of a configuration's own.
@@ -91,7 +93,9 @@ int run(const Options& o, NetOptions net_options, const data::Dataset& dataset, 
   to.seed = o.seed;
   to.device = device;
   to.mixed_precision = o.amp;
+  to.amp_dtype = o.amp_dtype == "bfloat16" || o.amp_dtype == "bf16" ? at::kBFloat16 : at::kHalf;
   to.max_iterations = o.max_iterations;
+  to.draw_curves = viz::training_curves_png((std::filesystem::path(o.out) / "curves.png").string());
   std::cout << fmt::format("{}: {} training images, {} identities; {} config, {} epochs of {} iterations (batch {}), "
                            "{} lr {} -> {}\n",
                            dataset.name, dataset.train.size(), dataset.num_train_ids, o.config, o.epochs,
@@ -150,7 +154,9 @@ int main(int argc, char** argv) {
   app.add_flag("--resume", o.resume, "continue from OUT/checkpoint.pt");
   app.add_option("--seed", o.seed, "initialisation, sampling and data order")->capture_default_str();
   app.add_option("--device", o.device, "cpu or cuda[:N]")->capture_default_str();
-  app.add_flag("--amp", o.amp, "mixed precision (CUDA)");
+  auto* amp = app.add_flag("--amp", o.amp, "mixed precision: CUDA autocast to --amp-dtype (CUDA only)");
+  app.add_option("--amp-dtype", o.amp_dtype, "with --amp: float16 (with dynamic loss scaling) or bfloat16 (fp16, bf16)")
+      ->check(CLI::IsMember({"float16", "bfloat16", "fp16", "bf16"}))->needs(amp)->capture_default_str();
   app.add_option("--threads", o.threads, "intra-op threads (0: all cores)")->capture_default_str();
   app.add_flag("--evaluate", o.evaluate, "score the trained model on the test split");
   CLI11_PARSE(app, argc, argv);

@@ -55,7 +55,7 @@ struct ScoreOptions {
 
 // Steps 2 to 4: read the dataset's annotations, score `outputs`, print the table and write the JSON.
 eval::EvaluationTable score_and_print(const std::string& kind, const std::string& root,
-                                      const eval::SearchOutputs& outputs, const ScoreOptions& options) {
+                                      const SearchOutputs& outputs, const ScoreOptions& options) {
   eval::EvaluationTable table;
   data::ReadOptions read_options;
   read_options.check_images = false;  // scoring opens no picture
@@ -96,7 +96,7 @@ struct ModelOptions {
 
 // Step 0: run the network of configuration Cfg (trained, and untrained when asked) over the test split.
 template <class Cfg>
-std::vector<eval::SearchOutputs> run_model(const ModelOptions& m, NetOptions net_options, const data::Dataset& dataset) {
+std::vector<SearchOutputs> run_model(const ModelOptions& m, NetOptions net_options, const data::Dataset& dataset) {
   eval::InferenceOptions io;
   if (m.min_size > 0) io.min_size = m.min_size;
   if (m.max_size > 0) io.max_size = m.max_size;
@@ -110,7 +110,7 @@ std::vector<eval::SearchOutputs> run_model(const ModelOptions& m, NetOptions net
     if (done * 10 / total != last) std::cerr << fmt::format("  inference {}/{}\n", done, total);
     last = done * 10 / total;
   };
-  std::vector<eval::SearchOutputs> out;
+  std::vector<SearchOutputs> out;
   at::manual_seed(static_cast<uint64_t>(m.seed));  // the initialisation 02_train started from
   TridentNet<Cfg> untrained(net_options);
   TridentNet<Cfg> net(net_options);
@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
       data::ReadOptions read_options;
       read_options.gallery_size = options.gallery_sizes.at(0);
       const auto dataset = data::read_dataset(kind, root, read_options);
-      std::vector<eval::SearchOutputs> runs;
+      std::vector<SearchOutputs> runs;
       if (model.config == "small") runs = run_model<SmallCpuConfig>(model, small_net_options(), dataset);
       else if (kind == "prw") runs = run_model<PaperConfig<Prw>>(model, {}, dataset);
       else runs = run_model<PaperConfig<CuhkSysu>>(model, {}, dataset);

@@ -42,9 +42,9 @@ struct Options {
 /// The query, the gallery pictures and (with a dataset) where the query person is in each.
 struct Problem {
   std::string query_path;
-  data::Box query_box{};
+  Box query_box{};
   std::vector<std::string> gallery;
-  std::vector<std::optional<data::Box>> truth;  // empty without a dataset
+  std::vector<std::optional<Box>> truth;  // empty without a dataset
 };
 
 Problem from_dataset(const Options& o) {
@@ -68,11 +68,11 @@ Problem from_dataset(const Options& o) {
   for (const int64_t i : images) {
     const auto& record = ds.images.at(static_cast<size_t>(i));
     p.gallery.push_back(record.path);
-    std::optional<data::Box> truth;
+    std::optional<Box> truth;
     const auto pids = record.pids.contiguous();
     for (int64_t j = 0; j < pids.size(0); ++j)
       if (pids[j].item<int64_t>() == q.pid)
-        truth = data::Box{record.boxes[j][0].item<float>(), record.boxes[j][1].item<float>(),
+        truth = Box{record.boxes[j][0].item<float>(), record.boxes[j][1].item<float>(),
                           record.boxes[j][2].item<float>(), record.boxes[j][3].item<float>()};
     p.truth.push_back(truth);
   }
@@ -97,7 +97,7 @@ Problem from_folder(const Options& o) {
   return p;
 }
 
-double iou(const std::array<float, 4>& a, const data::Box& b) {
+double iou(const std::array<float, 4>& a, const Box& b) {
   return ops::box_iou(at::tensor(std::vector<float>(a.begin(), a.end())).view({1, 4}),
                       at::tensor(std::vector<float>(b.begin(), b.end())).view({1, 4}))
       .item<double>();
@@ -121,7 +121,7 @@ int run(const Options& o, NetOptions net_options) {
   // 2. The query person's embedding, from its box.
   const at::Tensor query = eval::describe_box(net, p.query_path, p.query_box, io);
   // 3. Everyone in the gallery.
-  std::vector<eval::Detections> gallery;
+  std::vector<GalleryDetections> gallery;
   for (const auto& path : p.gallery) gallery.push_back(eval::detect_picture(net, path, io));
   // 4. The ranking.
   search::RankOptions ro;

@@ -151,17 +151,17 @@ void check_cuhk(const trident::data::Dataset& d, const fs::path& root) {
   const auto& q1 = d.queries[0];
   CHECK(q1.image == 2);
   CHECK(q1.pid == 0);
-  CHECK((q1.box == trident::data::Box{1, 2, 31, 62}));
+  CHECK((q1.box == trident::Box{1, 2, 31, 62}));
   REQUIRE(q1.gallery.size() == 2);
   CHECK(q1.gallery[0].image == 3);
   REQUIRE(q1.gallery[0].box.has_value());
-  CHECK((*q1.gallery[0].box == trident::data::Box{3, 4, 28, 59}));
+  CHECK((*q1.gallery[0].box == trident::Box{3, 4, 28, 59}));
   CHECK(q1.gallery[1].image == 4);
   CHECK(!q1.gallery[1].box.has_value());
   const auto& q2 = d.queries[1];
   CHECK(q2.image == 4);
   CHECK(q2.pid == 1);
-  CHECK((q2.box == trident::data::Box{7, 8, 27, 48}));
+  CHECK((q2.box == trident::Box{7, 8, 27, 48}));
   REQUIRE(q2.gallery.size() == 2);
   CHECK(q2.gallery[0].image == 2);
   CHECK(!q2.gallery[0].box.has_value());
@@ -278,17 +278,17 @@ TEST_CASE("custom JSON reader: every field of a tiny dataset, and errors naming 
     CHECK(q1.image == 2);
     CHECK(q1.camera == 1);
     CHECK(q1.pid == 42);
-    CHECK((q1.box == data::Box{100, 50, 130, 110}));
+    CHECK((q1.box == trident::Box{100, 50, 130, 110}));
     REQUIRE(q1.gallery.size() == 2);
     CHECK(q1.gallery[0].image == 3);
     REQUIRE(q1.gallery[0].box.has_value());
-    CHECK((*q1.gallery[0].box == data::Box{11, 12, 41, 72}));
+    CHECK((*q1.gallery[0].box == trident::Box{11, 12, 41, 72}));
     CHECK(q1.gallery[1].image == 4);
     CHECK(!q1.gallery[1].box.has_value());
     const auto& q2 = d.queries[1];
     CHECK(q2.image == 3);
     CHECK(q2.camera == -1);
-    CHECK((q2.box == data::Box{11, 12, 41, 72}));
+    CHECK((q2.box == trident::Box{11, 12, 41, 72}));
     CHECK(q2.gallery.empty());
   }
   SUBCASE("no name: the file's stem; no pictures checked") {
@@ -441,11 +441,11 @@ TEST_CASE("PRW reader: every field of a tiny dataset written in the distributed 
   CHECK(d.queries[0].image == 2);
   CHECK(d.queries[0].pid == 7);
   CHECK(d.queries[0].camera == 3);
-  CHECK((d.queries[0].box == trident::data::Box{100, 50, 130, 110}));
+  CHECK((d.queries[0].box == trident::Box{100, 50, 130, 110}));
   CHECK(d.queries[0].gallery.empty());
   CHECK(d.queries[1].image == 3);
   CHECK(d.queries[1].camera == 1);
-  CHECK((d.queries[1].box == trident::data::Box{0, 12, 28, 72}));
+  CHECK((d.queries[1].box == trident::Box{0, 12, 28, 72}));
 }
 
 TEST_CASE("PRW reader: broken datasets give errors naming the file and the entry") {

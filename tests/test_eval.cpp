@@ -4,7 +4,7 @@
 
 #include <trident/eval/detection.hpp>
 #include <trident/eval/search.hpp>
-#if defined(TRIDENT_TESTS_WITH_IO)
+#if defined(TRIDENT_TESTS_WITH_JSON)
 #include <trident/eval/results_file.hpp>
 #endif
 
@@ -35,9 +35,9 @@ at::Tensor rows(std::vector<std::vector<double>> r) {
 }
 at::Tensor vec(std::vector<double> v) { return at::tensor(v, at::kDouble).to(at::kFloat); }
 
-eval::Detections dets(std::vector<std::vector<double>> boxes, std::vector<double> scores,
+GalleryDetections dets(std::vector<std::vector<double>> boxes, std::vector<double> scores,
                       std::vector<std::vector<double>> embeddings = {}) {
-  eval::Detections d{rows(std::move(boxes)), scores.empty() ? at::empty({0}, at::kFloat) : vec(scores), {}};
+  GalleryDetections d{rows(std::move(boxes)), scores.empty() ? at::empty({0}, at::kFloat) : vec(scores), {}};
   if (!embeddings.empty()) d.embeddings = rows(std::move(embeddings));
   return d;
 }
@@ -67,7 +67,7 @@ TEST_CASE("eval detection AP and recall follow SeqNet's eval_detection") {
   const std::vector<eval::ImageAnnotation> annotations = {
       anno({{0, 0, 10, 10}, {20, 0, 30, 10}}, {0, unlabeled_identity}), anno({{0, 0, 10, 10}}, {unlabeled_identity}),
       anno({{0, 0, 10, 10}}, {3})};
-  const std::vector<eval::Detections> detections = {
+  const std::vector<GalleryDetections> detections = {
       dets({{0, 0, 10, 10}, {0, 0, 10, 8}, {20, 0, 30, 10}, {100, 100, 110, 110}}, {0.9, 0.8, 0.3, 0.005}),
       dets({}, {}), dets({{5, 0, 15, 10}}, {0.6})};
   // All: gt 4, TP 2, recall .5. Ranked .9 T, .8 F, .6 F, .3 T: (R, P) = (.5, 1), (1, .5) -> .75; AP = .75 * .5.
@@ -95,7 +95,7 @@ TEST_CASE("eval detection AP and recall follow SeqNet's eval_detection") {
 
   // Mutual best IoU vs greedy by score: gt [0,0,10,10]; da [0,0,10,8] .9 (IoU .8), db [0,0,10,10] .5 (IoU 1).
   const std::vector<eval::ImageAnnotation> one = {anno({{0, 0, 10, 10}}, {0})};
-  const std::vector<eval::Detections> two = {dets({{0, 0, 10, 8}, {0, 0, 10, 10}}, {0.9, 0.5})};
+  const std::vector<GalleryDetections> two = {dets({{0, 0, 10, 8}, {0, 0, 10, 10}}, {0.9, 0.5})};
   // SeqNet: db is the gt's best -> .9 F, .5 T: (1, 1/2) -> AP .5, recall 1.
   m = eval::evaluate_detection(one, two);
   CHECK(m.recall == Approx(1.0));
@@ -108,7 +108,7 @@ TEST_CASE("eval detection AP and recall follow SeqNet's eval_detection") {
 
   // The threshold is compared in the scores' precision (as numpy does): a float score 0.01f (0.0099999998) passes
   // the default threshold 0.01 -> kept, TP, recall 1.
-  m = eval::evaluate_detection(one, std::vector<eval::Detections>{dets({{0, 0, 10, 10}}, {0.01})});
+  m = eval::evaluate_detection(one, std::vector<GalleryDetections>{dets({{0, 0, 10, 10}}, {0.01})});
   CHECK(m.detections == 1);
   CHECK(m.recall == Approx(1.0));
 
@@ -120,7 +120,7 @@ TEST_CASE("eval detection AP and recall follow SeqNet's eval_detection") {
 TEST_CASE("eval CUHK-SYSU search: one TP per image, small-box IoU rule, recall, top-k, never-found query") {
   CHECK(eval::target_iou_threshold(40, 80) == Approx(0.5));           // 3200 / 4500 = .71 -> capped at .5
   CHECK(eval::target_iou_threshold(5, 10) == Approx(50.0 / 300.0));   // 5*10 / (15*20)
-  const std::vector<eval::Detections> gallery = {
+  const std::vector<GalleryDetections> gallery = {
       // 0: the first query's own image (listed below, must be skipped)
       dets({{0, 0, 10, 20}}, {1.0}, {{1, 0}}),
       // 1: the person at [0,0,40,80] (threshold .5). For q = [1,0], confidence-weighted:
@@ -135,7 +135,7 @@ TEST_CASE("eval CUHK-SYSU search: one TP per image, small-box IoU rule, recall, 
       dets({{0, 0, 10, 10}}, {0.5}, {{0.8, 0.6}}),
       // 5: no detections at all.
       dets({}, {})};
-  const eval::Box big{0, 0, 40, 80}, small{0, 0, 5, 10}, box3{0, 0, 10, 10};
+  const Box big{0, 0, 40, 80}, small{0, 0, 5, 10}, box3{0, 0, 10, 10};
   const std::vector<std::vector<eval::GalleryEntry>> galleries = {
       {{0, std::nullopt}, {1, big}, {2, small}, {3, box3}, {4, std::nullopt}, {5, std::nullopt}},
       {{3, box3}, {4, std::nullopt}, {5, std::nullopt}},  // the person is never detected
@@ -188,7 +188,7 @@ TEST_CASE("eval PRW search: regular and multi-view galleries") {
       anno({{0, 0, 40, 80}}, {7}, 1),
       anno({{0, 0, 40, 80}, {100, 0, 140, 80}}, {7, 3}, 2),
       anno({{0, 0, 40, 80}}, {3}, 2)};
-  const std::vector<eval::Detections> gallery = {
+  const std::vector<GalleryDetections> gallery = {
       dets({{0, 0, 40, 80}}, {0.9}, {{1, 0}}), dets({{0, 0, 40, 80}}, {0.9}, {{1, 0}}),
       dets({{0, 0, 40, 80}, {100, 0, 140, 80}}, {1.0, 1.0}, {{0.6, 0.8}, {0.8, 0.6}}),
       dets({{0, 0, 40, 80}}, {0.5}, {{1, 0}})};
@@ -216,12 +216,12 @@ TEST_CASE("eval PRW search: regular and multi-view galleries") {
   CHECK(m.top_k_accuracy == std::vector<double>{0.0, 1.0, 1.0});
 }
 
-#if defined(TRIDENT_TESTS_WITH_IO)
+#if defined(TRIDENT_TESTS_WITH_JSON)
 namespace {
 
 /// Two gallery images (one without detections) and one query, 3-d embeddings.
-eval::SearchOutputs two_image_outputs() {
-  eval::SearchOutputs outputs;
+SearchOutputs two_image_outputs() {
+  SearchOutputs outputs;
   outputs.gallery_images = {"s1.jpg", "s2.jpg"};
   outputs.gallery = {dets({{1, 2, 30, 40}, {5, 6, 7, 8.5}}, {0.75, 0.125}, {{0.6, 0.8, 0}, {0, 0, 1}}),
                      dets({}, {})};
@@ -235,7 +235,7 @@ eval::SearchOutputs two_image_outputs() {
 }  // namespace
 
 TEST_CASE("eval results file: JSON round trip and errors naming the file and the field") {
-  eval::SearchOutputs outputs = two_image_outputs();
+  SearchOutputs outputs = two_image_outputs();
   const std::string path = std::string(TRIDENT_TEST_TMP_DIR) + "/eval_results.json";
   eval::save_search_outputs(outputs, path);
   const auto back = eval::load_search_outputs(path);
@@ -275,7 +275,7 @@ TEST_CASE("eval results file: JSON round trip and errors naming the file and the
 
 namespace {
 
-void check_bit_identical(const eval::SearchOutputs& a, const eval::SearchOutputs& b) {
+void check_bit_identical(const SearchOutputs& a, const SearchOutputs& b) {
   CHECK(a.gallery_images == b.gallery_images);
   CHECK(a.query_images == b.query_images);
   REQUIRE(a.gallery.size() == b.gallery.size());
@@ -297,8 +297,8 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 }
 
 /// 30 gallery images with 0 .. 5 detections of 64-d unit embeddings, and 6 queries.
-eval::SearchOutputs random_outputs() {
-  eval::SearchOutputs out;
+SearchOutputs random_outputs() {
+  SearchOutputs out;
   constexpr int64_t dim = 64;
   for (int64_t i = 0; i < 30; ++i) {
     const int64_t n = i % 6;
@@ -352,15 +352,19 @@ TEST_CASE("eval results file: binary form round trip, size, form by extension an
   CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 4);
   CHECK_THROWS_WITH_AS(eval::save_search_outputs(outputs, (dir / "run.txt").string()),
                        doctest::Contains("cannot tell the form of"), trident::Error);
-  CHECK_THROWS_WITH_AS(eval::save_search_outputs(outputs, (dir / "no-such-folder" / "run.trs").string()),
-                       doctest::Contains("cannot open"), trident::Error);
-  CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 4);
+  // A missing folder is created, as for every atomic write (core/files.hpp); one that cannot be (a file is in
+  // its way) is named in the error, and nothing is left behind.
+  eval::save_search_outputs(outputs, (dir / "new-folder" / "run.trs").string());
+  check_bit_identical(eval::load_search_outputs((dir / "new-folder" / "run.trs").string()), outputs);
+  CHECK_THROWS_WITH_AS(eval::save_search_outputs(outputs, (dir / "run.trs" / "inside.trs").string()),
+                       doctest::Contains("cannot create the folder of"), trident::Error);
+  CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 5);
   fs::remove_all(dir);
 }
 
 TEST_CASE("eval results file: truncated, corrupt and wrong-version binary files name the file, field and offset") {
   namespace fs = std::filesystem;
-  eval::SearchOutputs outputs = two_image_outputs();
+  SearchOutputs outputs = two_image_outputs();
   const std::string path = std::string(TRIDENT_TEST_TMP_DIR) + "/eval_results.trs";
   const std::string bad = std::string(TRIDENT_TEST_TMP_DIR) + "/eval_bad.trs";
   eval::save_search_outputs(outputs, path);

@@ -1,8 +1,8 @@
 // The prefetching loader (trident/data/loader.hpp) on a hand-built dataset of small pictures written with OpenCV:
 // every image once per epoch, seeded epoch orders, identical batches for any worker count, exact resume from a
 // saved state, flipped boxes against a hand computation, errors naming the missing picture, clean destruction
-// mid-epoch. Nothing here depends on timing. Needs OpenCV (trident::io).
-#if defined(TRIDENT_TESTS_WITH_IO)
+// mid-epoch. Nothing here depends on timing. Needs OpenCV (trident::vision).
+#if defined(TRIDENT_TESTS_WITH_VISION)
 #include <trident/data/loader.hpp>
 
 #include <doctest/doctest.h>

@@ -3,7 +3,10 @@
 
 #include <trident/ops/nms.hpp>
 
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/rand.h>
 #include <ATen/ops/tensor.h>
 
 using namespace trident;
@@ -66,4 +69,22 @@ TEST_CASE("nms rejects malformed input with a clear message") {
                        trident::Error);
   CHECK_THROWS_WITH_AS(ops::batched_nms(boxes, at::tensor({0.5f, 0.4f}), at::tensor({0.f, 1.f}), 0.5),
                        doctest::Contains("idxs must be an integer tensor"), trident::Error);
+}
+
+TEST_CASE("nms of half and bfloat16 boxes (autocast) keeps what float32 NMS of the same values keeps") {
+  // Overlapping boxes whose IoUs straddle the threshold; the reduced-precision copies are compared with float32
+  // NMS over exactly their values (so rounding of the inputs is not what is tested, the IoU arithmetic is).
+  at::manual_seed(3);
+  const auto xy = at::rand({60, 2}) * 80;
+  const auto wh = at::rand({60, 2}) * 30 + 5;
+  const auto boxes = at::cat({xy, xy + wh}, 1);
+  const auto scores = at::rand({60});
+  for (const auto dtype : {at::kHalf, at::kBFloat16}) {
+    const auto b = boxes.to(dtype), s = scores.to(dtype);
+    const auto expected = ops::nms(b.to(at::kFloat), s.to(at::kFloat), 0.5);
+    TRIDENT_CHECK_EQUAL(ops::nms(b, s, 0.5), expected);
+    const auto groups = (at::arange(60) % 3).to(at::kLong);
+    TRIDENT_CHECK_EQUAL(ops::batched_nms(b, s, groups, 0.5),
+                        ops::batched_nms(b.to(at::kFloat), s.to(at::kFloat), groups, 0.5));
+  }
 }

@@ -1,7 +1,7 @@
 // The protocol driver (trident/eval/protocol.hpp): a hand-made three-image dataset and results whose detection
 // and search metrics are worked out by hand below, in the CUHK-SYSU form (queries with galleries) and the PRW form
 // (no galleries, cameras); matching by file name and (image, box); errors naming what the results lack.
-#if defined(TRIDENT_TESTS_WITH_IO)
+#if defined(TRIDENT_TESTS_WITH_JSON)
 #include <trident/eval/protocol.hpp>
 
 #include <doctest/doctest.h>
@@ -48,8 +48,8 @@ data::Dataset tiny_dataset(bool galleries) {
   data::Query q0{0, {0, 0, 10, 20}, 1, 1, {}};
   data::Query q1{1, {20, 0, 30, 20}, 2, 2, {}};
   if (galleries) {
-    q0.gallery = {{1, data::Box{0, 0, 10, 20}}, {2, std::nullopt}};
-    q1.gallery = {{0, std::nullopt}, {2, data::Box{0, 0, 10, 20}}};
+    q0.gallery = {{1, Box{0, 0, 10, 20}}, {2, std::nullopt}};
+    q1.gallery = {{0, std::nullopt}, {2, Box{0, 0, 10, 20}}};
   }
   d.queries = {q0, q1};
   return d;
@@ -60,8 +60,8 @@ data::Dataset tiny_dataset(bool galleries) {
 //   b.jpg: [0, 0, 10, 20] score 0.8 embedding (0.6, 0.8)      (pid 2 of b.jpg is missed)
 //   c.jpg: no detection
 //   queries: Q1 (b.jpg, [20, 0, 30, 20]) embedding (0, 1) first, then Q0 (a.jpg, [0, 0, 10, 20]) embedding (1, 0)
-eval::SearchOutputs tiny_results() {
-  eval::SearchOutputs o;
+SearchOutputs tiny_results() {
+  SearchOutputs o;
   o.gallery_images = {"c.jpg", "a.jpg", "z.jpg", "b.jpg"};
   o.gallery = {{floats({}, 4), at::empty({0}, at::kFloat), floats({}, 2)},
                {floats({0, 0, 10, 20, 50, 0, 60, 20}, 4), at::tensor({0.9f, 0.6f}), floats({1, 0, 0, 1}, 2)},

@@ -7,7 +7,7 @@
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 
-#if TRIDENT_TESTS_WITH_IO
+#if TRIDENT_TESTS_WITH_VISION
 #include <trident/eval/inference.hpp>
 #include <trident/model/trident_net.hpp>
 
@@ -20,7 +20,7 @@ using namespace trident;
 
 namespace {
 
-eval::Detections gallery_image(std::vector<float> boxes, std::vector<float> scores, std::vector<float> embeddings) {
+GalleryDetections gallery_image(std::vector<float> boxes, std::vector<float> scores, std::vector<float> embeddings) {
   const auto n = static_cast<int64_t>(scores.size());
   if (n == 0) return {at::zeros({0, 4}), at::zeros({0}), at::zeros({0, 2})};
   return {at::tensor(boxes).view({n, 4}), at::tensor(scores), at::tensor(embeddings).view({n, -1})};
@@ -31,7 +31,7 @@ eval::Detections gallery_image(std::vector<float> boxes, std::vector<float> scor
 TEST_CASE("rank_gallery: confidence-weighted cosine, best first, score threshold and top-k") {
   // Query (1, 0). Image 0: a (0.6, 0.8) at score 0.9 -> 0.54 and a (1, 0) at score 0.55 -> 0.55;
   // image 1: nothing; image 2: a (0.8, 0.6) at 1.0 -> 0.8 and a (1, 0) at 0.4 (below the 0.5 threshold).
-  std::vector<eval::Detections> gallery{
+  std::vector<GalleryDetections> gallery{
       gallery_image({0, 0, 10, 20, 5, 5, 15, 25}, {0.9f, 0.55f}, {0.6f, 0.8f, 1.0f, 0.0f}),
       gallery_image({}, {}, {}),
       gallery_image({1, 1, 2, 2, 3, 3, 4, 4}, {1.0f, 0.4f}, {0.8f, 0.6f, 1.0f, 0.0f})};
@@ -59,7 +59,7 @@ TEST_CASE("rank_gallery: confidence-weighted cosine, best first, score threshold
   CHECK_THROWS_WITH(search::rank_gallery(query, gallery), doctest::Contains("gallery image 0 needs embeddings [2, 2]"));
 }
 
-#if TRIDENT_TESTS_WITH_IO
+#if TRIDENT_TESTS_WITH_VISION
 namespace {
 
 /// Stands in for a TridentNet: detects one box at fixed batch-image coordinates and embeds any box as its

@@ -1,7 +1,7 @@
 // The training input pipeline (trident/data/transforms.hpp): Faster R-CNN resize sizes and box ratios computed by
 // hand, bilinear pixels against a hand-written align_corners=false reference, flips, normalisation, collate
 // padding, load_image on a lossless png, and seeded determinism of prepare_training_sample. Needs OpenCV.
-#include <trident/data/transforms.hpp>
+#include <trident/data/pictures.hpp>
 
 #include <doctest/doctest.h>
 

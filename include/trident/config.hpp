@@ -14,13 +14,20 @@
 #include <string>
 #include <string_view>
 
+// The version's one home: CMakeLists.txt reads these three lines (project(trident VERSION ...)), and the package
+// version file, trident::version and the docs' figures all come from here.
 #define TRIDENT_VERSION_MAJOR 0
 #define TRIDENT_VERSION_MINOR 1
 #define TRIDENT_VERSION_PATCH 0
 
+#define TRIDENT_DETAIL_STRINGIFY(x) #x
+#define TRIDENT_DETAIL_VERSION_STRING(a, b, c) TRIDENT_DETAIL_STRINGIFY(a) "." TRIDENT_DETAIL_STRINGIFY(b) "." TRIDENT_DETAIL_STRINGIFY(c)
+
 namespace trident {
 
-inline constexpr std::string_view version = "0.1.0";
+/// "major.minor.patch", e.g. "0.1.0".
+inline constexpr std::string_view version =
+    TRIDENT_DETAIL_VERSION_STRING(TRIDENT_VERSION_MAJOR, TRIDENT_VERSION_MINOR, TRIDENT_VERSION_PATCH);
 
 /// Every error trident raises for bad input. It derives from std::invalid_argument, so code that already
 /// catches standard exceptions keeps working.

@@ -6,7 +6,9 @@
 
 #include <ATen/ops/allclose.h>
 
+#include <filesystem>
 #include <string>
+#include <vector>
 
 namespace trident::test {
 
@@ -20,6 +22,15 @@ struct Fixture {
   explicit Fixture(const std::string& name) : path(fixture_path(name)), tensors(io::load_tensor_dict(path)) {}
   const at::Tensor& operator[](const std::string& key) const { return io::get(tensors, key, path); }
 };
+
+/// The temporary files of interrupted or failed atomic writes (core/files.hpp) left in `folder`.
+inline std::vector<std::string> partial_files(const std::string& folder) {
+  std::vector<std::string> out;
+  if (!std::filesystem::is_directory(folder)) return out;
+  for (const auto& entry : std::filesystem::directory_iterator(folder))
+    if (entry.path().extension() == ".partial") out.push_back(entry.path().string());
+  return out;
+}
 
 /// Largest absolute difference, as a double (0 for two empty tensors).
 inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {

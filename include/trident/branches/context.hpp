@@ -52,7 +52,7 @@ struct RoiContext {
   int64_t size() const { return g.size(0); }
 };
 
-/// Per-RoI inference outputs of the branches, by name ("embedding", ...), rows aligned with the RoIs.
-using RoiOutputs = std::map<std::string, at::Tensor>;
+/// Per-RoI inference outputs of the branches (defined in core/types.hpp).
+using trident::RoiOutputs;
 
 }  // namespace trident::branches

@@ -1,12 +1,14 @@
 #pragma once
 /// \file trident/core/types.hpp
-/// The values that travel between the stages of the network.
+/// The values that travel between the stages of the network, and what it hands to search and evaluation. Each of
+/// these types has this one home; every folder may use them (see docs/design.md, "Layers").
 
 #include <trident/config.hpp>
 #include <trident/core/identity.hpp>
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,6 +17,9 @@ namespace trident {
 
 /// Height and width of an image in pixels.
 using ImageSize = std::array<int64_t, 2>;
+
+/// A box as x1, y1, x2, y2 in pixels (an annotation, a query, a ranked match). Tensors of boxes are [n, 4] float.
+using Box = std::array<float, 4>;
 
 /// One image's annotations, in the coordinates of the (resized) batch image.
 struct Target {
@@ -59,6 +64,35 @@ class LossMap {
 
  private:
   std::vector<std::pair<std::string, at::Tensor>> items_;
+};
+
+/// Per-RoI inference outputs of the branches, by name ("embedding", ...), rows aligned with the RoIs.
+using RoiOutputs = std::map<std::string, at::Tensor>;
+
+/// What the network finds in one image of a batch (TridentNet::detect): boxes in batch-image coordinates, each
+/// branch's per-box outputs.
+struct Detections {
+  at::Tensor boxes;     ///< [D, 4]
+  at::Tensor scores;    ///< [D] detection confidence alpha
+  RoiOutputs outputs;   ///< e.g. "embedding" [D, 256]
+};
+
+/// One gallery picture's detections in the picture's own pixels, as search ranks them and the evaluation scores
+/// them. Tensors may live on any device.
+struct GalleryDetections {
+  at::Tensor boxes;       ///< [N, 4] xyxy, floating point
+  at::Tensor scores;      ///< [N] detection confidences
+  at::Tensor embeddings;  ///< [N, D] L2-normalised re-id embeddings (may be undefined for detection-only use)
+};
+
+/// A model's outputs on a test set: every gallery picture's detections and every query's embedding. Written to
+/// and read from results files by eval/results_file.hpp (trident::json); scored by eval/protocol.hpp.
+struct SearchOutputs {
+  std::vector<std::string> gallery_images;   ///< image file names, one per gallery image
+  std::vector<GalleryDetections> gallery;    ///< detections of each gallery image (embeddings required)
+  std::vector<std::string> query_images;     ///< the image of each query
+  at::Tensor query_boxes;                    ///< [Q, 4] xyxy ground-truth box of each query
+  at::Tensor query_embeddings;               ///< [Q, D]
 };
 
 }  // namespace trident

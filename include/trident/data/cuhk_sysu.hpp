@@ -6,7 +6,7 @@
 ///   annotation/pool.mat                          pool: the test images; the training images are the rest
 ///   annotation/test/train_test/Train.mat         Train: the training identities and where they appear
 ///   annotation/test/train_test/TestG<size>.mat   TestG<size>: the queries and their galleries
-/// Needs trident::io (matio).
+/// Part of trident::mat (matio).
 #include <trident/config.hpp>
 #include <trident/data/dataset.hpp>
 #include <trident/data/mat_file.hpp>

@@ -5,7 +5,7 @@
 ///                 "boxes": [[x, y, w, h], ...], "pids": [3, null, ...]}, ...],
 ///    "train": [...], "test": [...],                       (image files; or a "split" field per image)
 ///    "queries": [{"image": "cam2/0007.jpg", "box": [x, y, w, h], "pid": 3, "gallery": [...]}, ...]}
-/// Image files are relative to the JSON file's folder. Part of trident::io (needs nlohmann_json).
+/// Image files are relative to the JSON file's folder. Part of trident::json (nlohmann_json).
 #include <trident/config.hpp>
 #include <trident/data/dataset.hpp>
 

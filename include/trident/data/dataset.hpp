@@ -4,6 +4,7 @@
 /// boxes and identities, the train/test split and the queries with their galleries. Plain data, no I/O.
 #include <trident/config.hpp>
 #include <trident/core/identity.hpp>
+#include <trident/core/types.hpp>
 
 #include <ATen/ops/tensor.h>
 
@@ -16,9 +17,6 @@
 #include <vector>
 
 namespace trident::data {
-
-/// A box as x1, y1, x2, y2 in pixels.
-using Box = std::array<float, 4>;
 
 /// One image and the people annotated in it.
 struct ImageRecord {

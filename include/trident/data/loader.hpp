@@ -13,12 +13,13 @@
 ///   }
 ///
 /// Worker threads decode pictures (OpenCV) and run the training transforms (data/transforms.hpp) ahead of the
-/// consumer into a bounded set of at most `prefetch` batches, so the model does not wait on JPEG decoding.
+/// consumer into a bounded set of at most `prefetch` batches, so the model does not wait on JPEG decoding. Part
+/// of trident::vision (OpenCV).
 ///
 /// Determinism. Every batch is a function of (seed, epoch, batch index) alone — never of the worker count or of
 /// timing: the order of epoch e is a Fisher–Yates shuffle of the indices driven by a std::mt19937 seeded with
-/// (seed, e) through std::seed_seq (both fully specified by the standard; std::shuffle and std::uniform_*
-/// distributions are not, so they are not used), and the random flip of the sample at position p of epoch e
+/// (seed, e) through std::seed_seq (core/random.hpp: both fully specified by the standard; std::shuffle and
+/// std::uniform_* distributions are not, so they are not used), and the random flip of the sample at position p of epoch e
 /// draws from a std::mt19937 seeded with (seed, e, p). Batch b of an epoch holds the positions
 /// [b * batch_size, (b + 1) * batch_size). The loader's state is {epoch, next_batch}; set_state(s) makes the
 /// next batch returned be batch s.next_batch of epoch s.epoch, identical to that of an uninterrupted run.
@@ -41,9 +42,10 @@
 /// A Loader is driven from one thread (next, state, set_state are not to be called concurrently). It copies
 /// the image records it needs, so the Dataset may go away after construction.
 #include <trident/config.hpp>
+#include <trident/core/random.hpp>
 #include <trident/core/types.hpp>
 #include <trident/data/dataset.hpp>
-#include <trident/data/transforms.hpp>
+#include <trident/data/pictures.hpp>
 
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/grad_mode.h>
@@ -119,24 +121,6 @@ inline LoaderOptions in_order_options(int workers = 2, TransformOptions transfor
 }
 
 namespace detail {
-
-/// A uniform integer in [0, bound) from the generator's 32-bit outputs, by rejection (no modulo bias); the same
-/// on every standard library.
-inline uint32_t uniform_below(std::mt19937& rng, uint32_t bound) {
-  const uint32_t limit = static_cast<uint32_t>(-bound) % bound;  // 2^32 mod bound: reject the first `limit` values
-  for (;;) {
-    const uint32_t r = static_cast<uint32_t>(rng());
-    if (r >= limit) return r % bound;
-  }
-}
-
-/// A generator seeded with 32-bit words of its arguments (std::seed_seq's algorithm is fully specified).
-inline std::mt19937 seeded_generator(uint64_t seed, uint32_t purpose, int64_t a, int64_t b = 0) {
-  const auto lo = [](auto v) { return static_cast<uint32_t>(static_cast<uint64_t>(v) & 0xffffffffu); };
-  const auto hi = [](auto v) { return static_cast<uint32_t>(static_cast<uint64_t>(v) >> 32); };
-  std::seed_seq seq{lo(seed), hi(seed), purpose, lo(a), hi(a), lo(b), hi(b)};
-  return std::mt19937(seq);
-}
 
 inline constexpr uint32_t epoch_order_purpose = 0x6f726465u;  // "orde"
 inline constexpr uint32_t sample_flip_purpose = 0x666c6970u;  // "flip"
@@ -254,11 +238,8 @@ class Loader {
     std::vector<int64_t> order(indices_.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
     if (!options_.shuffle) return order;
-    std::mt19937 rng = detail::seeded_generator(options_.seed, detail::epoch_order_purpose, epoch);
-    for (size_t i = order.size() - 1; i > 0; --i) {  // Fisher–Yates: swap i with a uniform j in [0, i]
-      const auto j = detail::uniform_below(rng, static_cast<uint32_t>(i + 1));
-      std::swap(order[i], order[j]);
-    }
+    std::mt19937 rng = seeded_generator(options_.seed, detail::epoch_order_purpose, epoch);
+    trident::shuffle(order, rng);
     return order;
   }
 
@@ -275,7 +256,7 @@ class Loader {
       if (stop_.load()) break;  // the loader is going away: this batch is never read
       const auto slot = static_cast<size_t>(slots[static_cast<size_t>(p)]);
       const ImageRecord& record = records_[slot];
-      std::mt19937 rng = detail::seeded_generator(options_.seed, detail::sample_flip_purpose, at.epoch, p);
+      std::mt19937 rng = seeded_generator(options_.seed, detail::sample_flip_purpose, at.epoch, p);
       TrainingSample sample;
       try {
         sample = prepare_training_sample(record, options_.transform, rng);

@@ -2,7 +2,7 @@
 /// \file trident/data/mat_file.hpp
 /// A thin, checked layer over matio for the dataset readers: a MAT file that closes itself, variables that free
 /// themselves, and accessors (struct field, cell, string, numeric matrix) whose errors name the caller, the file
-/// and the entry ("Img(3).idlocate"). Needs trident::io (matio).
+/// and the entry ("Img(3).idlocate"). Part of trident::mat (matio).
 #include <trident/config.hpp>
 
 #include <matio.h>

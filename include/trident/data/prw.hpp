@@ -5,7 +5,7 @@
 ///   annotations/<frame>.jpg.mat        box_new, anno_file or anno_previous: n x 5 rows (pid, x, y, w, h)
 ///   frame_train.mat / frame_test.mat   img_index_train / img_index_test: cells of frame names (no ".jpg")
 ///   query_info.txt                     one query per line: pid x y w h frame
-/// Needs trident::io (matio).
+/// Part of trident::mat (matio).
 #include <trident/config.hpp>
 #include <trident/data/dataset.hpp>
 #include <trident/data/mat_file.hpp>

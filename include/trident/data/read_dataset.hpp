@@ -1,7 +1,7 @@
 #pragma once
 /// \file trident/data/read_dataset.hpp
 /// One entry point for the readers, by the name a command line gives: "cuhk-sysu" (read_cuhk_sysu), "prw"
-/// (read_prw) or "json" (read_custom_json). Needs trident::io.
+/// (read_prw) or "json" (read_custom_json). Part of trident::mat and trident::json.
 #include <trident/config.hpp>
 #include <trident/data/cuhk_sysu.hpp>
 #include <trident/data/custom_json.hpp>

@@ -14,8 +14,9 @@
 /// Deterministic: the same options give byte-identical files (std::mt19937 with trident's own distributions,
 /// fixed MAT headers, OpenCV's JPEG encoder). The dataset is written into `<root>.partial` and renamed to
 /// `<root>` at the end, so a half-written dataset never appears under `root`. docs/datasets.md describes the
-/// appearance model and the layout. Needs trident::io (OpenCV, matio).
+/// appearance model and the layout. Part of trident::vision and trident::mat (OpenCV, matio).
 #include <trident/config.hpp>
+#include <trident/core/random.hpp>
 #include <trident/io/mat_writer.hpp>
 
 #include <opencv2/core.hpp>
@@ -130,9 +131,10 @@ class Random {
     }
     return static_cast<int>(N - 1);
   }
+  /// Fisher–Yates (core/random.hpp) with integer()'s draws, which keep the benchmark's pictures as they were.
   template <typename T>
   void shuffle(std::vector<T>& v) {
-    for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[static_cast<size_t>(integer(0, int(i) - 1))]);
+    shuffle_with(v, [this](uint32_t bound) { return integer(0, static_cast<int>(bound) - 1); });
   }
 
  private:

@@ -1,15 +1,16 @@
 #pragma once
 /// \file trident/data/transforms.hpp
-/// The training input pipeline: read a picture, resize it by the Faster R-CNN rule, flip it, normalise it, and
-/// collate a few images into the padded ImageBatch the network consumes.
+/// The training input pipeline on image tensors: resize by the Faster R-CNN rule, flip, normalise, and collate a
+/// few images into the padded ImageBatch the network consumes. Reading pictures from files is data/pictures.hpp
+/// (OpenCV, trident::vision); everything here needs only trident::trident.
 ///
-///   load_image -> resize_for_detection -> horizontal_flip (random) -> normalize   (prepare_training_sample)
+///   image -> resize_for_detection -> horizontal_flip (random) -> normalize   (prepare_training_sample)
 ///   collate(images, targets)  ->  ImageBatch padded to a multiple of 32 + each image's size
 ///
 /// The resize follows torchvision's GeneralizedRCNNTransform: scale = min_size / short side unless the long side
 /// would exceed max_size (then max_size / long side); the output size is floor(side * scale); the pixels are
 /// interpolated bilinearly with align_corners = false from the recomputed factors (input / output size); boxes
-/// are multiplied by each axis' ratio output / input size. Needs OpenCV (trident::io) for load_image.
+/// are multiplied by each axis' ratio output / input size.
 #include <trident/config.hpp>
 #include <trident/core/types.hpp>
 #include <trident/data/dataset.hpp>
@@ -22,9 +23,6 @@
 #include <ATen/ops/upsample_bilinear2d.h>
 #include <ATen/ops/zeros.h>
 
-#include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 
 #include <algorithm>
 #include <array>
@@ -103,30 +101,6 @@ inline int64_t scaled_side(int64_t side, double scale) {
 }
 
 }  // namespace detail
-
-/// Reads a picture (any format OpenCV reads) as a [3, H, W] float RGB tensor with values in [0, 1].
-/// Grey pictures are expanded to three channels, 16-bit ones reduced to 8 bits (OpenCV's IMREAD_COLOR).
-inline at::Tensor load_image(const std::string& path) {
-  std::error_code ec;
-  TRIDENT_CHECK(std::filesystem::is_regular_file(path, ec),
-                "trident::data::load_image: no such image file '{}'", path);
-  const cv::Mat bgr = cv::imread(path, cv::IMREAD_COLOR);
-  TRIDENT_CHECK(!bgr.empty(), "trident::data::load_image: cannot read the image file '{}' (not a picture?)", path);
-  cv::Mat rgb;
-  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-  cv::Mat pixels;
-  rgb.convertTo(pixels, CV_32FC3, 1.0 / 255.0);
-  TRIDENT_CHECK(pixels.isContinuous(), "trident::data::load_image: unexpected non-contiguous image from '{}'",
-                path);
-  const at::Tensor hwc = at::from_blob(pixels.data, {pixels.rows, pixels.cols, 3}, at::kFloat);
-  return hwc.permute({2, 0, 1}).contiguous();  // contiguous() copies out of the cv::Mat's memory
-}
-
-/// The short and the long side of a picture on disk: min_size / max_size values that keep it at its own size.
-inline std::array<int64_t, 2> picture_sides(const std::string& path) {
-  const at::Tensor picture = load_image(path);  // [3, H, W]
-  return {std::min(picture.size(1), picture.size(2)), std::max(picture.size(1), picture.size(2))};
-}
 
 /// The Faster R-CNN scale for an image of `height` x `width`: min_size / short side, or max_size / long side
 /// when the long side would otherwise exceed max_size.
@@ -256,10 +230,11 @@ inline CollatedBatch collate(const std::vector<at::Tensor>& images, std::vector<
 /// (std::bernoulli_distribution's algorithm is implementation-defined).
 inline double uniform01(std::mt19937& rng) { return static_cast<double>(rng()) / 4294967296.0; }
 
-/// load_image -> resize_for_detection -> horizontal flip with probability options.flip_probability -> normalize.
-/// Exactly one number is drawn from `rng` per call, so a seeded generator gives the same samples every run.
-inline TrainingSample prepare_training_sample(const ImageRecord& record, const TransformOptions& options,
-                                              std::mt19937& rng) {
+/// `image` (record's picture, [3, H, W] in [0, 1], e.g. from data/pictures.hpp's load_image) ->
+/// resize_for_detection -> horizontal flip with probability options.flip_probability -> normalize. Exactly one
+/// number is drawn from `rng` per call, so a seeded generator gives the same samples every run.
+inline TrainingSample prepare_training_sample(const at::Tensor& image, const ImageRecord& record,
+                                              const TransformOptions& options, std::mt19937& rng) {
   TRIDENT_CHECK(options.flip_probability >= 0.0 && options.flip_probability <= 1.0,
                 "trident::data::prepare_training_sample: flip_probability must be in [0, 1], got {}",
                 options.flip_probability);
@@ -271,7 +246,7 @@ inline TrainingSample prepare_training_sample(const ImageRecord& record, const T
                 "trident::data::prepare_training_sample: record '{}' needs boxes [n, 4] and pids [n], got {} and {}",
                 record.path, shape_of(target.boxes), shape_of(target.pids));
 
-  const at::Tensor image = load_image(record.path);
+  detail::check_image(image, "prepare_training_sample");
   Resized resized = resize_for_detection(image, target, options.min_size, options.max_size);
   TrainingSample out;
   out.scale = resized.scale;

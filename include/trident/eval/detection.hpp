@@ -59,7 +59,7 @@ struct DetectionMetrics {
 
 /// Detection AP and recall of `detections[i]` against `annotations[i]` for every gallery image i.
 inline DetectionMetrics evaluate_detection(std::span<const ImageAnnotation> annotations,
-                                           std::span<const Detections> detections,
+                                           std::span<const GalleryDetections> detections,
                                            const DetectionOptions& options = {}) {
   constexpr const char* fn = "trident::eval::evaluate_detection";
   TRIDENT_CHECK(annotations.size() == detections.size(),

@@ -7,11 +7,11 @@
 ///   * every query: its picture goes through the same transform and describe() embeds the query's annotated
 ///     box (the protocols' "query feature from its ground-truth box").
 /// Inference runs without autograd, in eval mode (the network's mode is restored afterwards). Part of
-/// trident::io (pictures are read with OpenCV).
+/// trident::vision (pictures are read with OpenCV).
 #include <trident/config.hpp>
 #include <trident/data/dataset.hpp>
-#include <trident/data/transforms.hpp>
-#include <trident/eval/results_file.hpp>
+#include <trident/data/pictures.hpp>
+#include <trident/core/types.hpp>
 
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/cat.h>
@@ -69,7 +69,7 @@ struct EvalModeScope {
 /// Detections in one picture, in the picture's own pixels, with their embeddings. The network must be in eval
 /// mode (EvalModeScope; compute_search_outputs sees to it).
 template <class Net>
-Detections detect_picture(Net& net, const std::string& path, const InferenceOptions& o = {}) {
+GalleryDetections detect_picture(Net& net, const std::string& path, const InferenceOptions& o = {}) {
   at::NoGradGuard no_grad;
   data::ImageRecord record;
   record.path = path;
@@ -79,7 +79,7 @@ Detections detect_picture(Net& net, const std::string& path, const InferenceOpti
   const auto it = d.outputs.find(o.embedding);
   TRIDENT_CHECK(it != d.outputs.end(), "trident::eval::detect_picture: the network has no '{}' output (no re-id branch?)",
                 o.embedding);
-  Detections out;
+  GalleryDetections out;
   out.boxes = data::boxes_to_original(d.boxes.to(at::kCPU), p.resized.size, p.resized.original_size);
   out.scores = d.scores.to(at::kCPU);
   out.embeddings = it->second.to(at::kCPU).contiguous();
@@ -88,7 +88,7 @@ Detections detect_picture(Net& net, const std::string& path, const InferenceOpti
 
 /// The embedding [1, D] of a given box (x1, y1, x2, y2 in the picture's pixels), e.g. a query person.
 template <class Net>
-at::Tensor describe_box(Net& net, const std::string& path, const data::Box& box, const InferenceOptions& o = {}) {
+at::Tensor describe_box(Net& net, const std::string& path, const Box& box, const InferenceOptions& o = {}) {
   at::NoGradGuard no_grad;
   data::ImageRecord record;
   record.path = path;

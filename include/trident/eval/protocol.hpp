@@ -1,6 +1,6 @@
 #pragma once
 /// \file trident/eval/protocol.hpp
-/// Scores a results file (eval::SearchOutputs) against a dataset (data::Dataset) with the person-search
+/// Scores a results file (SearchOutputs, core/types.hpp) against a dataset (data::Dataset) with the person-search
 /// protocols: detection AP / recall over the test images (all people, and labeled people only) and search mAP /
 /// top-k.
 ///
@@ -17,7 +17,7 @@
 ///     gallery then searches the whole test split but its own image. When no query has a gallery (PRW),
 ///     evaluate_search_prw runs twice: the regular gallery and, if every test image has a camera, the
 ///     multi-view gallery (the query camera's images left out).
-/// format_table prints the result as a text table, to_json as JSON. Part of trident::io (needs nlohmann_json).
+/// format_table prints the result as a text table, to_json as JSON. Part of trident::json (nlohmann_json).
 
 #include <trident/data/dataset.hpp>
 #include <trident/eval/detection.hpp>
@@ -69,7 +69,7 @@ namespace detail {
 
 /// The results rearranged in the dataset's order: the detections of each test image, and each query's embedding.
 struct MatchedOutputs {
-  std::vector<Detections> gallery;          // gallery[i]: detections of dataset.test[i]
+  std::vector<GalleryDetections> gallery;          // gallery[i]: detections of dataset.test[i]
   std::vector<ImageAnnotation> annotations; // annotations[i]: ground truth of dataset.test[i]
   at::Tensor query_embeddings;              // row q: dataset.queries[q]
   std::vector<int64_t> query_positions;     // position of each query's image in dataset.test, or -1
@@ -155,14 +155,13 @@ inline MatchedOutputs match_outputs(const data::Dataset& dataset, const SearchOu
 inline std::vector<GalleryEntry> gallery_entries(const data::Dataset& dataset, const data::Query& query,
                                                  const MatchedOutputs& matched, const char* fn, size_t q) {
   std::vector<GalleryEntry> entries;
-  const auto to_box = [](const data::Box& b) { return Box{b[0], b[1], b[2], b[3]}; };
   if (!query.gallery.empty()) {
     for (size_t g = 0; g < query.gallery.size(); ++g) {
       const auto& item = query.gallery[g];
       const auto position = matched.test_position.find(item.image);
       TRIDENT_CHECK(position != matched.test_position.end(),
                     "{}: dataset.queries[{}].gallery[{}] (image {}) is not a test image", fn, q, g, item.image);
-      entries.push_back({position->second, item.box ? std::optional<Box>(to_box(*item.box)) : std::nullopt});
+      entries.push_back({position->second, item.box});
     }
     return entries;
   }
@@ -173,7 +172,7 @@ inline std::vector<GalleryEntry> gallery_entries(const data::Dataset& dataset, c
     const auto boxes = to_doubles(annotation.boxes);
     for (size_t b = 0; b < annotation.person_ids.size() && !entry.target; ++b)
       if (query.pid >= 0 && annotation.person_ids[b] == query.pid)
-        entry.target = Box{boxes[4 * b], boxes[4 * b + 1], boxes[4 * b + 2], boxes[4 * b + 3]};
+        entry.target = box_at(boxes, b);
     entries.push_back(entry);
   }
   return entries;

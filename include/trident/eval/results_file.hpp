@@ -6,8 +6,10 @@
 /// little-endian binary form (magic "TRIDENTR", float32 numbers; about 5x smaller and much faster to read).
 /// save_search_outputs picks the form by extension (".json"; ".trs" or ".bin"), load_search_outputs by the
 /// file's first bytes. Files are written atomically: to a temporary file in the same folder, then renamed, so a
-/// reader never sees half a file. Part of trident::io (needs nlohmann_json, Debian package nlohmann-json3-dev).
+/// reader never sees half a file. Part of trident::json (nlohmann_json, Debian package nlohmann-json3-dev).
 
+#include <trident/core/files.hpp>
+#include <trident/core/types.hpp>
 #include <trident/eval/types.hpp>
 
 #include <trident/io/json_reader.hpp>
@@ -33,15 +35,6 @@
 #include <vector>
 
 namespace trident::eval {
-
-/// A model's outputs on a test set.
-struct SearchOutputs {
-  std::vector<std::string> gallery_images;  ///< image file names, one per gallery image
-  std::vector<Detections> gallery;          ///< detections of each gallery image (embeddings required)
-  std::vector<std::string> query_images;    ///< the image of each query
-  at::Tensor query_boxes;                   ///< [Q, 4] xyxy ground-truth box of each query
-  at::Tensor query_embeddings;              ///< [Q, D]
-};
 
 inline constexpr std::string_view results_format_name = "trident-search-results";
 inline constexpr int64_t results_format_version = 1;
@@ -132,35 +125,10 @@ inline int64_t check_outputs(const SearchOutputs& outputs, const char* fn) {
   return dim;
 }
 
-/// Writes `path` atomically: `write` fills a temporary file beside it, which then replaces `path` by a rename
-/// (atomic on POSIX within one file system). The temporary file is removed on failure.
-inline void write_atomically(const std::string& path, const char* fn,
-                             const std::function<void(std::ofstream&)>& write) {
-  namespace fs = std::filesystem;
-  std::random_device entropy;
-  const std::string temporary = fmt::format("{}.{:08x}.partial", path, entropy());
-  try {
-    {
-      std::ofstream file(temporary, std::ios::binary | std::ios::trunc);
-      TRIDENT_CHECK(file.good(), "{}: cannot open '{}' for writing", fn, temporary);
-      write(file);
-      file.flush();
-      TRIDENT_CHECK(file.good(), "{}: writing '{}' failed", fn, temporary);
-    }
-    std::error_code ec;
-    fs::rename(temporary, path, ec);
-    TRIDENT_CHECK(!ec, "{}: cannot rename '{}' to '{}': {}", fn, temporary, path, ec.message());
-  } catch (...) {
-    std::error_code ignored;
-    fs::remove(temporary, ignored);
-    throw;
-  }
-}
-
 /// Little-endian encoding of 32-bit words, floats and float tensors.
 class BinaryWriter {
  public:
-  explicit BinaryWriter(std::ofstream& out) : out_(out) {}
+  explicit BinaryWriter(std::ostream& out) : out_(out) {}
   void bytes(const void* data, size_t size) { out_.write(static_cast<const char*>(data), static_cast<std::streamsize>(size)); }
   void u32(uint32_t v) {
     const std::array<unsigned char, 4> b{static_cast<unsigned char>(v), static_cast<unsigned char>(v >> 8),
@@ -190,7 +158,7 @@ class BinaryWriter {
   }
 
  private:
-  std::ofstream& out_;
+  std::ostream& out_;
 };
 
 }  // namespace detail
@@ -227,7 +195,7 @@ inline void save_search_outputs_json(const SearchOutputs& outputs, const std::st
                        {"box", boxes[static_cast<size_t>(i)]},
                        {"embedding", embeddings[static_cast<size_t>(i)]}});
   root["queries"] = std::move(queries);
-  detail::write_atomically(path, fn, [&](std::ofstream& file) { file << root.dump() << '\n'; });
+  write_stream_atomically(path, fn, [&](std::ostream& file) { file << root.dump() << '\n'; });
 }
 
 /// Writes `outputs` to `path` in the binary form (docs/results-format.md, "Binary form"), atomically. Numbers
@@ -236,7 +204,7 @@ inline void save_search_outputs_binary(const SearchOutputs& outputs, const std::
   constexpr const char* fn = "trident::eval::save_search_outputs";
   const int64_t dim = detail::check_outputs(outputs, fn);
   TRIDENT_CHECK(dim <= 0xffffffff, "{}: embedding width {} does not fit the binary form", fn, dim);
-  detail::write_atomically(path, fn, [&](std::ofstream& file) {
+  write_stream_atomically(path, fn, [&](std::ostream& file) {
     detail::BinaryWriter w(file);
     w.bytes(results_binary_magic.data(), results_binary_magic.size());
     w.u32(results_binary_version);
@@ -306,7 +274,7 @@ inline SearchOutputs load_search_outputs_json(const std::string& path) {
       r.numbers(detections[j], "embedding", dwhere, dim, embeddings);
     }
     const auto n = static_cast<int64_t>(detections.size());
-    Detections d;
+    GalleryDetections d;
     d.boxes = detail::doubles_to_tensor(boxes, n, 4);
     d.scores = n == 0 ? at::empty({0}, at::kFloat) : at::tensor(scores, at::kDouble).to(at::kFloat);
     d.embeddings = detail::doubles_to_tensor(embeddings, n, dim);
@@ -441,7 +409,7 @@ inline SearchOutputs load_search_outputs_binary(const std::string& path) {
     const auto n = static_cast<int64_t>(r.u32(where + ".detection count"));
     r.need_items(static_cast<uint64_t>(n), static_cast<uint64_t>(4 + 1 + dim) * 4,
                  fmt::format("{}'s {} detections", where, n));
-    Detections d;
+    GalleryDetections d;
     const size_t boxes_at = r.offset();
     d.boxes = r.floats(n, 4, where + ".boxes");
     r.check_boxes(d.boxes, boxes_at, where + ".boxes");

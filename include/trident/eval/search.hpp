@@ -47,9 +47,6 @@
 
 namespace trident::eval {
 
-/// An xyxy box as four numbers.
-using Box = std::array<double, 4>;
-
 /// One image of a query's gallery: its index in the gallery detections and, if the query person appears
 /// in it, that person's ground-truth box.
 struct GalleryEntry {
@@ -92,7 +89,7 @@ struct KeptGallery {
   std::vector<int64_t> offsets;          // image i owns rows [offsets[i], offsets[i + 1])
 };
 
-inline KeptGallery keep_gallery(std::span<const Detections> gallery, int64_t dim, double score_threshold,
+inline KeptGallery keep_gallery(std::span<const GalleryDetections> gallery, int64_t dim, double score_threshold,
                                 std::string_view caller) {
   KeptGallery out;
   out.offsets.push_back(0);
@@ -223,7 +220,7 @@ inline SearchMetrics summarize(std::vector<QueryMetrics> queries, const SearchOp
 ///   gallery[i]: the detections of gallery image i;
 ///   galleries[q]: query q's gallery, each image with the query person's box there when present.
 inline SearchMetrics evaluate_search(const at::Tensor& query_embeddings, std::span<const int64_t> query_images,
-                                     std::span<const Detections> gallery,
+                                     std::span<const GalleryDetections> gallery,
                                      const std::vector<std::vector<GalleryEntry>>& galleries,
                                      const SearchOptions& options = {}) {
   constexpr const char* fn = "trident::eval::evaluate_search";
@@ -255,7 +252,7 @@ enum class PrwGallery {
 /// `gallery[i]` describe test image i), as SeqNet's eval_search_prw builds it.
 inline SearchMetrics evaluate_search_prw(const at::Tensor& query_embeddings, std::span<const PrwQuery> queries,
                                          std::span<const ImageAnnotation> annotations,
-                                         std::span<const Detections> gallery, PrwGallery kind,
+                                         std::span<const GalleryDetections> gallery, PrwGallery kind,
                                          const SearchOptions& options = {}) {
   constexpr const char* fn = "trident::eval::evaluate_search_prw";
   detail::check_search_inputs(query_embeddings, queries.size(), options, fn);
@@ -290,7 +287,7 @@ inline SearchMetrics evaluate_search_prw(const at::Tensor& query_embeddings, std
         if (anno.person_ids[g] != query.person_id) continue;
         TRIDENT_CHECK(!entry.target, "{}: annotations[{}] has person {} twice", fn, i, query.person_id);
         const auto& b = boxes[static_cast<size_t>(i)];
-        entry.target = Box{b[4 * g], b[4 * g + 1], b[4 * g + 2], b[4 * g + 3]};
+        entry.target = detail::box_at(b, g);
       }
       entries.push_back(entry);
     }

@@ -1,11 +1,12 @@
 #pragma once
 /// \file trident/eval/types.hpp
-/// What the evaluation reads: a model's detections on a gallery image and the ground truth of that image.
+/// What the evaluation reads beside a model's GalleryDetections (core/types.hpp): the ground truth of an image.
 /// Boxes are xyxy (x1, y1, x2, y2) in pixels. Tensors may live on any device; the evaluation copies them to
 /// the CPU and computes in double precision.
 
 #include <trident/config.hpp>
 #include <trident/core/identity.hpp>
+#include <trident/core/types.hpp>
 #include <trident/ops/boxes.hpp>
 
 #include <ATen/ops/empty.h>
@@ -15,13 +16,6 @@
 #include <vector>
 
 namespace trident::eval {
-
-/// A model's output on one gallery image: N detections.
-struct Detections {
-  at::Tensor boxes;       ///< [N, 4] xyxy, floating point
-  at::Tensor scores;      ///< [N] detection confidences
-  at::Tensor embeddings;  ///< [N, D] L2-normalised re-id embeddings (may be undefined for detection-only use)
-};
 
 /// Ground truth of one gallery image.
 struct ImageAnnotation {
@@ -40,8 +34,14 @@ inline std::vector<double> to_doubles(const at::Tensor& t) {
   return std::vector<double>(p, p + c.numel());
 }
 
+/// Box `i` of a flat list of xyxy coordinates (to_doubles of an [n, 4] tensor).
+inline Box box_at(const std::vector<double>& xyxy, size_t i) {
+  return {static_cast<float>(xyxy[4 * i]), static_cast<float>(xyxy[4 * i + 1]), static_cast<float>(xyxy[4 * i + 2]),
+          static_cast<float>(xyxy[4 * i + 3])};
+}
+
 /// Throws unless `d` is a consistent set of N detections (and, with `dim` >= 0, embeddings of that width).
-inline void check_detections(const Detections& d, std::string_view caller, const std::string& name,
+inline void check_detections(const GalleryDetections& d, std::string_view caller, const std::string& name,
                              bool need_embeddings, int64_t dim = -1) {
   ops::check_box_shape(d.boxes, caller, name + ".boxes");
   const int64_t n = d.boxes.size(0);

@@ -1,6 +1,6 @@
 #pragma once
 /// \file trident/io/json_reader.hpp
-/// Checked access to a JSON file (nlohmann_json; part of trident::io): every error names the reading function,
+/// Checked access to a JSON file (nlohmann_json; Part of trident::json): every error names the reading function,
 /// the file and the JSON path of the entry ("'my.json': images[3] has no field 'file'"). Shared by the readers of
 /// results files (eval/results_file.hpp) and of user datasets (data/custom_json.hpp), which add their own typed
 /// accessors on top.

@@ -9,10 +9,11 @@
 ///                                        {{MatVariable::string("s1.jpg"), std::move(boxes)}});
 ///   trident::io::write_mat_file("annotation/Images.mat", {{"Img", std::move(img)}});
 ///
-/// The file is written as `<file>.tmp` and renamed over `<file>` once complete, so a reader never sees half a
-/// file. The header text is fixed (no date), so the same variables always give the same bytes. Errors are
-/// trident::Error naming the file and the variable. Needs trident::io (matio).
+/// The file is written atomically (core/files.hpp: a temporary file renamed over `<file>` once complete), so a
+/// reader never sees half a file. The header text is fixed (no date), so the same variables always give the same bytes. Errors are
+/// trident::Error naming the file and the variable. Part of trident::mat (matio).
 #include <trident/config.hpp>
+#include <trident/core/files.hpp>
 
 #include <matio.h>
 
@@ -207,13 +208,12 @@ struct NamedMatVariable {
 /// Whether the variables are compressed (zlib) in the file. Uncompressed files are larger but written faster.
 enum class MatCompression { none, zlib };
 
-/// Writes `variables` to the MAT-5 file `path` (creating its folder): first to `<path>.tmp`, renamed over
-/// `path` when every variable is written. On failure the temporary file is removed and a trident::Error names
-/// the file and the variable. Names must be valid MATLAB names and distinct.
+/// Writes `variables` to the MAT-5 file `path` (creating its folder), atomically (core/files.hpp): `path` is
+/// replaced only when every variable is written. On failure the temporary file is removed and a trident::Error
+/// names the file and the variable. Names must be valid MATLAB names and distinct.
 inline void write_mat_file(const std::filesystem::path& path, std::vector<NamedMatVariable> variables,
                            MatCompression compression = MatCompression::none) {
   static constexpr const char* caller = "trident::io::write_mat_file";
-  namespace fs = std::filesystem;
   const std::string file = path.string();
   TRIDENT_CHECK(!variables.empty(), "{}: '{}': no variables to write", caller, file);
   for (size_t i = 0; i < variables.size(); ++i) {
@@ -224,44 +224,26 @@ inline void write_mat_file(const std::filesystem::path& path, std::vector<NamedM
     for (size_t j = 0; j < i; ++j)
       TRIDENT_CHECK(variables[j].name != name, "{}: '{}': the variable '{}' is given twice", caller, file, name);
   }
-  std::error_code ec;
-  if (path.has_parent_path()) {
-    fs::create_directories(path.parent_path(), ec);
-    TRIDENT_CHECK(!ec, "{}: '{}': cannot create the folder '{}': {}", caller, file, path.parent_path().string(),
-                  ec.message());
-  }
-  const fs::path temporary = fs::path(file + ".tmp");
   // A fixed header (matio's default one holds the date): the same variables give the same bytes.
   static constexpr const char* header = "MATLAB 5.0 MAT-file, written by trident::io::write_mat_file";
-  mat_t* mat = Mat_CreateVer(temporary.string().c_str(), header, MAT_FT_MAT5);
-  TRIDENT_CHECK(mat != nullptr, "{}: '{}': cannot create the file '{}'", caller, file, temporary.string());
-  const auto abandon = [&] {
-    Mat_Close(mat);
-    fs::remove(temporary, ec);
-  };
-  for (auto& [name, value] : variables) {
-    try {
-      value.set_name(name);
-    } catch (...) {
-      abandon();
-      throw;
+  write_file_atomically(file, caller, [&](const std::string& temporary) {
+    mat_t* mat = Mat_CreateVer(temporary.c_str(), header, MAT_FT_MAT5);
+    TRIDENT_CHECK(mat != nullptr, "{}: '{}': cannot create the file '{}'", caller, file, temporary);
+    for (auto& [name, value] : variables) {
+      try {
+        value.set_name(name);
+      } catch (...) {
+        Mat_Close(mat);
+        throw;
+      }
+      if (Mat_VarWrite(mat, value.get(), compression == MatCompression::zlib ? MAT_COMPRESSION_ZLIB
+                                                                              : MAT_COMPRESSION_NONE) != 0) {
+        Mat_Close(mat);
+        trident::fail("{}: '{}': matio could not write the variable '{}'", caller, file, name);
+      }
     }
-    if (Mat_VarWrite(mat, value.get(), compression == MatCompression::zlib ? MAT_COMPRESSION_ZLIB
-                                                                            : MAT_COMPRESSION_NONE) != 0) {
-      abandon();
-      trident::fail("{}: '{}': matio could not write the variable '{}'", caller, file, name);
-    }
-  }
-  if (Mat_Close(mat) != 0) {
-    fs::remove(temporary, ec);
-    trident::fail("{}: '{}': matio could not finish the file (disk full?)", caller, file);
-  }
-  fs::rename(temporary, path, ec);
-  if (ec) {
-    const std::string reason = ec.message();
-    fs::remove(temporary, ec);
-    trident::fail("{}: '{}': cannot move '{}' into place: {}", caller, file, temporary.string(), reason);
-  }
+    TRIDENT_CHECK(Mat_Close(mat) == 0, "{}: '{}': matio could not finish the file (disk full?)", caller, file);
+  });
 }
 
 /// Writes one variable, named `name`, as the only variable of `path`.

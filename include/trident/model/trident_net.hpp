@@ -48,13 +48,6 @@ struct NetOptions {
   double min_box_size = 1e-2;
 };
 
-/// One image's detections: boxes in batch-image coordinates, scores, and each branch's per-box outputs.
-struct Detections {
-  at::Tensor boxes;                ///< [D, 4]
-  at::Tensor scores;               ///< [D] detection confidence alpha
-  branches::RoiOutputs outputs;    ///< e.g. "embedding" [D, 256]
-};
-
 namespace detail {
 
 template <class BranchList>
@@ -167,7 +160,7 @@ class TridentNet : public torch::nn::Module {
   }
 
   /// Every branch's outputs for given boxes (e.g. a query's ground-truth box), per image.
-  std::vector<branches::RoiOutputs> describe(const ImageBatch& batch, const std::vector<at::Tensor>& boxes) {
+  std::vector<RoiOutputs> describe(const ImageBatch& batch, const std::vector<at::Tensor>& boxes) {
     check_batch(batch, "trident::TridentNet::describe");
     TRIDENT_CHECK(boxes.size() == batch.sizes.size(), "trident::TridentNet::describe: {} box sets for {} images",
                   boxes.size(), batch.sizes.size());
@@ -226,12 +219,12 @@ class TridentNet : public torch::nn::Module {
     return ctx;
   }
 
-  std::vector<branches::RoiOutputs> describe_features(const at::Tensor& features, const std::vector<at::Tensor>& boxes) {
+  std::vector<RoiOutputs> describe_features(const at::Tensor& features, const std::vector<at::Tensor>& boxes) {
     auto ctx = roi_context(features, boxes);
     ctx.detection = detection_branch().detect(ctx);
-    branches::RoiOutputs all;
+    RoiOutputs all;
     boost::hana::for_each(branches_, [&](auto& branch) { branch->infer(ctx, all); });
-    std::vector<branches::RoiOutputs> per_image(boxes.size());
+    std::vector<RoiOutputs> per_image(boxes.size());
     int64_t offset = 0;
     for (size_t i = 0; i < boxes.size(); ++i) {
       const int64_t n = boxes[i].size(0);

@@ -201,6 +201,8 @@ inline at::Tensor nms_impl(const at::Tensor& boxes, const at::Tensor& scores, co
                            double iou_threshold, bool force_tensor_path) {
   const int64_t n = boxes.size(0);
   if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+  if (boxes.scalar_type() == at::kHalf || boxes.scalar_type() == at::kBFloat16)  // autocast: IoUs in float32
+    return nms_impl(boxes.to(at::kFloat), scores.to(at::kFloat), groups, iou_threshold, force_tensor_path);
   const auto order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
   if (boxes.device().is_cpu() && !force_tensor_path) {
     const auto b = boxes.contiguous();

@@ -338,9 +338,10 @@ inline at::Tensor roi_align_tensor_path(const at::Tensor& input, const at::Tenso
     for (int64_t s = 0; s < idx_all.size(0); s += chunk) {
       const auto idx = idx_all.narrow(0, s, std::min(chunk, idx_all.size(0) - s));
       const int64_t k = idx.size(0);
-      const auto frac_h = (at::arange(gh, input.options()) + 0.5) / static_cast<double>(gh);
-      const auto frac_w = (at::arange(gw, input.options()) + 0.5) / static_cast<double>(gw);
-      const auto ph = at::arange(p.output_h, input.options()), pw = at::arange(p.output_w, input.options());
+      // Positions in the RoIs' dtype (float32 for half / bfloat16 features), pooled values in the input's.
+      const auto frac_h = (at::arange(gh, rois.options()) + 0.5) / static_cast<double>(gh);
+      const auto frac_w = (at::arange(gw, rois.options()) + 0.5) / static_cast<double>(gw);
+      const auto ph = at::arange(p.output_h, rois.options()), pw = at::arange(p.output_w, rois.options());
       const auto bh = bin_h.index_select(0, idx).view({k, 1, 1}), bw = bin_w.index_select(0, idx).view({k, 1, 1});
       const auto y = start_h.index_select(0, idx).view({k, 1, 1}) + ph.view({1, -1, 1}) * bh +
                      frac_h.view({1, 1, -1}) * bh;  // [k, PH, gh]
@@ -354,7 +355,7 @@ inline at::Tensor roi_align_tensor_path(const at::Tensor& input, const at::Tenso
       const auto v = values.view({k, p.output_h, gh * 2, p.output_w, gw * 2, channels});
       const auto along_y = (v * wy.reshape({k, p.output_h, gh * 2, 1, 1, 1})).sum(2);           // [k, PH, PW, gw2, C]
       const auto pooled = (along_y * wx.reshape({k, 1, p.output_w, gw * 2, 1})).sum(3);         // [k, PH, PW, C]
-      parts.push_back((pooled / static_cast<double>(gh * gw)).permute({0, 3, 1, 2}));
+      parts.push_back((pooled / static_cast<double>(gh * gw)).permute({0, 3, 1, 2}).to(input.scalar_type()));
       order.push_back(idx);
     }
   }
@@ -395,8 +396,9 @@ inline void check_roi_align_inputs(const at::Tensor& input, const at::Tensor& ro
 }  // namespace detail
 
 /// RoIAlign of `rois` [K, 5] (batch index, x1, y1, x2, y2 in image coordinates) over `input` [N, C, H, W]:
-/// returns [K, C, output_h, output_w]. `rois` is cast to the input's dtype. Half and bfloat16 inputs are pooled
-/// in float32 on the CPU.
+/// returns [K, C, output_h, output_w]. `rois` is cast to the input's dtype (float32 for half and bfloat16
+/// inputs, whose sampling positions are computed in float32). Half and bfloat16 inputs are pooled in float32
+/// on the CPU.
 inline at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, std::array<int64_t, 2> output_size,
                             double spatial_scale = 1.0, int64_t sampling_ratio = -1, bool aligned = false) {
   const RoiAlignParams p{output_size[0], output_size[1], spatial_scale, sampling_ratio, aligned};
@@ -409,7 +411,10 @@ inline at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, std
                                                   p.aligned);
     return reduced ? out.to(input.scalar_type()) : out;
   }
-  return detail::roi_align_tensor_path(input, rois.to(input.scalar_type()), p);
+  // Half and bfloat16 features (autocast) keep the RoIs and sampling positions in float32: in bfloat16 the
+  // coordinates between 1024 and 2048 pixels are 8 pixels apart.
+  const bool reduced = input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16;
+  return detail::roi_align_tensor_path(input, rois.to(reduced ? at::kFloat : input.scalar_type()), p);
 }
 
 /// Per-image boxes [K_i, 4] -> rois [sum K_i, 5] with the image index in column 0.

@@ -3,7 +3,7 @@
 /// Person search proper: rank every detection of a gallery by its similarity to a query embedding (the
 /// confidence-weighted cosine of search/similarity.hpp by default) and keep the best k.
 #include <trident/config.hpp>
-#include <trident/eval/types.hpp>
+#include <trident/core/types.hpp>
 #include <trident/search/similarity.hpp>
 
 #include <ATen/ops/arange.h>
@@ -35,7 +35,7 @@ struct RankOptions {
 
 /// The gallery's detections ranked by similarity to `query` ([D] or [1, D], unit length), best first. One matrix
 /// product over all candidates; ties keep gallery order (image, then detection).
-inline std::vector<Match> rank_gallery(const at::Tensor& query, std::span<const eval::Detections> gallery,
+inline std::vector<Match> rank_gallery(const at::Tensor& query, std::span<const GalleryDetections> gallery,
                                        const RankOptions& options = {}) {
   constexpr const char* fn = "trident::search::rank_gallery";
   TRIDENT_CHECK(query.defined() && (query.dim() == 1 || (query.dim() == 2 && query.size(0) == 1)),

@@ -5,10 +5,11 @@
 /// statistics), the optimizer's state (momentum buffers), the position in the schedule and in the data
 /// (epoch, iteration), the seed and the CPU random generator's state, and the mixed-precision loss scale.
 ///
-/// One file in LibTorch's archive format (torch::serialize), written atomically: to `<path>.tmp` first, then
-/// renamed over `<path>`, so a crash while writing never leaves a half-written checkpoint (the previous one
-/// stays intact). Loading checks the format tag and names the file and the entry on any error.
+/// One file in LibTorch's archive format (torch::serialize), written atomically (core/files.hpp: a temporary
+/// file beside it, synced, then renamed over `<path>`), so a crash while writing never leaves a half-written
+/// checkpoint (the previous one stays intact). Loading checks the format tag and names the file and the entry on any error.
 #include <trident/config.hpp>
+#include <trident/core/files.hpp>
 
 #include <ATen/core/Generator.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -55,30 +56,32 @@ inline double read_double(torch::serialize::InputArchive& ar, const std::string&
   return v.toDouble();
 }
 
-/// Writes `archive` to `path` through `<path>.tmp` and a rename.
+/// Writes `archive` to `path` atomically (core/files.hpp).
 inline void save_archive_atomically(torch::serialize::OutputArchive& archive, const std::string& path,
                                     std::string_view caller) {
-  namespace fs = std::filesystem;
-  const fs::path target(path);
-  std::error_code ec;
-  if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
-  TRIDENT_CHECK(!ec, "{}: cannot create the folder of '{}': {}", caller, path, ec.message());
-  const std::string tmp = path + ".tmp";
-  try {
-    archive.save_to(tmp);
-  } catch (const c10::Error& e) {
-    fs::remove(tmp, ec);
-    fail("{}: cannot write '{}': {}", caller, tmp, e.what_without_backtrace());
-  }
-  fs::rename(tmp, target, ec);
-  TRIDENT_CHECK(!ec, "{}: cannot rename '{}' to '{}': {}", caller, tmp, path, ec.message());
+  write_file_atomically(path, caller, [&](const std::string& temporary) {
+    try {
+      archive.save_to(temporary);
+    } catch (const c10::Error& e) {
+      fail("{}: cannot write '{}': {}", caller, temporary, e.what_without_backtrace());
+    }
+  });
 }
 
-inline torch::serialize::InputArchive open_archive(const std::string& path, std::string_view caller) {
+/// The device of a module's first parameter or buffer (the CPU for an empty module): where its checkpoint's
+/// tensors are loaded, so a checkpoint written on one device resumes on another.
+inline c10::Device module_device(const torch::nn::Module& model) {
+  for (const auto& p : model.parameters()) return p.device();
+  for (const auto& b : model.buffers()) return b.device();
+  return c10::Device(c10::kCPU);
+}
+
+inline torch::serialize::InputArchive open_archive(const std::string& path, std::string_view caller,
+                                                   c10::Device device) {
   TRIDENT_CHECK(std::filesystem::is_regular_file(path), "{}: '{}' does not exist (or is not a file)", caller, path);
   torch::serialize::InputArchive ar;
   try {
-    ar.load_from(path);
+    ar.load_from(path, device);
   } catch (const c10::Error& e) {
     fail("{}: '{}' is not a LibTorch archive: {}", caller, path, e.what_without_backtrace());
   }
@@ -123,12 +126,12 @@ inline void save_checkpoint(const std::string& path, torch::nn::Module& model, t
   detail::save_archive_atomically(ar, path, "trident::train::save_checkpoint");
 }
 
-/// Loads every part of a checkpoint into `model` and `optimizer`, restores the CPU random generator, and
-/// returns the training state. Errors name the file and the entry.
+/// Loads every part of a checkpoint into `model` and `optimizer` (onto the device `model` is on, whatever device
+/// wrote it), restores the CPU random generator, and returns the training state. Errors name the file and the entry.
 inline TrainState load_checkpoint(const std::string& path, torch::nn::Module& model,
                                   torch::optim::Optimizer& optimizer) {
   static constexpr const char* caller = "trident::train::load_checkpoint";
-  auto ar = detail::open_archive(path, caller);
+  auto ar = detail::open_archive(path, caller, detail::module_device(model));
   const int64_t version = detail::read_int(ar, "version", path);
   TRIDENT_CHECK(version == checkpoint_version, "{}: '{}' has version {}, this trident reads version {}", caller, path,
                 version, checkpoint_version);
@@ -151,14 +154,14 @@ inline TrainState load_checkpoint(const std::string& path, torch::nn::Module& mo
   TRIDENT_CHECK(ar.try_read("cpu_rng_state", rng, /*is_buffer=*/true), "{}: '{}' has no 'cpu_rng_state' entry", caller,
                 path);
   at::Generator generator = at::detail::getDefaultCPUGenerator();
-  generator.set_state(rng);
+  generator.set_state(rng.cpu());
   return s;
 }
 
 /// Loads only the model's parameters and buffers from a checkpoint (for evaluation and search).
 inline void load_model(const std::string& path, torch::nn::Module& model) {
   static constexpr const char* caller = "trident::train::load_model";
-  auto ar = detail::open_archive(path, caller);
+  auto ar = detail::open_archive(path, caller, detail::module_device(model));
   detail::load_model_entry(ar, model, path, caller);
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 /// \file trident/train/loader_source.hpp
-/// Feeds a data::Loader (prefetching worker threads, deterministic, resumable) to train::fit.
+/// Feeds a data::Loader (prefetching worker threads, deterministic, resumable) to train::fit. Part of
+/// trident::vision (the loader decodes pictures with OpenCV); train::fit itself needs only trident::trident.
 #include <trident/data/loader.hpp>
 #include <trident/train/trainer.hpp>
 

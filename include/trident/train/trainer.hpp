@@ -3,25 +3,26 @@
 /// The trainer: SGD with the paper's schedule (Section 5.2), or AdamW, over any TridentNet<Config> (or any module
 /// with `losses(batch, targets)`), fed by any batch source (data::Loader, or the in-memory source below).
 ///
-///   for every iteration:  lr from the schedule -> losses -> every loss finite? -> backward (scaled under mixed
-///                         precision) -> clip (option) -> optimizer step -> log row, progress bar
+///   for every iteration:  lr from the schedule -> losses -> every loss finite? -> backward (scaled under float16
+///                         mixed precision) -> clip (option) -> optimizer step -> log row, progress bar
 ///                         -> checkpoint every N iterations (option)
-///   at every epoch end:   checkpoint, training curves PNG, on_epoch_end hook
+///   at every epoch end:   checkpoint, draw_curves hook (e.g. the curves PNG), on_epoch_end hook
 ///
-/// Everything a run writes goes into options.out_dir: checkpoint.pt (atomic), train_log.csv / .jsonl,
-/// curves.png. options.resume continues from checkpoint.pt exactly: model and memory, optimizer, schedule
-/// position, data position and random state are restored, so k + (n - k) iterations give the same parameters
-/// as n uninterrupted ones (on the same device and thread count). A loss that becomes NaN or Inf stops the run
+/// Everything a run writes goes into options.out_dir: checkpoint.pt (atomic), train_log.csv / .jsonl, and what
+/// options.draw_curves writes (02_train: curves.png through viz::training_curves_png, which needs OpenCV).
+/// options.resume continues from checkpoint.pt exactly: model and memory, optimizer, schedule position, data
+/// position and random state are restored, so k + (n - k) iterations give the same parameters as n uninterrupted
+/// ones (on the same device and thread count). A loss that becomes NaN or Inf stops the run
 /// with TrainingDiverged naming the loss and the iteration; the last checkpoint is left as it was.
-/// Part of trident::io (the curves are drawn with OpenCV).
+/// Needs only trident::trident (LibTorch, fmt): nothing here reads pictures or draws.
 #include <trident/config.hpp>
+#include <trident/core/random.hpp>
 #include <trident/core/types.hpp>
 #include <trident/train/checkpoint.hpp>
 #include <trident/train/grad_scaler.hpp>
 #include <trident/train/log.hpp>
 #include <trident/train/progress.hpp>
 #include <trident/train/schedule.hpp>
-#include <trident/viz/curves.hpp>
 
 #include <ATen/autocast_mode.h>
 #include <ATen/ops/randperm.h>
@@ -75,8 +76,8 @@ class InMemorySource {
     order_.resize(batches_.size());
     for (size_t i = 0; i < order_.size(); ++i) order_[i] = i;
     if (shuffle_) {
-      std::mt19937_64 rng(seed_ * 1000003u + static_cast<uint64_t>(epoch));
-      for (size_t i = order_.size() - 1; i > 0; --i) std::swap(order_[i], order_[rng() % (i + 1)]);
+      std::mt19937 rng = seeded_generator(seed_, /*purpose "batc"*/ 0x62617463u, epoch);
+      trident::shuffle(order_, rng);
     }
     next_ = static_cast<size_t>(batch);
   }
@@ -110,10 +111,16 @@ struct TrainerOptions {
   bool resume = false;                 ///< continue from out_dir/checkpoint.pt (an error when it is missing)
   int64_t seed = 0;                    ///< seeds LibTorch's generator at a fresh start (sampling, initialisation)
   c10::Device device = c10::kCPU;
-  bool mixed_precision = false;        ///< autocast + loss scaling; CUDA only
+  bool mixed_precision = false;        ///< CUDA autocast to amp_dtype (+ loss scaling for float16); CUDA only
+  /// The autocast dtype under mixed_precision: at::kHalf (float16, with dynamic loss scaling: its range is
+  /// small) or at::kBFloat16 (no loss scaling: bfloat16 has float32's range). Any other type is refused;
+  /// without mixed_precision the choice changes nothing.
+  at::ScalarType amp_dtype = at::kHalf;
   int64_t max_iterations = -1;         ///< stop after this many iterations in total (a checkpoint is written); -1: all
   int64_t print_every = 20;            ///< progress lines when the output is not a terminal (0: none)
-  bool curves = true;                  ///< draw curves.png at each epoch end
+  /// Called with the log at every epoch end and where the run stops, e.g. viz::training_curves_png(path) (the
+  /// trainer itself draws nothing, so it needs no OpenCV); empty: nothing is drawn.
+  std::function<void(const TrainingLog&)> draw_curves;
   std::function<void(int64_t epoch)> on_epoch_end;  ///< after the epoch's checkpoint (e.g. evaluate)
 };
 
@@ -134,25 +141,32 @@ struct TrainSummary {
 
 namespace detail {
 
-/// Switches CUDA autocast on for its scope (LibTorch 1.13's and 2.x's spellings).
+/// Switches CUDA autocast on, to `dtype` (float16 or bfloat16), for its scope, and restores the previous state
+/// and dtype after it (LibTorch 1.13's and >= 2.4's spellings). Only thread-local flags: no device work.
 class AutocastScope {
  public:
-  explicit AutocastScope(bool on) : on_(on) {
+  explicit AutocastScope(bool on, at::ScalarType dtype = at::kHalf) : on_(on) {
     if (!on_) return;
-#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 4
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
     previous_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    previous_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+    at::autocast::set_autocast_dtype(at::kCUDA, dtype);
     at::autocast::set_autocast_enabled(at::kCUDA, true);
 #else
     previous_ = at::autocast::is_enabled();
+    previous_dtype_ = at::autocast::get_autocast_gpu_dtype();
+    at::autocast::set_autocast_gpu_dtype(dtype);
     at::autocast::set_enabled(true);
 #endif
   }
   ~AutocastScope() {
     if (!on_) return;
-#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 4
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
     at::autocast::set_autocast_enabled(at::kCUDA, previous_);
+    at::autocast::set_autocast_dtype(at::kCUDA, previous_dtype_);
 #else
     at::autocast::set_enabled(previous_);
+    at::autocast::set_autocast_gpu_dtype(previous_dtype_);
 #endif
     at::autocast::clear_cache();
   }
@@ -162,6 +176,7 @@ class AutocastScope {
  private:
   bool on_;
   bool previous_ = false;
+  at::ScalarType previous_dtype_ = at::kHalf;
 };
 
 inline Batch to_device(Batch b, c10::Device device) {
@@ -205,8 +220,12 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
   TRIDENT_CHECK(o.momentum >= 0 && o.weight_decay >= 0 && o.clip_grad_norm >= 0,
                 "{}: momentum, weight_decay and clip_grad_norm must be >= 0, got {}, {}, {}", caller, o.momentum,
                 o.weight_decay, o.clip_grad_norm);
+  TRIDENT_CHECK(o.amp_dtype == at::kHalf || o.amp_dtype == at::kBFloat16,
+                "{}: amp_dtype must be at::kHalf (float16, with loss scaling) or at::kBFloat16 (bfloat16), got {}",
+                caller, std::string(c10::toString(o.amp_dtype)));
+  const char* amp_name = o.amp_dtype == at::kHalf ? "float16" : "bfloat16";
   TRIDENT_CHECK(!o.mixed_precision || o.device.is_cuda(),
-                "{}: mixed_precision needs a CUDA device (autocast to float16), the device is {}", caller,
+                "{}: mixed_precision needs a CUDA device (autocast to {}), the device is {}", caller, amp_name,
                 o.device.str());
   const int64_t per_epoch = source.batches_per_epoch();
   TRIDENT_CHECK(per_epoch > 0, "{}: the data source has no batches", caller);
@@ -220,7 +239,7 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
   TRIDENT_CHECK(o.optimizer != OptimizerKind::adamw || o.momentum < 1,
                 "{}: AdamW's beta1 (options.momentum) must be below 1, got {}", caller, o.momentum);
   const auto optimizer = detail::make_optimizer(params, o);
-  GradScaler scaler({}, o.mixed_precision);
+  GradScaler scaler({}, o.mixed_precision && o.amp_dtype == at::kHalf);  // bfloat16 needs no loss scaling
 
   const std::string checkpoint = (fs::path(o.out_dir) / "checkpoint.pt").string();
   TrainState state;
@@ -249,7 +268,9 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
     save_checkpoint(checkpoint, net, *optimizer, state);
     summary.checkpoint = checkpoint;
   };
-  auto draw_curves = [&] { viz::draw_training_curves(log, (fs::path(o.out_dir) / "curves.png").string()); };
+  auto draw_curves = [&] {
+    if (o.draw_curves) o.draw_curves(log);
+  };
 
   const auto start = clock::now();
   int64_t images_seen = 0;
@@ -265,7 +286,7 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
 
       LossMap losses;
       {
-        detail::AutocastScope autocast(o.mixed_precision);
+        detail::AutocastScope autocast(o.mixed_precision, o.amp_dtype);
         losses = net.losses(batch.images, batch.targets);
       }
       std::vector<std::string> names;
@@ -324,11 +345,11 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
     const bool epoch_done = state.iteration % per_epoch == 0;
     write_checkpoint();  // at the epoch end, or where the run stops
     if (epoch_done) {
-      if (o.curves) draw_curves();
+      draw_curves();
       if (o.on_epoch_end) o.on_epoch_end(state.epoch - 1);
     }
   }
-  if (o.curves && state.iteration % per_epoch != 0) draw_curves();
+  if (state.iteration % per_epoch != 0) draw_curves();
   summary.iterations = state.iteration;
   summary.iterations_this_run = state.iteration - first;
   summary.seconds = std::chrono::duration<double>(clock::now() - start).count();

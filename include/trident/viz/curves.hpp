@@ -2,8 +2,9 @@
 /// \file trident/viz/curves.hpp
 /// Training curves as one PNG: a grid of small panels, one per loss, the total and the learning rate, each with
 /// the raw per-iteration values (light) and a moving average (dark), the value range and the epoch boundaries.
-/// Needs OpenCV (trident::io). Written atomically (encoded in memory, then `<path>.tmp` and a rename).
+/// Part of trident::vision (OpenCV). Written atomically (encoded in memory, then core/files.hpp).
 #include <trident/config.hpp>
+#include <trident/core/files.hpp>
 #include <trident/train/log.hpp>
 
 #include <opencv2/core.hpp>
@@ -13,6 +14,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -24,21 +26,11 @@ namespace trident::viz {
 
 namespace detail {
 
-/// Encodes `image` as PNG and writes it through `<path>.tmp` and a rename.
+/// Encodes `image` as PNG and writes it atomically (core/files.hpp).
 inline void write_png_atomically(const cv::Mat& image, const std::string& path, std::string_view caller) {
   std::vector<uchar> bytes;
   TRIDENT_CHECK(cv::imencode(".png", image, bytes), "{}: OpenCV cannot encode a PNG for '{}'", caller, path);
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path(), ec);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    TRIDENT_CHECK(out.good(), "{}: cannot write '{}'", caller, tmp);
-  }
-  fs::rename(tmp, path, ec);
-  TRIDENT_CHECK(!ec, "{}: cannot rename '{}' to '{}': {}", caller, tmp, path, ec.message());
+  write_bytes_atomically(path, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), caller);
 }
 
 inline void draw_panel(cv::Mat& canvas, cv::Rect area, const std::string& title, const std::vector<double>& x,
@@ -114,6 +106,11 @@ inline void draw_training_curves(const train::TrainingLog& log, const std::strin
     detail::draw_panel(canvas, area, titles[t], x, y, epoch_starts);
   }
   detail::write_png_atomically(canvas, path, "trident::viz::draw_training_curves");
+}
+
+/// A train::TrainerOptions::draw_curves hook that draws the log into `path` (PNG) whenever the trainer calls it.
+inline std::function<void(const train::TrainingLog&)> training_curves_png(std::string path) {
+  return [path = std::move(path)](const train::TrainingLog& log) { draw_training_curves(log, path); };
 }
 
 }  // namespace trident::viz

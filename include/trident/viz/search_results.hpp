@@ -2,7 +2,7 @@
 /// \file trident/viz/search_results.hpp
 /// One picture of a search: the query picture with its person boxed on the left, then the top-k gallery
 /// pictures with the matched box, its rank and similarity; green or red frames when the truth is known.
-/// Needs OpenCV (trident::io).
+/// Part of trident::vision (OpenCV).
 #include <trident/config.hpp>
 #include <trident/viz/curves.hpp>
 

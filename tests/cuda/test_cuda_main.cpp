@@ -1,0 +1,13 @@
+// The doctest runner of the CUDA tests (docs/cuda-tests.md). Uses every core for the CPU side of each
+// comparison, and switches TF32 off so that float32 products on CUDA are IEEE float32 products.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include "cuda_support.hpp"
+
+#include <trident/core/threads.hpp>
+
+int main(int argc, char** argv) {
+  trident::use_all_cores();
+  trident::cuda_test::disable_tf32();
+  doctest::Context context(argc, argv);
+  return context.run();
+}

@@ -1,0 +1,2 @@
+// Stands in for <nlohmann/json_fwd.hpp> where trident::trident must build without nlohmann_json (tests/CMakeLists.txt, consumer.core_only).
+#error "trident::trident needs no nlohmann_json, yet <nlohmann/json_fwd.hpp> was included"
