@@ -47,15 +47,8 @@ NetOptions small_options() {
 train::InMemorySource toy_source() {
   at::manual_seed(99);
   auto scenes = data::make_toy_scenes(4, 2, 4, 128, 192, 11);
-  std::vector<train::Batch> batches;
-  for (int b = 0; b < 2; ++b) {
-    train::Batch batch;
-    batch.images.images = scenes.batch.images.narrow(0, 2 * b, 2);
-    batch.images.sizes = {scenes.batch.sizes[2 * b], scenes.batch.sizes[2 * b + 1]};
-    batch.targets = {scenes.targets[2 * b], scenes.targets[2 * b + 1]};
-    batches.push_back(batch);
-  }
-  return train::InMemorySource(batches, /*shuffle=*/true, /*seed=*/3);
+  return train::InMemorySource(train::split_into_batches(scenes.batch, scenes.targets, 2), /*shuffle=*/true,
+                               /*seed=*/3);
 }
 
 /// A one-parameter "network" whose loss is (w - 1)^2, or NaN from iteration `nan_at` on.
@@ -201,6 +194,23 @@ TEST_CASE("resume is exact: 3 iterations, stop, resume to 6 equals 6 uninterrupt
   CHECK(curves.cols == 1200);
 #endif
   at::set_num_threads(threads_before);
+}
+
+TEST_CASE("split_into_batches: consecutive batches, the last one shorter, and mismatched inputs refused") {
+  const auto scenes = data::make_toy_scenes(5, 1, 3, 96, 64, 2);
+  const auto batches = train::split_into_batches(scenes.batch, scenes.targets, 2);
+  REQUIRE(batches.size() == 3);
+  CHECK(batches[2].targets.size() == 1);
+  CHECK(batches[2].images.sizes.size() == 1);
+  CHECK(at::equal(batches[1].images.images, scenes.batch.images.narrow(0, 2, 2)));
+  CHECK(at::equal(batches[2].targets[0].boxes, scenes.targets[4].boxes));
+  CHECK(at::equal(batches[1].targets[1].pids, scenes.targets[3].pids));
+  auto short_targets = scenes.targets;
+  short_targets.pop_back();
+  CHECK_THROWS_WITH_AS(train::split_into_batches(scenes.batch, short_targets, 2),
+                       doctest::Contains("5 images need 5 sizes and 5 targets, got 5 and 4"), trident::Error);
+  CHECK_THROWS_WITH_AS(train::split_into_batches(scenes.batch, scenes.targets, 0),
+                       doctest::Contains("batch_size must be positive, got 0"), trident::Error);
 }
 
 TEST_CASE("a loss that turns NaN stops training with its name and iteration, and the checkpoint stays good") {

@@ -46,10 +46,7 @@ int main(int argc, char** argv) {
   options.score_threshold = 0.0;  // report every detection: the network will have trained for two iterations
   at::manual_seed(1);
   const auto scenes = data::make_toy_scenes(4, 2, 6, 128, 192, 3);
-  std::vector<train::Batch> batches;
-  for (int b = 0; b < 2; ++b)
-    batches.push_back({{scenes.batch.images.narrow(0, 2 * b, 2), {scenes.batch.sizes[2 * b], scenes.batch.sizes[2 * b + 1]}},
-                       {scenes.targets[2 * b], scenes.targets[2 * b + 1]}});
+  const auto batches = train::split_into_batches(scenes.batch, scenes.targets, 2);
   train::TrainerOptions to;
   to.epochs = 1;
   to.max_iterations = 1;

@@ -88,15 +88,7 @@ Scenes toy_scenes(int images, at::ScalarType dtype, const c10::Device& device, u
 /// Two batches of two toy scenes (float32, on the CPU: the trainer moves them), visited in a seeded order.
 train::InMemorySource toy_source(at::ScalarType dtype = at::kFloat) {
   const auto s = toy_scenes(4, dtype, c10::kCPU);
-  std::vector<train::Batch> batches;
-  for (int b = 0; b < 2; ++b) {
-    train::Batch batch;
-    batch.images.images = s.batch.images.narrow(0, 2 * b, 2);
-    batch.images.sizes = {s.batch.sizes[2 * b], s.batch.sizes[2 * b + 1]};
-    batch.targets = {s.targets[2 * b], s.targets[2 * b + 1]};
-    batches.push_back(batch);
-  }
-  return train::InMemorySource(batches, /*shuffle=*/true, /*seed=*/3);
+  return train::InMemorySource(train::split_into_batches(s.batch, s.targets, 2), /*shuffle=*/true, /*seed=*/3);
 }
 
 /// Copies every parameter and buffer of `from` into `to` (any devices and dtypes; the names must match).

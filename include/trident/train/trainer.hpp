@@ -33,6 +33,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <concepts>
@@ -60,6 +61,27 @@ concept BatchSource = requires(S& s, int64_t epoch, int64_t batch) {
   s.seek(epoch, batch);
   { s.next() } -> std::convertible_to<Batch>;
 };
+
+/// `images` (padded, [N, 3, H, W]) and their targets cut into consecutive batches of `batch_size` images (the last
+/// one shorter when N is not a multiple), e.g. data::make_toy_scenes' scenes for an InMemorySource.
+inline std::vector<Batch> split_into_batches(const ImageBatch& images, const std::vector<Target>& targets,
+                                             int64_t batch_size) {
+  const int64_t n = images.images.defined() ? images.images.size(0) : 0;
+  TRIDENT_CHECK(batch_size > 0, "trident::train::split_into_batches: batch_size must be positive, got {}", batch_size);
+  TRIDENT_CHECK(static_cast<int64_t>(images.sizes.size()) == n && static_cast<int64_t>(targets.size()) == n,
+                "trident::train::split_into_batches: {} images need {} sizes and {} targets, got {} and {}", n, n, n,
+                images.sizes.size(), targets.size());
+  std::vector<Batch> out;
+  for (int64_t first = 0; first < n; first += batch_size) {
+    const int64_t count = std::min(batch_size, n - first);
+    Batch b;
+    b.images.images = images.images.narrow(0, first, count);
+    b.images.sizes.assign(images.sizes.begin() + first, images.sizes.begin() + first + count);
+    b.targets.assign(targets.begin() + first, targets.begin() + first + count);
+    out.push_back(std::move(b));
+  }
+  return out;
+}
 
 /// Batches held in memory (generated scenes, tests). Each epoch visits them in an order drawn from
 /// (seed, epoch) when `shuffle` is set.
