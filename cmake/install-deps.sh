@@ -3,6 +3,8 @@
 #   cmake/install-deps.sh            # library, tests, examples, benchmarks
 #   cmake/install-deps.sh --fixtures # also python3-torch/torchvision (only to regenerate test fixtures
 #                                      # and run the PyTorch reference benchmarks; never needed by the library)
+#   cmake/install-deps.sh --pip-libtorch  # also python3-venv where python3 cannot make a venv (for
+#                                      # cmake/pip-libtorch.sh, the CI leg against pip's LibTorch 2.x)
 set -euo pipefail
 
 packages=(
@@ -22,7 +24,8 @@ packages=(
 for arg in "$@"; do
   case "$arg" in
     --fixtures) packages+=(python3-torch python3-torchvision) ;;
-    *) echo "install-deps.sh: unknown option '$arg' (known: --fixtures)" >&2; exit 2 ;;
+    --pip-libtorch) python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv) ;;
+    *) echo "install-deps.sh: unknown option '$arg' (known: --fixtures, --pip-libtorch)" >&2; exit 2 ;;
   esac
 done
 

@@ -80,6 +80,17 @@ TEST_CASE("write_file_atomically: the whole new file or the old one, never a par
                        doctest::Contains("trident::test_caller: cannot create the folder of"), trident::Error);
 }
 
+TEST_CASE("std::filesystem works in a program linked with LibTorch (libstdc++ comes before libtorch.so)") {
+  // pip's LibTorch 2.11 exports its own std::filesystem::remove_all; called with GCC 12's inline code it crashed
+  // on a non-empty folder until trident::trident put libstdc++ first on the link line.
+  namespace fs = std::filesystem;
+  const auto dir = fs::path(TRIDENT_TEST_TMP_DIR) / "remove_all" / "a" / "b";
+  fs::create_directories(dir);
+  std::ofstream(dir / "file") << "x";
+  CHECK(fs::remove_all(fs::path(TRIDENT_TEST_TMP_DIR) / "remove_all") == 4);
+  CHECK_FALSE(fs::exists(fs::path(TRIDENT_TEST_TMP_DIR) / "remove_all"));
+}
+
 TEST_CASE("seeded shuffles: a permutation, reproducible from (seed, purpose, position), uniform without bias") {
   std::vector<int> a(10), b(10);
   for (int i = 0; i < 10; ++i) a[static_cast<size_t>(i)] = b[static_cast<size_t>(i)] = i;
