@@ -30,6 +30,7 @@
 #include <trident/core/types.hpp>
 #include <trident/backbone/weights.hpp>
 #include <trident/data/toy_scenes.hpp>
+#include <trident/data/transforms.hpp>
 #include <trident/model/configs.hpp>
 #include <trident/ops/boxes.hpp>
 #include <trident/search/rank.hpp>
@@ -39,7 +40,6 @@
 #include <fmt/format.h>
 
 #include <ATen/core/grad_mode.h>
-#include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/tensor.h>
 #include <torch/cuda.h>
 
@@ -83,10 +83,11 @@ struct Options {
 data::ToyScenes make_scenes(int count, const Options& o, uint32_t seed) {
   at::manual_seed(seed);  // the background noise; make_toy_scenes' seed places and dresses the people
   auto s = data::make_toy_scenes(count, o.people, identities, o.height, o.width, seed);
-  const auto mean = at::tensor(std::vector<float>{0.485f, 0.456f, 0.406f}).view({1, 3, 1, 1});
-  const auto stddev = at::tensor(std::vector<float>{0.229f, 0.224f, 0.225f}).view({1, 3, 1, 1});
-  const int64_t pad_h = (32 - o.height % 32) % 32, pad_w = (32 - o.width % 32) % 32;
-  s.batch.images = at::constant_pad_nd((s.batch.images - mean) / stddev, {0, pad_w, 0, pad_h}, 0);
+  std::vector<at::Tensor> images;  // data/transforms.hpp, as the loader prepares pictures
+  for (int i = 0; i < count; ++i) images.push_back(data::normalize(s.batch.images[i]));
+  auto collated = data::collate(images, std::move(s.targets));
+  s.batch = std::move(collated.batch);
+  s.targets = std::move(collated.targets);
   return s;
 }
 
@@ -104,15 +105,10 @@ std::vector<train::Batch> epoch_of(const data::ToyScenes& pool, const Options& o
   const int64_t distinct = static_cast<int64_t>(pool.targets.size()) / o.batch_size;
   TRIDENT_CHECK(distinct > 0, "06_train_generated: --scenes {} is fewer than --batch-size {}", pool.targets.size(),
                 o.batch_size);
-  std::vector<train::Batch> batches;
-  for (int64_t b = 0; b < distinct; ++b) {
-    train::Batch batch{batch_of(pool, b * o.batch_size, o.batch_size, device), {}};
-    for (int64_t i = b * o.batch_size; i < (b + 1) * o.batch_size; ++i) {
-      const auto& t = pool.targets[static_cast<size_t>(i)];
-      batch.targets.push_back({t.boxes.to(device), t.pids.to(device)});
-    }
-    batches.push_back(std::move(batch));
-  }
+  std::vector<Target> targets;
+  for (const auto& t : pool.targets) targets.push_back({t.boxes.to(device), t.pids.to(device)});
+  auto batches = train::split_into_batches({pool.batch.images.to(device), pool.batch.sizes}, targets, o.batch_size);
+  batches.resize(static_cast<size_t>(distinct));  // a last, shorter batch is left out
   std::vector<train::Batch> epoch;
   for (int64_t k = 0; k < o.epoch_length; ++k) epoch.push_back(batches[static_cast<size_t>(k % distinct)]);
   return epoch;

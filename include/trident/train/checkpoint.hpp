@@ -7,7 +7,8 @@
 ///
 /// One file in LibTorch's archive format (torch::serialize), written atomically (core/files.hpp: a temporary
 /// file beside it, synced, then renamed over `<path>`), so a crash while writing never leaves a half-written
-/// checkpoint (the previous one stays intact). Loading checks the format tag and names the file and the entry on any error.
+/// checkpoint (the previous one stays intact). Loading checks the format tag and names the file and the entry on
+/// any error.
 #include <trident/config.hpp>
 #include <trident/core/files.hpp>
 
