@@ -31,6 +31,8 @@ usage: benchmarks/device-check.sh --prepare
   --prepare          copy Boost.Hana, fmt, doctest and CLI11 with their CMake files into .device/prefix (run here)
   --out DIR          where the logs and tables go (default: $OUT, else out/device-check)
   --quick            a one-round benchmark comparison and 150 training iterations
+  --skip STEPS       leave these steps out (comma-separated: cuda-tests, roi-align, core-tests, train, compare,
+                     compare-amp); the build then leaves out the targets only they need
   --seqnet DIR       a SeqNet checkout, timed beside the reference when compare.py can run it
   --cpu              run on the CPU even where there is a GPU (small sizes; also the mode without a GPU)
   --python PY        the Python whose torch provides LibTorch (cmake prefix) and runs the reference (python3)
@@ -143,12 +145,13 @@ main() {
 out_dir=${OUT:-$root/out/device-check}
 build=${BUILD:-/tmp/trident-device-check}
 python=python3 reference_python= seqnet= budget= iterations= jobs=$(nproc) amp_dtype=bfloat16
-quick=0 force_cpu=0 clean=0
+quick=0 force_cpu=0 clean=0 skip=,
 while [ $# -gt 0 ]; do
   case $1 in
     --prepare) prepare; exit $? ;;
     --out) out_dir=$2; shift ;;
     --quick) quick=1 ;;
+    --skip) skip=",$2,"; shift ;;
     --seqnet) seqnet=$2; shift ;;
     --cpu) force_cpu=1 ;;
     --python) python=$2; shift ;;
@@ -165,6 +168,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 reference_python=${reference_python:-$python}
+# SeqNet's code, where a checkout was copied beside the prefix (docs/seqnet-timing.md); --seqnet overrides it.
+if [ -z "$seqnet" ] && [ -f "$root/.device/seqnet/models/seqnet.py" ]; then seqnet=$root/.device/seqnet; fi
 mkdir -p "$out_dir" && out_dir=$(cd "$out_dir" && pwd)
 rm -f "$out_dir"/{summary.md,steps.log,build.log,tests.log,compare.md,compare.json,train.csv}
 steps_log=$out_dir/steps.log build_log=$out_dir/build.log tests_log=$out_dir/tests.log
@@ -173,6 +178,7 @@ cd "$root" || exit 2
 
 started=$(date +%s)
 now() { date +%s; }
+skipped() { [[ "$skip" == *",$1,"* ]]; }  # skipped STEP: whether --skip names it
 say() { echo "$*" | tee -a "$steps_log"; }
 
 # The summary: one row per step.
@@ -308,7 +314,12 @@ fi
 # Step 3 — build what needs no OpenCV: the core suite, the CUDA tests, bench_network, 06_train_generated.
 # ---------------------------------------------------------------------------------------------------------------
 t=$(now)
-wanted=(trident_tests trident_cuda_tests bench_network 06_train_generated)
+wanted=()
+skipped core-tests || wanted+=(trident_tests)
+skipped cuda-tests || wanted+=(trident_cuda_tests)
+skipped roi-align || wanted+=(bench_roi_align)
+{ skipped compare && skipped compare-amp; } || wanted+=(bench_network)
+skipped train || wanted+=(06_train_generated)
 present=() absent=() built=() failed=()
 has_target() {
   if [ -f "$build/build.ninja" ]; then ninja -C "$build" -t targets all 2>/dev/null | grep "^$1:" > /dev/null
@@ -365,7 +376,9 @@ binary() {  # the built executable of a target, if it was built
 # ---------------------------------------------------------------------------------------------------------------
 # Step 4 — the CUDA tests (label `cuda`).
 # ---------------------------------------------------------------------------------------------------------------
-if [ -z "$(binary trident_cuda_tests)" ]; then
+if skipped cuda-tests; then
+  record cuda-tests - 0 "skipped (--skip)"
+elif [ -z "$(binary trident_cuda_tests)" ]; then
   why="was not built"
   [[ " ${absent[*]:-} " == *" trident_cuda_tests "* ]] && why="is not in this checkout"
   record cuda-tests - 0 "skipped: trident_cuda_tests $why"
@@ -380,10 +393,38 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------------------------
+# Step 4b — RoIAlign's formulations at the paper's sizes (bench_roi_align; docs/design.md).
+# ---------------------------------------------------------------------------------------------------------------
+roi_bench=$(binary bench_roi_align)
+if skipped roi-align; then
+  record roi-align - 0 "skipped (--skip)"
+elif [ -z "$roi_bench" ]; then
+  record roi-align - 0 "skipped: bench_roi_align was not built"
+else
+  echo "== bench_roi_align" >> "$steps_log"
+  roi_args=(--device "$mode" --repeat 10 --warmup 3 --threads "$jobs")
+  [ "$gpu" -eq 0 ] && roi_args=(--device cpu --repeat 1 --warmup 0 --batches 1 --rois 16 --threads "$jobs")
+  run "$steps_log" "$(limit "$(cap 45 300)" 150)" "$roi_bench" "${roi_args[@]}"
+  roi_rc=$rc roi_took=$took
+  if [ "$gpu" -eq 1 ] && [ "$roi_rc" -eq 0 ]; then
+    run "$steps_log" "$(limit 30 150)" "$roi_bench" "${roi_args[@]}" --dtype bfloat16 --batches 1 --rois 300
+    roi_took=$((roi_took + took))
+  fi
+  key=$(sed -n '/^== bench_roi_align$/,$p' "$steps_log" |
+        awk -F'|' '/^# bench_roi_align/ {dtype = $0; sub(/.*features /, "", dtype); sub(/ .*/, "", dtype)}
+                   $2 ~ /sampled|gather/ && $3 + 0 == 1 && ($4 + 0 == 300 || cpu) {gsub(/ /, "", $2);
+                   gsub(/ /, "", $5); gsub(/ /, "", $6); printf "%s%s %s %d RoIs: fwd %s ms, fwd+bwd %s ms", sep,
+                   $2, dtype, $4, $5, $6; sep = "; "}' cpu=$((1 - gpu)))
+  record roi-align "$(status $roi_rc)" "$roi_took" "${key:-no table (see steps.log)}"
+fi
+
+# ---------------------------------------------------------------------------------------------------------------
 # Step 5 — the core suite (doctest, without the OpenCV / matio / JSON parts).
 # ---------------------------------------------------------------------------------------------------------------
 suite=$(binary trident_tests)
-if [ -z "$suite" ]; then
+if skipped core-tests; then
+  record core-tests - 0 "skipped (--skip)"
+elif [ -z "$suite" ]; then
   record core-tests - 0 "skipped: trident_tests was not built"
 else
   echo "== trident_tests" >> "$tests_log"
@@ -396,7 +437,9 @@ fi
 # Step 6 — train with trident::trident alone: the paper configuration, mixed precision (CPU: small).
 # ---------------------------------------------------------------------------------------------------------------
 trainer=$(binary 06_train_generated)
-if [ -z "$trainer" ]; then
+if skipped train; then
+  record train - 0 "skipped (--skip)"
+elif [ -z "$trainer" ]; then
   record train - 0 "skipped: 06_train_generated was not built"
 else
   run_dir=$build/run-06
@@ -434,12 +477,47 @@ fi
 # Step 7 — bench_network next to the PyTorch reference (and SeqNet's model where compare.py can run it).
 # ---------------------------------------------------------------------------------------------------------------
 compare=$root/benchmarks/reference/compare.py
+# compare_key JSON: the key figures of a compare.py run (trident vs the reference, and SeqNet where it ran).
+compare_key() {
+  "$python" - "$1" <<'EOF' 2>/dev/null
+import json, sys
+try:
+    data = json.load(open(sys.argv[1]))
+except (OSError, ValueError):
+    print("no compare.json"); sys.exit()
+medians = data.get("medians", {})
+t, r = medians.get("trident", {}), medians.get("reference", {})
+s = medians.get("seqnet", {})
+def ms(v):
+    return "-" if v is None else f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+parts = []
+for case, figure, label in [("infer-900x1500", "total_ms", "infer 900x1500"),
+                            ("infer-b8-900x1500", "images_per_s", "infer b8 img/s"),
+                            ("infer-320x480", "total_ms", "infer 320x480"), ("train-b4", "total_ms", "train b4"),
+                            ("search-1000000", "total_ms", "search 1e6"), ("resnet50-224", "forward_ms", "resnet50")]:
+    a, b = t.get(case, {}).get(figure), r.get(case, {}).get(figure)
+    if a is None and b is None:
+        continue
+    ratio = f" ({a / b:.2f}x)" if a is not None and b else ""
+    c = s.get(case, {}).get(figure)
+    seq = f", SeqNet {ms(c)}" + (f" ({a / c:.2f}x)" if a is not None and c else "") if c is not None else ""
+    unit = "" if figure == "images_per_s" else " ms"
+    parts.append(f"{label} {ms(a)} vs {ms(b)}{unit}{ratio}{seq}")
+peak = t.get("train-b4", {}).get("cuda_peak_allocated_mb"), r.get("train-b4", {}).get("cuda_peak_allocated_mb")
+if peak[0] is not None or peak[1] is not None:
+    parts.append(f"train b4 peak {ms(peak[0])} vs {ms(peak[1])} MB")
+missing = [name for name, m in (("trident", t), ("reference", r)) if not any(m.values())]
+print("trident vs reference: " + "; ".join(parts) + ("; NO RESULTS from " + ", ".join(missing) if missing else ""))
+EOF
+}
 seqnet_args=()
 if [ -n "$seqnet" ]; then
   if "$python" "$compare" --help 2>/dev/null | grep -- '--seqnet' > /dev/null; then seqnet_args=(--seqnet "$seqnet"); fi
 fi
 bench=$(binary bench_network)
-if [ -z "$bench" ]; then
+if skipped compare; then
+  record compare - 0 "skipped (--skip)"
+elif [ -z "$bench" ]; then
   record compare - 0 "skipped: bench_network was not built"
 else
   seconds=$(limit "$(cap "$([ "$quick" -eq 1 ] && echo 90 || echo 200)" 900)" 5)
@@ -456,33 +534,33 @@ else
   echo "== compare.py" >> "$steps_log"
   run "$steps_log" "$seconds" "$python" "$compare" --bench "$bench" --python "$reference_python" --threads "$jobs" \
     "${compare_args[@]}" "${seqnet_args[@]}" --verbose --json "$out_dir/compare.json" --markdown "$out_dir/compare.md"
-  key=$("$python" - "$out_dir/compare.json" <<'EOF' 2>/dev/null
-import json, sys
-try:
-    data = json.load(open(sys.argv[1]))
-except (OSError, ValueError):
-    print("no compare.json"); sys.exit()
-medians = data.get("medians", {})
-t, r = medians.get("trident", {}), medians.get("reference", {})
-def ms(v):
-    return "-" if v is None else f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
-parts = []
-for case, figure, label in [("infer-900x1500", "total_ms", "infer 900x1500"),
-                            ("infer-320x480", "total_ms", "infer 320x480"), ("train-b4", "total_ms", "train b4"),
-                            ("search-1000000", "total_ms", "search 1e6"), ("resnet50-224", "forward_ms", "resnet50")]:
-    a, b = t.get(case, {}).get(figure), r.get(case, {}).get(figure)
-    if a is None and b is None:
-        continue
-    ratio = f" ({a / b:.2f}x)" if a is not None and b else ""
-    parts.append(f"{label} {ms(a)} vs {ms(b)} ms{ratio}")
-peak = t.get("train-b4", {}).get("cuda_peak_allocated_mb"), r.get("train-b4", {}).get("cuda_peak_allocated_mb")
-if peak[0] is not None or peak[1] is not None:
-    parts.append(f"train b4 peak {ms(peak[0])} vs {ms(peak[1])} MB")
-missing = [name for name, m in (("trident", t), ("reference", r)) if not any(m.values())]
-print("trident vs reference: " + "; ".join(parts) + ("; NO RESULTS from " + ", ".join(missing) if missing else ""))
-EOF
-)
+  key=$(compare_key "$out_dir/compare.json")
   record compare "$(status $rc)" "$took" "${key:-no compare.json}"
+fi
+
+# ---------------------------------------------------------------------------------------------------------------
+# Step 8 — the same comparison under bfloat16 autocast with channels-last inputs (GPU only), batched inference.
+# ---------------------------------------------------------------------------------------------------------------
+if skipped compare-amp; then
+  record compare-amp - 0 "skipped (--skip)"
+elif [ "$gpu" -eq 0 ]; then
+  record compare-amp - 0 "skipped: autocast is timed on a GPU only"
+elif [ -z "$bench" ]; then
+  record compare-amp - 0 "skipped: bench_network was not built"
+elif ! "$python" "$compare" --help 2>/dev/null | grep -- '--amp' > /dev/null; then
+  record compare-amp - 0 "skipped: compare.py has no --amp option"
+else
+  rm -f "$build/compare-amp.json" "$build/compare-amp.md"
+  echo "== compare.py --amp bf16" >> "$steps_log"
+  run "$steps_log" "$(limit "$([ "$quick" -eq 1 ] && echo 90 || echo 150)" 5)" "$python" "$compare" --bench "$bench" \
+    --python "$reference_python" --threads "$jobs" --device cuda --amp bf16 --channels-last --rounds 1 --repeat 10 \
+    --warmup 3 --only infer,train --sizes 900x1500 --infer-batches 1,8 --batches 4 "${seqnet_args[@]}" --verbose \
+    --json "$build/compare-amp.json" --markdown "$build/compare-amp.md"
+  if [ -f "$build/compare-amp.md" ]; then
+    { echo; echo "## bfloat16 autocast, channels-last inputs"; echo; cat "$build/compare-amp.md"; } >> "$out_dir/compare.md"
+  fi
+  key=$(compare_key "$build/compare-amp.json")
+  record compare-amp "$(status $rc)" "$took" "${key:-no compare-amp.json}"
 fi
 if [ -n "$seqnet" ]; then
   if [ ${#seqnet_args[@]} -gt 0 ]; then

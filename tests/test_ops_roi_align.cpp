@@ -7,11 +7,15 @@
 #include <trident/roi/pooler.hpp>
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/rand.h>
+#include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
+#include <ATen/ops/randn_like.h>
 #include <ATen/ops/tensor.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <cmath>
 #include <sstream>
 
 using namespace trident;
@@ -55,6 +59,10 @@ at::Tensor cpu_kernel(const at::Tensor& x, const at::Tensor& rois, const ops::Ro
 at::Tensor tensor_path(const at::Tensor& x, const at::Tensor& rois, const ops::RoiAlignParams& p) {
   return ops::detail::roi_align_tensor_path(x, rois, p);
 }
+// The GPU's path for a fixed sampling ratio (grid sampling + average pooling), run here on the CPU.
+at::Tensor sampled_path(const at::Tensor& x, const at::Tensor& rois, const ops::RoiAlignParams& p) {
+  return ops::detail::roi_align_sampled_path(x, rois.to(x.scalar_type()), p);
+}
 
 }  // namespace
 
@@ -72,6 +80,105 @@ TEST_CASE("roi_align forward and backward match torchvision to 1e-5 on both path
     TRIDENT_CHECK_CLOSE(yt, c.output, 1e-5);
     TRIDENT_CHECK_CLOSE(gt, c.grad_input, 1e-5);
   }
+}
+
+TEST_CASE("roi_align: the sampled path (fixed sampling ratio) matches torchvision to 1e-5, forward and backward") {
+  const Fixture f("roi_align.pt");
+  int checked = 0;
+  for (const auto& name : case_names(f)) {
+    const auto c = load_case(f, name);
+    if (c.params.sampling_ratio <= 0) continue;  // the adaptive grid is not this path's
+    CAPTURE(name);
+    for (const bool channels_last : {false, true}) {
+      CAPTURE(channels_last);
+      Case cc = c;
+      if (channels_last) cc.input = c.input.contiguous(at::MemoryFormat::ChannelsLast);
+      const auto [y, g] = run(cc, sampled_path);
+      TRIDENT_CHECK_CLOSE(y, c.output, 1e-5);
+      TRIDENT_CHECK_CLOSE(g, c.grad_input, 1e-5);
+      const bool layouts_differ = y.size(1) > 1 && y.size(2) * y.size(3) > 1;
+      if (layouts_differ) CHECK(y.is_contiguous(channels_last ? at::MemoryFormat::ChannelsLast
+                                                              : at::MemoryFormat::Contiguous));
+    }
+    ++checked;
+  }
+  CHECK(checked == 3);  // half_scale_sr2, half_scale_sr2_aligned (batches of 2), stride16_24x8_sr2_aligned
+}
+
+TEST_CASE("roi_align: the sampled path equals the CPU kernel on random RoIs (ratios 1-3, batches 1-3, borders)") {
+  at::manual_seed(11);
+  for (const int64_t batch : {1, 3}) {
+    for (const int64_t ratio : {1, 2, 3}) {
+      for (const bool aligned : {false, true}) {
+        CAPTURE(batch);
+        CAPTURE(ratio);
+        CAPTURE(aligned);
+        const int64_t height = 9, width = 14, k = 40;
+        const auto x = at::randn({batch, 6, height, width}, at::kDouble);
+        // Boxes in image coordinates (scale 1/4) from well outside the map to well inside, some tiny.
+        const auto corner = at::rand({k, 2}, at::kDouble) * (4.0 * (width + 6)) - 12.0;
+        const auto size = at::rand({k, 2}, at::kDouble) * 40.0;
+        auto boxes = at::cat({corner, corner + size}, 1);
+        boxes[0] = at::tensor({-20.0, -20.0, -6.0, -5.0}, at::kDouble);             // entirely outside
+        boxes[1] = at::tensor({40.0, 20.0, 40.1, 20.1}, at::kDouble);               // smaller than a cell
+        boxes[2] = at::tensor({0.0, 0.0, 4.0 * width, 4.0 * height}, at::kDouble);  // the whole map
+        const auto image = at::randint(0, batch, {k, 1}, at::kDouble);
+        const auto rois = at::cat({image, boxes}, 1);
+        const ops::RoiAlignParams p{5, 3, 0.25, ratio, aligned};
+        const auto ref_in = x.clone().requires_grad_(true);
+        const auto ref = cpu_kernel(ref_in, rois, p);
+        const auto grad_out = at::randn_like(ref);
+        const auto ref_grad = torch::autograd::grad({ref}, {ref_in}, {grad_out})[0];
+        const auto in = x.clone().requires_grad_(true);
+        const auto y = sampled_path(in, rois, p);
+        const auto g = torch::autograd::grad({y}, {in}, {grad_out})[0];
+        TRIDENT_CHECK_CLOSE(y, ref, 1e-10);
+        TRIDENT_CHECK_CLOSE(g, ref_grad, 1e-10);
+        CHECK(ref.abs().max().item<double>() > 0.5);  // not vacuous: the RoIs do see the features
+      }
+    }
+  }
+}
+
+TEST_CASE("roi_align: the sampled path gives the same values and gradients in chunks of RoIs") {
+  at::manual_seed(12);
+  const auto x = at::randn({2, 4, 10, 12}, at::kDouble);
+  const auto corner = at::rand({9, 2}, at::kDouble) * 40.0;
+  const auto size = 5.0 + at::rand({9, 2}, at::kDouble) * 20.0;
+  const auto rois = at::cat({at::randint(0, 2, {9, 1}, at::kDouble), corner, corner + size}, 1);
+  const ops::RoiAlignParams p{3, 2, 0.25, 2, false};
+  const int64_t per_roi = 3 * 2 * 2 * 2 * 4;  // sampled values of one RoI: PH * g * PW * g * C
+  at::Tensor reference_value, reference_grad;
+  for (const int64_t budget : {int64_t{1} << 28, per_roi, 7 * per_roi, per_roi / 2}) {  // 1, 9, 2 chunks; 9
+    CAPTURE(budget);
+    const auto in = x.clone().requires_grad_(true);
+    const auto y = ops::detail::roi_align_sampled_path(in, rois, p, budget);
+    const auto g = torch::autograd::grad({(y * y).sum()}, {in})[0];
+    if (!reference_value.defined()) {
+      reference_value = y.detach();
+      reference_grad = g;
+      TRIDENT_CHECK_CLOSE(reference_value, cpu_kernel(x, rois, p), 1e-12);
+      continue;
+    }
+    TRIDENT_CHECK_CLOSE(y, reference_value, 0.0);
+    TRIDENT_CHECK_CLOSE(g, reference_grad, 1e-12);  // the chunks' gradients are summed in another order
+  }
+}
+
+TEST_CASE("roi_align: the sampled path pools out-of-range batch indices and non-finite RoIs to 0, reads nothing else") {
+  const auto x = at::randn({2, 3, 6, 7}).requires_grad_(true);
+  const ops::RoiAlignParams p{2, 2, 1.0, 2, false};
+  const auto rois = at::tensor({0.f, 1.f, 1.f, 5.f, 4.f,                 // a good RoI
+                                2.f, 1.f, 1.f, 5.f, 4.f,                 // batch index 2 of 2
+                                -1.f, 1.f, 1.f, 5.f, 4.f,                // negative batch index
+                                1.f, std::nanf(""), 1.f, 5.f, 4.f,       // NaN coordinate
+                                1.f, 1.f, 1.f, INFINITY, 4.f})           // infinite coordinate
+                        .view({5, 5});
+  const auto y = sampled_path(x, rois, p);
+  TRIDENT_CHECK_CLOSE(y[0], cpu_kernel(x, rois.narrow(0, 0, 1), p)[0], 1e-6);
+  CHECK(y.narrow(0, 1, 4).abs().max().item<float>() == 0.f);
+  const auto g = torch::autograd::grad({y.narrow(0, 1, 4).sum()}, {x})[0];
+  CHECK(g.abs().max().item<float>() == 0.f);
 }
 
 TEST_CASE("roi_align: a channels-last input gives the same values, channels-last, on both paths") {
@@ -100,7 +207,8 @@ TEST_CASE("roi_align gradient equals central differences (double)") {
     const auto c = load_case(f, name);
     const auto x = c.input.to(at::kDouble);
     const auto rois = c.rois.to(at::kDouble);
-    for (auto pool : {&cpu_kernel, &tensor_path}) {
+    for (auto pool : {&cpu_kernel, &tensor_path, &sampled_path}) {
+      if (pool == &sampled_path && c.params.sampling_ratio <= 0) continue;
       const auto r = test::gradcheck([&](const at::Tensor& v) { return pool(v, rois, c.params); }, x, 1e-6, 300);
       CHECK(r.max_abs_grad > 0.1);  // the check is not vacuous
       CHECK(r.max_abs_error < 1e-7);

@@ -12,8 +12,11 @@
 ///
 /// CPU: a direct kernel (forward: parallel over RoIs x blocks of channels, vectorised over channels on a
 /// channels-last copy of the input; backward: parallel over channels), bit-identical in its order of
-/// accumulation to torchvision's. Other devices: a gather/contract formulation in tensor operations,
-/// differentiated by autograd. Gradients flow to `input` only; RoIs are treated as constants, as torchvision
+/// accumulation to torchvision's. Other devices, with a fixed sampling ratio: bilinear resampling of every
+/// sample point (at::grid_sampler_2d) and average pooling of each bin, with shapes that depend only on the
+/// input sizes (no host-device synchronisation; detail::roi_align_sampled_path). Other devices, adaptive
+/// sampling: a gather/contract formulation grouped by grid size (detail::roi_align_tensor_path). Both are
+/// differentiated by autograd (docs/design.md, "RoIAlign on the GPU"). Gradients flow to `input` only; RoIs are treated as constants, as torchvision
 /// does (proposals are detached in Faster R-CNN). Double backward is not supported.
 
 #include <trident/config.hpp>
@@ -22,12 +25,17 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/avg_pool2d.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/ceil.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/grid_sampler_2d.h>
 #include <ATen/ops/index.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
@@ -366,7 +374,8 @@ inline at::Tensor roi_align_tensor_path(const at::Tensor& input, const at::Tenso
   return all.index_select(0, inverse).contiguous();
 }
 
-inline void check_roi_align_inputs(const at::Tensor& input, const at::Tensor& rois, const RoiAlignParams& p) {
+/// The checks that read only shapes, dtypes and devices (no data: no host-device synchronisation).
+inline void check_roi_align_shapes(const at::Tensor& input, const at::Tensor& rois, const RoiAlignParams& p) {
   constexpr std::string_view caller = "trident::ops::roi_align";
   TRIDENT_CHECK(input.defined() && input.dim() == 4, "{}: input must be a [N, C, H, W] tensor, got {}", caller,
                 shape_of(input));
@@ -383,6 +392,17 @@ inline void check_roi_align_inputs(const at::Tensor& input, const at::Tensor& ro
   if (rois.size(0) == 0) return;
   TRIDENT_CHECK(input.size(2) > 0 && input.size(3) > 0, "{}: input {} has an empty spatial size", caller,
                 shape_of(input));
+}
+
+}  // namespace detail
+
+/// Throws unless every RoI has finite, ordered coordinates (x2 >= x1, y2 >= y1) and an integer batch index of
+/// `input`; the message names the first bad RoI. It reads the RoIs' values, so for a tensor on a GPU it waits
+/// for the device (roi_align calls it for CPU tensors only; call it yourself where device RoIs come from
+/// outside the program).
+inline void check_rois(const at::Tensor& input, const at::Tensor& rois,
+                       std::string_view caller = "trident::ops::roi_align") {
+  if (rois.size(0) == 0) return;
   validate_boxes(rois.narrow(1, 1, 4), caller, "rois[:, 1:5]");
   const auto b = rois.select(1, 0);
   const auto bad = (b != b.floor()) | (b < 0) | (b >= static_cast<double>(input.size(0)));
@@ -393,18 +413,120 @@ inline void check_roi_align_inputs(const at::Tensor& input, const at::Tensor& ro
   }
 }
 
+namespace detail {
+
+/// RoIAlign with a fixed sampling grid (sampling_ratio > 0) as bilinear resampling plus average pooling, in
+/// tensor operations whose shapes depend only on the sizes of the inputs: no host-device synchronisation, the
+/// same work on every call (CUDA graphs can capture it), on any device. Every sample point of every RoI is one
+/// point of a sampling grid read with at::grid_sampler_2d (bilinear, zero padding, align_corners = true, whose
+/// forward and backward kernels exist on every device), and each output bin averages its grid_h x grid_w
+/// samples with at::avg_pool2d, in torchvision's order (sample rows outer, columns inner).
+///  - torchvision's border rules are applied to the coordinates first: a sample further than one cell outside
+///    the map is moved far outside the grid (zero padding then gives exactly 0 and no gradient); one in the
+///    outer half cell is clamped to the border row or column, as torchvision clamps it.
+///  - the images of the batch are stacked along the height ([N, C, H, W] -> [1, C, N*H, W]) and a RoI's rows
+///    are offset by its batch index times H. Because every coordinate is clamped into its own image first, a
+///    sample never mixes two images (at the last row the weight of the next image's first row is 0, up to the
+///    float rounding of the normalised coordinate).
+///  - positions are computed in the RoIs' dtype; half and bfloat16 features are resampled in float32 (the
+///    caller passes float32 RoIs) and the result is cast back.
+/// Output: [K, C, output_h, output_w], channels-last when the input is (the layout of the folded ResNet head),
+/// else contiguous. A batch index outside [0, N) or a non-finite coordinate pools to 0 (never a read outside
+/// the input).
+inline at::Tensor roi_align_sampled_path(const at::Tensor& input, const at::Tensor& rois_in, const RoiAlignParams& p,
+                                         int64_t max_samples_per_call = int64_t{1} << 28) {
+  TRIDENT_CHECK(p.sampling_ratio > 0, "trident::ops::roi_align: the sampled path needs sampling_ratio > 0, got {}",
+                p.sampling_ratio);
+  const int64_t num_rois = rois_in.size(0), batch = input.size(0), channels = input.size(1);
+  const int64_t height = input.size(2), width = input.size(3), g = p.sampling_ratio;
+  const bool channels_last_out = input.is_contiguous(at::MemoryFormat::ChannelsLast) && !input.is_contiguous();
+  const auto out_format = channels_last_out ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  if (num_rois == 0 || channels == 0)
+    return at::zeros({num_rois, channels, p.output_h, p.output_w}, input.options().memory_format(out_format));
+  const auto rois = rois_in.detach();
+  const auto work_dtype = rois.scalar_type();  // float32 for half / bfloat16 inputs, else the input's
+  const auto coords = rois.options();
+
+  // Sample positions per RoI and axis: y [K, PH * g], x [K, PW * g], as torchvision computes them.
+  const double offset = p.aligned ? 0.5 : 0.0;
+  const auto start_w = rois.select(1, 1) * p.spatial_scale - offset;
+  const auto start_h = rois.select(1, 2) * p.spatial_scale - offset;
+  auto roi_w = rois.select(1, 3) * p.spatial_scale - offset - start_w;
+  auto roi_h = rois.select(1, 4) * p.spatial_scale - offset - start_h;
+  if (!p.aligned) {
+    roi_w = roi_w.clamp_min(1);
+    roi_h = roi_h.clamp_min(1);
+  }
+  const auto bin_h = (roi_h / static_cast<double>(p.output_h)).view({num_rois, 1, 1});
+  const auto bin_w = (roi_w / static_cast<double>(p.output_w)).view({num_rois, 1, 1});
+  const auto sample = (at::arange(g, coords) + 0.5) / static_cast<double>(g);
+  const auto y = (start_h.view({num_rois, 1, 1}) + at::arange(p.output_h, coords).view({1, -1, 1}) * bin_h +
+                  sample.view({1, 1, -1}) * bin_h)
+                     .view({num_rois, p.output_h * g});
+  const auto x = (start_w.view({num_rois, 1, 1}) + at::arange(p.output_w, coords).view({1, -1, 1}) * bin_w +
+                  sample.view({1, 1, -1}) * bin_w)
+                     .view({num_rois, p.output_w * g});
+  const auto image = rois.select(1, 0);
+  const auto valid_image = (image >= 0) & (image < static_cast<double>(batch));  // NaN fails both
+  const auto valid_y = (y >= -1.0) & (y <= static_cast<double>(height)) & valid_image.view({num_rois, 1});
+  const auto valid_x = (x >= -1.0) & (x <= static_cast<double>(width));
+  // Clamped into the image, then the image's offset in the stacked map.
+  const auto row = y.clamp(0, static_cast<double>(height - 1)) +
+                   (image.clamp(0, static_cast<double>(batch - 1)) * static_cast<double>(height)).view({num_rois, 1});
+  const auto col = x.clamp(0, static_cast<double>(width - 1));
+  // grid_sampler's coordinates, align_corners = true: -1 is the first row / column's centre, +1 the last's.
+  const auto normalise = [](const at::Tensor& c, int64_t size) {
+    return size > 1 ? c * (2.0 / static_cast<double>(size - 1)) - 1.0 : at::zeros_like(c);
+  };
+  const auto gy = normalise(row, batch * height).view({num_rois, p.output_h * g, 1}).expand({-1, -1, p.output_w * g});
+  const auto gx = normalise(col, width).view({num_rois, 1, p.output_w * g}).expand({-1, p.output_h * g, -1});
+  const auto inside = valid_y.view({num_rois, -1, 1}) & valid_x.view({num_rois, 1, -1});
+  const auto outside = at::full({}, -3.0, coords);  // beyond every border: all four neighbours are padding
+  const auto grid = at::stack({at::where(inside, gx, outside), at::where(inside, gy, outside)}, -1)
+                        .view({1, num_rois * p.output_h * g, p.output_w * g, 2});
+
+  // The features as one tall NCHW image in the working dtype (a view when the batch has one image).
+  auto stacked = input.to(work_dtype).contiguous();
+  if (batch > 1) stacked = stacked.transpose(0, 1).contiguous();
+  stacked = stacked.view({1, channels, batch * height, width});
+
+  // [K, C, PH, PW] in the requested layout and the input's dtype, filled chunk by chunk of RoIs so that the
+  // samples before pooling (g * g values per output value) stay under max_samples_per_call (by default 2^28,
+  // 1 GiB in float32: the paper's 300 RoIs at inference are one chunk, 4 x 128 training RoIs two).
+  const int64_t rows_per_roi = p.output_h * g;
+  const int64_t per_chunk = std::max<int64_t>(1, max_samples_per_call / (rows_per_roi * p.output_w * g * channels));
+  auto out = channels_last_out ? at::empty({num_rois, p.output_h, p.output_w, channels}, input.options())
+                               : at::empty({num_rois, channels, p.output_h, p.output_w}, input.options());
+  for (int64_t first = 0; first < num_rois; first += per_chunk) {
+    const int64_t n = std::min(per_chunk, num_rois - first);
+    const auto samples = at::grid_sampler_2d(stacked, grid.narrow(1, first * rows_per_roi, n * rows_per_roi),
+                                             /*interpolation_mode=bilinear*/ 0, /*padding_mode=zeros*/ 0,
+                                             /*align_corners=*/true);  // [1, C, n * PH * g, PW * g]
+    const auto pooled = at::avg_pool2d(samples, {g, g}, {g, g}).view({channels, n, p.output_h, p.output_w});
+    // [C, n, PH, PW] -> the output's rows: one copy, which also converts to the input's dtype
+    out.narrow(0, first, n).copy_(channels_last_out ? pooled.permute({1, 2, 3, 0}) : pooled.permute({1, 0, 2, 3}));
+  }
+  return channels_last_out ? out.permute({0, 3, 1, 2}) : out;
+}
+
 }  // namespace detail
 
 /// RoIAlign of `rois` [K, 5] (batch index, x1, y1, x2, y2 in image coordinates) over `input` [N, C, H, W]:
 /// returns [K, C, output_h, output_w]. `rois` is cast to the input's dtype (float32 for half and bfloat16
-/// inputs, whose sampling positions are computed in float32). Half and bfloat16 inputs are pooled in float32
-/// on the CPU.
+/// inputs, whose sampling positions are computed in float32). Half and bfloat16 inputs are pooled in float32.
+///  - CPU: the direct kernel; the RoIs' values are checked first (check_rois).
+///  - other devices, sampling_ratio > 0 (the paper's 2): detail::roi_align_sampled_path, which never waits for
+///    the device. The RoIs' values are not read on the host, so they are not checked: a batch index outside
+///    the batch or a non-finite coordinate pools to 0. Call check_rois() for RoIs from outside the program.
+///  - other devices, adaptive sampling (sampling_ratio <= 0): each RoI's grid depends on its size, which the
+///    gather formulation (detail::roi_align_tensor_path) reads on the host.
 inline at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, std::array<int64_t, 2> output_size,
                             double spatial_scale = 1.0, int64_t sampling_ratio = -1, bool aligned = false) {
   const RoiAlignParams p{output_size[0], output_size[1], spatial_scale, sampling_ratio, aligned};
-  detail::check_roi_align_inputs(input, rois, p);
+  detail::check_roi_align_shapes(input, rois, p);
+  const bool reduced = input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16;
   if (input.device().is_cpu()) {
-    const bool reduced = input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16;
+    check_rois(input, rois);
     const auto in = reduced ? input.to(at::kFloat) : input;
     const auto r = rois.to(in.scalar_type());
     auto out = detail::RoiAlignCpuFunction::apply(in, r, p.output_h, p.output_w, p.spatial_scale, p.sampling_ratio,
@@ -413,8 +535,10 @@ inline at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, std
   }
   // Half and bfloat16 features (autocast) keep the RoIs and sampling positions in float32: in bfloat16 the
   // coordinates between 1024 and 2048 pixels are 8 pixels apart.
-  const bool reduced = input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16;
-  return detail::roi_align_tensor_path(input, rois.to(reduced ? at::kFloat : input.scalar_type()), p);
+  const auto r = rois.to(reduced ? at::kFloat : input.scalar_type());
+  if (p.sampling_ratio > 0) return detail::roi_align_sampled_path(input, r, p);
+  check_rois(input, rois);  // the adaptive path reads the RoIs on the host anyway
+  return detail::roi_align_tensor_path(input, r, p);
 }
 
 /// Per-image boxes [K_i, 4] -> rois [sum K_i, 5] with the image index in column 0.
