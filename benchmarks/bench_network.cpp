@@ -5,20 +5,39 @@
 // detection modules and writes the same JSON keys; benchmarks/compare.sh runs both and prints the ratios.
 //
 //   bench_network [--threads N] [--repeat N] [--warmup N] [--device cpu|cuda]
-//                 [--sizes 900x1500,600x1000] [--batches 2,4] [--train-size 900x1500]
+//                 [--sizes 900x1500,600x1000] [--infer-batches 1] [--batches 2,4] [--train-size 900x1500]
 //                 [--gallery 10000,100000,1000000] [--detections 20] [--yardstick-batch 1]
+//                 [--amp off|bf16|fp16] [--channels-last] [--tf32] [--cuda-graphs]
 //                 [--only infer,train,search,resnet50] [--case NAME] [--json OUT]
 //
-// Cases (each is one --case NAME): infer-HxW, train-bB, search-N, resnet50-224. Without --case the program runs
-// every selected case in a child process of its own (the program re-executed with --case), so that each case's
-// peak resident memory (VmHWM) is its own; with --case it runs that case in this process. Weights are random
-// (timing does not depend on them); images are random; training targets are synthetic (a few person boxes per
-// image, labeled and unlabeled). Every figure is printed with the thread count, the input size and the proposal
-// counts; --json writes them machine-readably ({"program": "trident", "cases": [...]}).
+// Cases (each is one --case NAME): infer-HxW, infer-bB-HxW (B > 1 of --infer-batches), train-bB, search-N,
+// resnet50-224. Without --case the program runs every selected case in a child process of its own (the program
+// re-executed with --case), so that each case's peak resident memory (VmHWM) is its own; with --case it runs that
+// case in this process. Weights are random (timing does not depend on them); images are random; training targets
+// are synthetic (a few person boxes per image, labeled and unlabeled). Every figure is printed with the thread
+// count, the input size and the proposal counts; --json writes them machine-readably ({"program": "trident",
+// "cases": [...]}).
+//
+// GPU options (the same in bench_reference.py; every record says what it ran with in its text fields "amp",
+// "channels_last" and "tf32"):
+//   --amp bf16|fp16   CUDA autocast (train::detail::AutocastScope, the trainer's) around the inference passes (the
+//                     stage breakdown, net.detect(), the batched cases, the ResNet-50 yardstick) and the training
+//                     forward; fp16 training scales the loss with the trainer's train::GradScaler (dynamic, initial
+//                     scale 2^16; gradients unscaled and checked in the timed step, a non-finite step skipped).
+//                     Search runs in float32. Refused on the CPU.
+//   --channels-last   images in channels-last memory format (trident's folded backbone is channels-last inside
+//                     anyway; the reference also converts its model).
+//   --tf32            TF32 in cuBLAS matmuls and cuDNN convolutions. Without it LibTorch's defaults hold (cuDNN on,
+//                     cuBLAS off), and the record says so. Refused on the CPU.
+//   --cuda-graphs     (trident only) net.detect() with NetOptions::cuda_graphs: its three stages replayed as CUDA
+//                     graphs; affects detect_ms and the batched cases, not the (eager) stage breakdown.
 #include <trident/core/threads.hpp>
 #include <trident/model/configs.hpp>
 #include <trident/search/similarity.hpp>
+#include <trident/train/grad_scaler.hpp>
+#include <trident/train/trainer.hpp>  // train::detail::AutocastScope (LibTorch 1.13 and 2.x spellings)
 
+#include <ATen/Context.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/rand.h>
 #include <ATen/ops/randint.h>
@@ -81,6 +100,7 @@ struct Options {
   int warmup = 1;
   std::string device = "cpu";
   std::vector<Size> sizes{{900, 1500}, {600, 1000}};
+  std::vector<int64_t> infer_batches{1};  // 1: infer-HxW (stage breakdown); B > 1: infer-bB-HxW (net.detect())
   std::vector<int64_t> batches{2, 4};
   Size train_size{900, 1500};
   std::vector<int64_t> gallery{10'000, 100'000, 1'000'000};
@@ -91,6 +111,10 @@ struct Options {
   bool flops_only = false;
   // backbone::set_batch_norm_folding: always (the library's default), inference (eval() only), off
   trident::backbone::Folding folding = trident::backbone::Folding::always;
+  std::string amp = "off";     // off, bf16, fp16: CUDA autocast
+  bool channels_last = false;  // images in channels-last memory format
+  bool tf32 = false;           // TF32 in cuBLAS and cuDNN (else LibTorch's defaults)
+  bool cuda_graphs = false;    // NetOptions::cuda_graphs for net.detect() (CUDA only)
   std::string case_name;
   std::string json;
   std::string record;  // internal: the child writes its case's JSON object here
@@ -104,6 +128,9 @@ struct Options {
       "  --warmup N             untimed runs first (default 1)\n"
       "  --device cpu|cuda      where the network runs (cuda only in a CUDA build of LibTorch)\n"
       "  --sizes HxW,...        inference image sizes (default 900x1500,600x1000)\n"
+      "  --infer-batches B,...  inference batch sizes (default 1). B = 1: case infer-HxW, one image timed stage by\n"
+      "                         stage and through net.detect(); B > 1: case infer-bB-HxW, B images of HxW in one\n"
+      "                         batch through net.detect() (total_ms per batch, images_per_s)\n"
       "  --batches B,...        training batch sizes (default 2,4)\n"
       "  --train-size HxW       training image size (default 900x1500)\n"
       "  --gallery N,...        gallery sizes of the search case (default 10000,100000,1000000)\n"
@@ -111,11 +138,26 @@ struct Options {
       "  --yardstick-batch B    batch of the ResNet-50 classification yardstick at 224x224 (default 1)\n"
       "  --top-k K              ranked gallery entries returned by the search (default 100)\n"
       "  --only K,...           case kinds to run: infer, train, search, resnet50 (default all)\n"
-      "  --case NAME            run one case in this process: infer-HxW, train-bB, search-N, resnet50-224\n"
+      "  --case NAME            run one case in this process: infer-HxW, infer-bB-HxW, train-bB, search-N,\n"
+      "                         resnet50-224\n"
       "  --json OUT             write the figures as JSON\n"
       "  --fold off|inference|always  when batch norms fold into their convolutions, channels-last\n"
       "                         (backbone::set_batch_norm_folding; default always, the library's)\n"
-      "  --flops                print the FLOPs of every selected infer / train case and exit (no timing)\n",
+      "  --flops                print the FLOPs of every selected infer / train case and exit (no timing)\n"
+      "GPU options (--device cuda; the same in bench_reference.py; records name them in \"amp\", \"channels_last\",\n"
+      "\"tf32\"):\n"
+      "  --amp off|bf16|fp16    CUDA autocast to bfloat16 / float16 (default off) around the inference passes\n"
+      "                         (stages, net.detect(), batched cases, ResNet-50 yardstick) and the training forward;\n"
+      "                         fp16 training uses the trainer's dynamic loss scaling (train::GradScaler, initial\n"
+      "                         scale 2^16, unscaled and checked inside step_ms). Search stays float32.\n"
+      "                         Refused on the CPU.\n"
+      "  --channels-last        images in channels-last memory format (CPU too; trident's folded backbone is\n"
+      "                         channels-last inside anyway)\n"
+      "  --tf32                 allow TF32 in cuBLAS matmuls and cuDNN convolutions. Without it LibTorch's defaults\n"
+      "                         hold (cuDNN TF32 on, cuBLAS off) and the record says \"default: ...\". CUDA only.\n"
+      "  --cuda-graphs          net.detect() with NetOptions::cuda_graphs (its stages replayed as CUDA graphs):\n"
+      "                         detect_ms of infer-HxW and the batched cases (the stage breakdown stays eager).\n"
+      "                         CUDA only; trident only (bench_reference.py has no such option).\n",
       to);
   std::exit(code);
 }
@@ -192,6 +234,18 @@ Options parse(int argc, char** argv) {
         std::exit(2);
       }
     }
+    else if (a == "--infer-batches") {
+      o.infer_batches.clear();
+      for (const auto& s : split(value())) o.infer_batches.push_back(parse_int(a, s, 1));
+    } else if (a == "--amp") {
+      o.amp = value();
+      if (o.amp != "off" && o.amp != "bf16" && o.amp != "fp16") {
+        std::fprintf(stderr, "bench_network: --amp expects off, bf16 or fp16, got '%s'\n", o.amp.c_str());
+        std::exit(2);
+      }
+    } else if (a == "--channels-last") o.channels_last = true;
+    else if (a == "--tf32") o.tf32 = true;
+    else if (a == "--cuda-graphs") o.cuda_graphs = true;
     else if (a == "--record") o.record = value();
     else if (a == "-h" || a == "--help") usage(stdout, 0);
     else {
@@ -201,6 +255,21 @@ Options parse(int argc, char** argv) {
   }
   if (o.device != "cpu" && o.device != "cuda") {
     std::fprintf(stderr, "bench_network: --device must be cpu or cuda, got '%s'\n", o.device.c_str());
+    std::exit(2);
+  }
+  if (o.amp != "off" && o.device != "cuda") {
+    std::fprintf(stderr,
+                 "bench_network: --amp %s needs --device cuda: mixed precision (autocast) is timed on CUDA only; on "
+                 "the CPU use --amp off\n",
+                 o.amp.c_str());
+    std::exit(2);
+  }
+  if (o.tf32 && o.device != "cuda") {
+    std::fprintf(stderr, "bench_network: --tf32 needs --device cuda: TF32 is a cuBLAS / cuDNN setting\n");
+    std::exit(2);
+  }
+  if (o.cuda_graphs && o.device != "cuda") {
+    std::fprintf(stderr, "bench_network: --cuda-graphs needs --device cuda\n");
     std::exit(2);
   }
   return o;
@@ -436,9 +505,11 @@ at::Tensor cycle_to(const at::Tensor& boxes, int64_t n) {
   return boxes.repeat({(n + have - 1) / have, 1}).narrow(0, 0, n);
 }
 
-trident::ImageBatch make_batch(int64_t batch, Size size, const at::Device& device) {
+/// `batch` random images of `size` padded to a multiple of 32, channels-last under --channels-last.
+trident::ImageBatch make_batch(int64_t batch, Size size, const at::Device& device, bool channels_last) {
   trident::ImageBatch b;
   b.images = at::randn({batch, 3, pad32(size.height), pad32(size.width)}).to(device);
+  if (channels_last) b.images = b.images.contiguous(at::MemoryFormat::ChannelsLast);
   b.sizes.assign(static_cast<size_t>(batch), trident::ImageSize{size.height, size.width});
   return b;
 }
@@ -497,6 +568,33 @@ struct Context {
   double base_rss_mb = 0;
 };
 
+/// --amp: whether autocast is on, and to which type. Each timed pass runs under its own
+/// train::detail::AutocastScope, the trainer's (a no-op when off), which also clears autocast's cache at its end.
+bool amp_on(const Options& o) { return o.amp != "off"; }
+at::ScalarType amp_dtype(const Options& o) { return o.amp == "fp16" ? at::kHalf : at::kBFloat16; }
+using Autocast = trident::train::detail::AutocastScope;
+
+/// What the TF32 switches are: "on: ..." with --tf32, else "default: ..." (LibTorch's defaults, as read back).
+std::string tf32_state(const Context& c) {
+  if (!c.dev.cuda()) return "n/a (cpu)";
+  auto& g = at::globalContext();
+  return fmt::format("{}: cublas {}, cudnn {}", c.options.tf32 ? "on" : "default", g.allowTF32CuBLAS() ? "on" : "off",
+                     g.allowTF32CuDNN() ? "on" : "off");
+}
+
+/// The record's precision fields; `applies`: whether the case takes --amp and --channels-last (search does not).
+void add_precision(Record& r, const Context& c, bool applies) {
+  r.text("amp", applies ? c.options.amp : "off");
+  r.text("channels_last", applies && c.options.channels_last ? "on" : "off");
+  r.text("tf32", tf32_state(c));
+  r.text("cuda_graphs", applies && c.options.cuda_graphs ? "on" : "off");
+}
+
+void print_precision(const Context& c, bool applies) {
+  fmt::print("  precision: amp {}, channels-last {}, tf32 {}\n", applies ? c.options.amp : "off",
+             applies && c.options.channels_last ? "on" : "off", tf32_state(c));
+}
+
 void reset_peak(const Context& c) {
 #if TRIDENT_BENCH_CUDA
   if (c.dev.cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(c.dev.device.index() < 0 ? 0 : c.dev.device.index());
@@ -531,14 +629,21 @@ void add_stage_figures(Record& r, const Stages& s) {
 /// proposals (300; the RPN's, repeated if its NMS kept fewer) and the second pass describes exactly --detections
 /// boxes (the top ones after NMS, repeated if NMS kept fewer). net.detect() itself is timed as well, with the
 /// counts the random weights give.
+/// The network of the inference cases: the library's options, with --cuda-graphs.
+trident::NetOptions infer_options(const Options& o) {
+  trident::NetOptions n;
+  n.cuda_graphs = o.cuda_graphs;
+  return n;
+}
+
 Record run_infer(Context& c, Size size) {
   const auto& o = c.options;
-  Net net;
+  Net net(infer_options(o));
   net.to(c.dev.device);
   net.eval();
   trident::backbone::set_batch_norm_folding(net, o.folding);
   at::NoGradGuard no_grad;
-  const auto batch = make_batch(1, size, c.dev.device);
+  const auto batch = make_batch(1, size, c.dev.device, o.channels_last);
   const Net::Pooler pooler(net.options().pooler);
   const auto& opt = net.options();
   auto& det = net.branch<DetectionBranch>();
@@ -559,6 +664,7 @@ Record run_infer(Context& c, Size size) {
     lap("head");
   };
   auto pipeline = [&](bool timed) {
+    const Autocast autocast(amp_on(o), amp_dtype(o));  // every stage under --amp
     std::vector<std::pair<std::string, double>> laps;
     c.dev.sync();
     auto t = Clock::now();
@@ -610,8 +716,12 @@ Record run_infer(Context& c, Size size) {
   // The library call, as an application makes it.
   std::vector<double> detect_runs;
   int64_t detect_count = 0;
-  for (int i = 0; i < o.warmup; ++i) (void)net.detect(batch);
+  for (int i = 0; i < o.warmup; ++i) {
+    const Autocast autocast(amp_on(o), amp_dtype(o));
+    (void)net.detect(batch);
+  }
   for (int i = 0; i < o.repeat; ++i) {
+    const Autocast autocast(amp_on(o), amp_dtype(o));
     c.dev.sync();
     const auto t0 = Clock::now();
     const auto d = net.detect(batch);
@@ -630,6 +740,7 @@ Record run_infer(Context& c, Size size) {
   r.text("padded", fmt::format("{}x{}", pad32(size.height), pad32(size.width)));
   r.text("features", fmt::format("{}x{}", fh, fw));
   r.number("batch", 1);
+  add_precision(r, c, true);
   add_proposal_info(r, opt);
   add_stage_figures(r, stages);
   r.figure("detect_ms", median(detect_runs));
@@ -643,6 +754,7 @@ Record run_infer(Context& c, Size size) {
   add_memory(r, c);
   fmt::print("\n## {} — {} thread(s), device {}, image {} (padded {}, conv4 {}x{}), batch 1\n", r.name, c.threads,
              c.dev.device.str(), size.str(), fmt::format("{}x{}", pad32(size.height), pad32(size.width)), fh, fw);
+  print_precision(c, true);
   print_proposal_counts(opt, false);
   fmt::print("  stage breakdown: RPN kept {} proposals, the first pass takes {} (repeated to the post-NMS top-N) -> "
              "RoIAlign 24x8 + conv5 + detection branch; post-processing (decode, clip, NMS {} kept {}) -> describe "
@@ -650,6 +762,65 @@ Record run_infer(Context& c, Size size) {
              proposals, rois_per_image, opt.nms_threshold, kept_by_nms, o.detections);
   fmt::print("  net.detect(): {} detections (random weights); medians of {} runs after {} warm-up\n", detect_count,
              o.repeat, o.warmup);
+  print_figures(r);
+  return r;
+}
+
+/// Batched inference: `batch_size` images of `size` in one batch through net.detect(), as an application calls it
+/// (eval(), no grad, under --amp). The RoI counts are the random weights' (the RPN's NMS and the detector decide),
+/// so, as detect_ms of infer-HxW, this is not a like-for-like comparison with the reference; detect_detections
+/// (all images) says how many boxes the second pass described.
+Record run_infer_batch(Context& c, Size size, int64_t batch_size) {
+  const auto& o = c.options;
+  Net net(infer_options(o));
+  net.to(c.dev.device);
+  net.eval();
+  trident::backbone::set_batch_norm_folding(net, o.folding);
+  at::NoGradGuard no_grad;
+  const auto batch = make_batch(batch_size, size, c.dev.device, o.channels_last);
+  const auto& opt = net.options();
+  std::vector<double> runs;
+  int64_t detections = 0;
+  auto once = [&](bool timed) {
+    const Autocast autocast(amp_on(o), amp_dtype(o));
+    c.dev.sync();
+    const auto t0 = Clock::now();
+    const auto d = net.detect(batch);
+    c.dev.sync();
+    const double ms = ms_since(t0);
+    if (timed) {
+      runs.push_back(ms);
+      detections = 0;
+      for (const auto& image : d) detections += image.boxes.size(0);
+    }
+  };
+  for (int i = 0; i < o.warmup; ++i) once(false);
+  reset_peak(c);
+  for (int i = 0; i < o.repeat; ++i) once(true);
+
+  int64_t fh = pad32(size.height), fw = pad32(size.width);
+  (void)stem_flops(*net.stem(), fh, fw);  // conv4's size only
+  const double total = median(runs);
+  Record r;
+  r.name = fmt::format("infer-b{}-{}", batch_size, size.str());
+  r.kind = "infer-batch";
+  r.text("image", size.str());
+  r.text("padded", fmt::format("{}x{}", pad32(size.height), pad32(size.width)));
+  r.text("features", fmt::format("{}x{}", fh, fw));
+  r.number("batch", static_cast<double>(batch_size));
+  add_precision(r, c, true);
+  add_proposal_info(r, opt);
+  r.figure("total_ms", total);
+  r.figure("images_per_s", static_cast<double>(batch_size) / (total / 1e3));
+  r.figure("detect_detections", static_cast<double>(detections));
+  add_memory(r, c);
+  fmt::print("\n## {} — {} thread(s), device {}, batch {} of {} (padded {}x{}, conv4 {}x{}), net.detect()\n", r.name,
+             c.threads, c.dev.device.str(), batch_size, size.str(), pad32(size.height), pad32(size.width), fh, fw);
+  print_precision(c, true);
+  print_proposal_counts(opt, false);
+  fmt::print("  net.detect() on the whole batch: {} detections in all (random weights: the RoI counts are the "
+             "weights'); medians of {} runs after {} warm-up\n",
+             detections, o.repeat, o.warmup);
   print_figures(r);
   return r;
 }
@@ -665,7 +836,7 @@ Record run_train(Context& c, int64_t batch_size) {
   for (auto& p : net.parameters())
     if (p.requires_grad()) params.push_back(p);
   torch::optim::SGD sgd(params, torch::optim::SGDOptions(0.003).momentum(0.9).weight_decay(5e-4));
-  const auto batch = make_batch(batch_size, o.train_size, c.dev.device);
+  const auto batch = make_batch(batch_size, o.train_size, c.dev.device, o.channels_last);
   const auto targets = make_targets(batch_size, o.train_size, c.dev.device);
   const auto& opt = net.options();
 
@@ -674,6 +845,10 @@ Record run_train(Context& c, int64_t batch_size) {
   std::vector<std::pair<at::Tensor, at::Tensor>> initial;
   for (auto& p : net.parameters()) initial.emplace_back(p, p.detach().clone());
   for (auto& b : net.buffers()) initial.emplace_back(b, b.clone());
+  // --amp fp16: the trainer's dynamic loss scaling (bfloat16 and float32 need none). Its scale carries over from
+  // run to run, as in training; a step whose gradients overflow is skipped (counted in skipped_steps).
+  trident::train::GradScaler scaler({}, o.amp == "fp16");
+  int64_t skipped = 0;
   Stages stages;
   double loss_value = 0;
   auto step = [&](bool timed) {
@@ -684,18 +859,25 @@ Record run_train(Context& c, int64_t batch_size) {
     c.dev.sync();
     const auto t0 = Clock::now();
     sgd.zero_grad();
-    const auto losses = net.losses(batch, targets);
+    trident::LossMap losses;
+    {
+      const Autocast autocast(amp_on(o), amp_dtype(o));  // the forward under --amp, as train::fit runs it
+      losses = net.losses(batch, targets);
+    }
     const auto total = losses.total();
     c.dev.sync();
     const double forward = ms_since(t0);
     const auto t1 = Clock::now();
-    total.backward();
+    scaler.scale_loss(total).backward();
     c.dev.sync();
     const double backward = ms_since(t1);
     const auto t2 = Clock::now();
-    sgd.step();
+    const bool finite = scaler.unscale(params);  // no-op (true) without loss scaling
+    if (finite) sgd.step();
+    scaler.update(finite);
     c.dev.sync();
     const double update = ms_since(t2);
+    if (timed && !finite) ++skipped;
     loss_value = total.item<double>();
     if (!std::isfinite(loss_value)) {
       std::fprintf(stderr, "bench_network: train-b%lld: the loss is %f\n", static_cast<long long>(batch_size),
@@ -724,6 +906,9 @@ Record run_train(Context& c, int64_t batch_size) {
   r.text("image", o.train_size.str());
   r.text("padded", fmt::format("{}x{}", pad32(o.train_size.height), pad32(o.train_size.width)));
   r.number("batch", static_cast<double>(batch_size));
+  add_precision(r, c, true);
+  r.number("loss_scale", scaler.scale());
+  r.number("skipped_steps", static_cast<double>(skipped));
   add_proposal_info(r, opt);
   add_stage_figures(r, stages);
   r.figure("sampled_rois", rois);
@@ -735,6 +920,10 @@ Record run_train(Context& c, int64_t batch_size) {
   fmt::print("\n## {} — {} thread(s), device {}, batch {} of {} (padded {}x{}), 5 people per image\n", r.name,
              c.threads, c.dev.device.str(), batch_size, o.train_size.str(), pad32(o.train_size.height),
              pad32(o.train_size.width));
+  print_precision(c, true);
+  if (scaler.enabled())
+    fmt::print("  float16 loss scaling (train::GradScaler): scale {} at the end, {} of {} timed steps skipped\n",
+               scaler.scale(), skipped, o.repeat);
   print_proposal_counts(opt, true);
   fmt::print("  SGD lr 0.003, momentum 0.9, weight decay 5e-4 over {} trainable tensors, each run from the same "
              "weights; medians of {} runs after {} warm-up\n",
@@ -781,10 +970,12 @@ Record run_search(Context& c, int64_t n) {
   r.number("gallery", static_cast<double>(n));
   r.number("dim", dim);
   r.number("top_k", static_cast<double>(k));
+  add_precision(r, c, false);
   add_stage_figures(r, stages);
   add_memory(r, c);
   fmt::print("\n## {} — {} thread(s), device {}, 1 query x {} gallery embeddings of {} floats, top {}\n", r.name,
              c.threads, c.dev.device.str(), n, dim, k);
+  print_precision(c, false);
   print_figures(r);
   return r;
 }
@@ -801,9 +992,11 @@ Record run_resnet50(Context& c) {
   trident::backbone::set_batch_norm_folding(*stem, o.folding);
   trident::backbone::set_batch_norm_folding(*head, o.folding);
   at::NoGradGuard no_grad;
-  const auto images = at::randn({o.yardstick_batch, 3, 224, 224}).to(c.dev.device);
+  auto images = at::randn({o.yardstick_batch, 3, 224, 224}).to(c.dev.device);
+  if (o.channels_last) images = images.contiguous(at::MemoryFormat::ChannelsLast);
   std::vector<double> runs;
   auto once = [&](bool timed) {
+    const Autocast autocast(amp_on(o), amp_dtype(o));
     c.dev.sync();
     const auto t0 = Clock::now();
     const auto logits = fc(head->forward(stem->forward(images)).mean({2, 3}));
@@ -824,22 +1017,31 @@ Record run_resnet50(Context& c) {
   r.kind = "resnet50";
   r.text("image", "224x224");
   r.number("batch", static_cast<double>(o.yardstick_batch));
+  add_precision(r, c, true);
   r.figure("forward_ms", median(runs));
   r.figure("gflop", flops.forward / 1e9);
   r.figure("gflops_per_s", flops.forward / 1e9 / (median(runs) / 1e3));
   add_memory(r, c);
   fmt::print("\n## {} — {} thread(s), device {}, ResNet-50 classification forward, batch {} of 224x224\n", r.name,
              c.threads, c.dev.device.str(), o.yardstick_batch);
+  print_precision(c, true);
   print_figures(r);
   return r;
 }
 
 Record run_case(Context& c, const std::string& name) {
+  if (name.rfind("infer-b", 0) == 0) {  // infer-bB-HxW
+    const auto dash = name.find('-', 7);
+    if (dash != std::string::npos)
+      return run_infer_batch(c, parse_size("--case", name.substr(dash + 1)),
+                             parse_int("--case", name.substr(7, dash - 7), 1));
+  }
   if (name.rfind("infer-", 0) == 0) return run_infer(c, parse_size("--case", name.substr(6)));
   if (name.rfind("train-b", 0) == 0) return run_train(c, parse_int("--case", name.substr(7), 1));
   if (name.rfind("search-", 0) == 0) return run_search(c, parse_int("--case", name.substr(7), 1));
   if (name == "resnet50-224") return run_resnet50(c);
-  std::fprintf(stderr, "bench_network: unknown case '%s' (infer-HxW, train-bB, search-N, resnet50-224)\n",
+  std::fprintf(stderr,
+               "bench_network: unknown case '%s' (infer-HxW, infer-bB-HxW, train-bB, search-N, resnet50-224)\n",
                name.c_str());
   std::exit(2);
 }
@@ -849,7 +1051,9 @@ std::vector<std::string> selected_cases(const Options& o) {
   std::vector<std::string> out;
   if (wanted("resnet50")) out.push_back("resnet50-224");
   if (wanted("infer"))
-    for (const auto& s : o.sizes) out.push_back("infer-" + s.str());
+    for (const auto& s : o.sizes)
+      for (const auto b : o.infer_batches)
+        out.push_back(b == 1 ? "infer-" + s.str() : fmt::format("infer-b{}-{}", b, s.str()));
   if (wanted("train"))
     for (auto b : o.batches) out.push_back(fmt::format("train-b{}", b));
   if (wanted("search"))
@@ -859,9 +1063,11 @@ std::vector<std::string> selected_cases(const Options& o) {
 
 std::string header_json(const Context& c) {
   return fmt::format("\"program\": \"trident\", \"libtorch\": \"{}\", \"threads\": {}, \"device\": \"{}\", "
-                     "\"repeat\": {}, \"warmup\": {}, \"hardware_threads\": {}",
+                     "\"repeat\": {}, \"warmup\": {}, \"hardware_threads\": {}, \"amp\": \"{}\", "
+                     "\"channels_last\": \"{}\", \"tf32\": \"{}\"",
                      TORCH_VERSION, c.threads, c.dev.device.str(), c.options.repeat, c.options.warmup,
-                     std::thread::hardware_concurrency());
+                     std::thread::hardware_concurrency(), c.options.amp, c.options.channels_last ? "on" : "off",
+                     tf32_state(c));
 }
 
 void write_file(const std::string& path, const std::string& text) {
@@ -919,6 +1125,10 @@ int main(int argc, char** argv) try {
 #if TRIDENT_BENCH_CUDA
     TRIDENT_CHECK(torch::cuda::is_available(), "bench_network: --device cuda, but no CUDA device is available");
     c.dev.device = at::Device(at::kCUDA, 0);
+    if (o.tf32) {  // process-wide; each case's child process sets it again (the flag is passed on)
+      at::globalContext().setAllowTF32CuBLAS(true);
+      at::globalContext().setAllowTF32CuDNN(true);
+    }
 #else
     std::fprintf(stderr, "bench_network: --device cuda needs a build against a CUDA LibTorch\n");
     return 2;
@@ -965,8 +1175,10 @@ int main(int argc, char** argv) try {
   }
 
   fmt::print("# bench_network: TridentNet<PaperConfig<CuhkSysu>>, LibTorch {}, {} intra-op thread(s) of {} hardware "
-             "threads, device {}, {} timed run(s) after {} warm-up per case; each case in a fresh process\n",
-             TORCH_VERSION, c.threads, std::thread::hardware_concurrency(), c.dev.device.str(), o.repeat, o.warmup);
+             "threads, device {}, {} timed run(s) after {} warm-up per case; each case in a fresh process; amp {}, "
+             "channels-last {}, tf32 {}\n",
+             TORCH_VERSION, c.threads, std::thread::hardware_concurrency(), c.dev.device.str(), o.repeat, o.warmup,
+             o.amp, o.channels_last ? "on" : "off", tf32_state(c));
   std::vector<std::string> objects;
   const std::string record = fmt::format("/tmp/bench_network_{}.json", getpid());
   double yard = 0;

@@ -32,7 +32,7 @@ usage: benchmarks/device-check.sh --prepare
   --out DIR          where the logs and tables go (default: $OUT, else out/device-check)
   --quick            a one-round benchmark comparison and 150 training iterations
   --skip STEPS       leave these steps out (comma-separated: cuda-tests, roi-align, core-tests, train, compare,
-                     compare-amp); the build then leaves out the targets only they need
+                     compare-amp, graphs); the build then leaves out the targets only they need
   --seqnet DIR       a SeqNet checkout, timed beside the reference when compare.py can run it
   --cpu              run on the CPU even where there is a GPU (small sizes; also the mode without a GPU)
   --python PY        the Python whose torch provides LibTorch (cmake prefix) and runs the reference (python3)
@@ -318,7 +318,7 @@ wanted=()
 skipped core-tests || wanted+=(trident_tests)
 skipped cuda-tests || wanted+=(trident_cuda_tests)
 skipped roi-align || wanted+=(bench_roi_align)
-{ skipped compare && skipped compare-amp; } || wanted+=(bench_network)
+{ skipped compare && skipped compare-amp && skipped graphs; } || wanted+=(bench_network)
 skipped train || wanted+=(06_train_generated)
 present=() absent=() built=() failed=()
 has_target() {
@@ -561,6 +561,42 @@ else
   fi
   key=$(compare_key "$build/compare-amp.json")
   record compare-amp "$(status $rc)" "$took" "${key:-no compare-amp.json}"
+fi
+
+# ---------------------------------------------------------------------------------------------------------------
+# Step 9 — trident's detect() with its stages replayed as CUDA graphs (bfloat16 autocast, channels-last; GPU).
+# ---------------------------------------------------------------------------------------------------------------
+if skipped graphs; then
+  record graphs - 0 "skipped (--skip)"
+elif [ "$gpu" -eq 0 ]; then
+  record graphs - 0 "skipped: CUDA graphs need a GPU"
+elif [ -z "$bench" ]; then
+  record graphs - 0 "skipped: bench_network was not built"
+elif ! "$bench" --help 2>/dev/null | grep -- '--cuda-graphs' > /dev/null; then
+  record graphs - 0 "skipped: bench_network has no --cuda-graphs option"
+else
+  rm -f "$build/graphs.json"
+  echo "== bench_network --cuda-graphs" >> "$steps_log"
+  run "$steps_log" "$(limit 120 5)" "$bench" --device cuda --threads "$jobs" --amp bf16 --channels-last \
+    --cuda-graphs --only infer --sizes 900x1500 --infer-batches 1,8 --repeat 10 --warmup 3 --json "$build/graphs.json"
+  key=$("$python" - "$build/graphs.json" <<'EOF' 2>/dev/null
+import json, sys
+try:
+    cases = {c["case"]: c for c in json.load(open(sys.argv[1]))["cases"]}
+except (OSError, ValueError, KeyError):
+    print("no graphs.json"); sys.exit()
+parts = []
+one = cases.get("infer-900x1500", {}).get("figures", {})
+if one:
+    parts.append(f"detect() 900x1500 b1 {one.get('detect_ms', float('nan')):.2f} ms"
+                 f" (eager stages {one.get('total_ms', float('nan')):.2f} ms)")
+eight = cases.get("infer-b8-900x1500", {}).get("figures", {})
+if eight:
+    parts.append(f"b8 {eight.get('images_per_s', float('nan')):.0f} img/s")
+print("bf16 + channels-last + CUDA graphs: " + "; ".join(parts) if parts else "no figures")
+EOF
+)
+  record graphs "$(status $rc)" "$took" "${key:-no graphs.json}"
 fi
 if [ -n "$seqnet" ]; then
   if [ ${#seqnet_args[@]} -gt 0 ]; then

@@ -88,3 +88,46 @@ TEST_CASE("nms of half and bfloat16 boxes (autocast) keeps what float32 NMS of t
                         ops::batched_nms(b.to(at::kFloat), s.to(at::kFloat), groups, 0.5));
   }
 }
+
+TEST_CASE("nms_each: several problems with masks and caps keep what filter + nms + truncate keeps, on both paths") {
+  at::manual_seed(4);
+  std::vector<ops::detail::NmsProblem> problems;
+  for (const int64_t n : {0, 1, 70, 300}) {
+    const auto xy = at::rand({n, 2}) * 100;
+    const auto wh = at::rand({n, 2}) * 40 + 1;
+    ops::detail::NmsProblem p;
+    p.boxes = at::cat({xy, xy + wh}, 1);
+    p.scores = (at::rand({n}) * 8).round() / 8;  // ties: the stable order decides
+    p.iou_threshold = n == 300 ? 0.7 : 0.4;
+    problems.push_back(p);
+  }
+  problems[2].valid = at::rand({70}) > 0.3;
+  problems[2].max_keep = 9;
+  problems[3].valid = at::rand({300}) > 0.1;
+  problems[3].groups = (at::arange(300) % 4).to(at::kLong);
+  ops::detail::NmsProblem capped = problems[3];  // a cap beyond what NMS keeps changes nothing
+  capped.groups = at::Tensor();
+  capped.max_keep = 100000;
+  problems.push_back(capped);
+
+  std::vector<at::Tensor> expected;
+  for (const auto& p : problems) {
+    const auto index = p.valid.defined() ? p.valid.nonzero().select(1, 0) : at::arange(p.boxes.size(0));
+    const auto b = p.boxes.index_select(0, index), s = p.scores.index_select(0, index);
+    auto keep = p.groups.defined() ? ops::batched_nms(b, s, p.groups.index_select(0, index), p.iou_threshold)
+                                   : ops::nms(b, s, p.iou_threshold);
+    if (p.max_keep >= 0 && keep.size(0) > p.max_keep) keep = keep.narrow(0, 0, p.max_keep);
+    expected.push_back(index.index_select(0, keep));
+  }
+  CHECK(expected[2].size(0) == 9);       // the cap binds
+  CHECK(expected[3].size(0) > 20);       // not vacuous
+  for (const bool force : {false, true}) {
+    CAPTURE(force);
+    const auto got = ops::detail::nms_each(problems, force);
+    REQUIRE(got.size() == expected.size());
+    for (size_t k = 0; k < got.size(); ++k) {
+      CAPTURE(k);
+      TRIDENT_CHECK_EQUAL(got[k], expected[k]);
+    }
+  }
+}

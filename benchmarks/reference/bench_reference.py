@@ -4,15 +4,34 @@
 the same JSON keys, so that benchmarks/reference/compare.py can put the two side by side.
 
   /usr/bin/python3 benchmarks/reference/bench_reference.py [--threads N] [--repeat N] [--warmup N]
-      [--device cpu|cuda] [--sizes 900x1500,600x1000] [--batches 2,4] [--train-size 900x1500]
+      [--device cpu|cuda] [--sizes 900x1500,600x1000] [--infer-batches 1] [--batches 2,4] [--train-size 900x1500]
       [--gallery 10000,100000,1000000] [--detections 20] [--yardstick-batch 1] [--top-k 100]
+      [--amp off|bf16|fp16] [--channels-last] [--tf32]
       [--only infer,train,search,resnet50] [--case NAME] [--json OUT]
 
-Without --case every selected case runs in a child process of its own (so that each peak resident set, VmHWM, is
-the case's own); with --case the case runs in this process. Needs only Debian's python3-torch and
-python3-torchvision (torch 1.13, torchvision 0.14).
+Cases (each is one --case NAME): infer-HxW, infer-bB-HxW (B > 1 of --infer-batches), train-bB, search-N,
+resnet50-224 (cases.py). Without --case every selected case runs in a child process of its own (so that each peak
+resident set, VmHWM, is the case's own); with --case the case runs in this process. Needs only Debian's
+python3-torch and python3-torchvision (torch 1.13, torchvision 0.14); also runs with torch 2.11 / torchvision 0.26.
+
+Batched inference (--infer-batches B,...; default 1): B = 1 is the case infer-HxW (one image, stage by stage and
+through ReferenceNet.detect); every B > 1 adds infer-bB-HxW: B images of HxW in one batch through the model's eval
+forward, ReferenceNet.detect (figures total_ms per batch, images_per_s, detect_detections over the batch, memory).
+Its RoI counts are the random weights', so, as detect_ms, it is not a like-for-like comparison.
+
+GPU options (as bench_network's; every record names them in its text fields "amp", "channels_last", "tf32"):
+  --amp bf16|fp16   CUDA autocast (torch.autocast) around the inference passes (stages, detect, batched cases, the
+                    ResNet-50 yardstick) and the training forward; fp16 training uses torch's GradScaler (dynamic,
+                    initial scale 2^16 as trident's train::GradScaler; unscaling, the check and the skipped step
+                    inside step_ms). Search stays float32. Refused on the CPU.
+  --channels-last   the model (model.to(memory_format=torch.channels_last)) and the images in channels-last
+                    memory format; CPU too.
+  --tf32            torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 on. Without it
+                    PyTorch's defaults hold (cuDNN TF32 on, matmul off), and the record says "default: ...".
+                    Refused on the CPU.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -56,11 +75,55 @@ def size_str(size):
     return f"{size[0]}x{size[1]}"
 
 
+def on_off(flag):
+    return "on" if flag else "off"
+
+
+def tf32_state(args):
+    """What the TF32 switches are: "on: ..." with --tf32, else "default: ..." (PyTorch's defaults, as read back)."""
+    if args.device != "cuda":
+        return "n/a (cpu)"
+    return (f"{'on' if args.tf32 else 'default'}: cublas {on_off(torch.backends.cuda.matmul.allow_tf32)}, "
+            f"cudnn {on_off(torch.backends.cudnn.allow_tf32)}")
+
+
+def make_grad_scaler():
+    """torch's dynamic loss scaler for CUDA float16 (initial scale 2^16, growth every 2000 good steps)."""
+    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
         self.device = torch.device("cuda:0" if args.device == "cuda" else "cpu")
         self.base_rss_mb = proc_status_mb("VmRSS")
+
+    # --- precision and layout --------------------------------------------------------------------------------------
+    def autocast(self):
+        """A fresh autocast context for one pass under --amp (nothing when off)."""
+        if self.args.amp == "off":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=torch.float16 if self.args.amp == "fp16" else torch.bfloat16)
+
+    def prepare(self, model):
+        """The model on the device, channels-last under --channels-last."""
+        model = model.to(self.device)
+        if self.args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def precision(self, record, applies=True):
+        """The record's precision fields; `applies`: whether the case takes --amp and --channels-last."""
+        a = self.args
+        record.update(amp=a.amp if applies else "off", channels_last=on_off(applies and a.channels_last),
+                      tf32=tf32_state(a))
+        return record
+
+    @staticmethod
+    def precision_line(record):
+        return f"precision: amp {record['amp']}, channels-last {record['channels_last']}, tf32 {record['tf32']}"
 
     # --- clocks and memory -----------------------------------------------------------------------------------------
     def sync(self):
@@ -89,6 +152,8 @@ class Bench:
 
     def images(self, batch, size):
         images = torch.randn(batch, 3, pad32(size[0]), pad32(size[1])).to(self.device)
+        if self.args.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return images, [tuple(size)] * batch
 
     def targets(self, batch, size):
@@ -127,7 +192,7 @@ class Bench:
     def infer(self, size):
         a = self.args
         s = Settings()
-        model = ReferenceNet(s).to(self.device).eval()
+        model = self.prepare(ReferenceNet(s)).eval()
         rh = model.roi_heads
         images, sizes = self.images(1, size)
         from torchvision.models.detection.image_list import ImageList
@@ -137,6 +202,10 @@ class Bench:
         counts = {}
 
         def pipeline(timed):
+            with self.autocast():  # every stage under --amp
+                stages(timed)
+
+        def stages(timed):
             laps = []
             self.sync()
             start = t = time.perf_counter()
@@ -181,13 +250,15 @@ class Bench:
             detect_runs = []
             detections = 0
             for _ in range(a.warmup):
-                model.detect(images, sizes)
+                with self.autocast():
+                    model.detect(images, sizes)
             for _ in range(a.repeat):
-                self.sync()
-                t0 = time.perf_counter()
-                kept, _ = model.detect(images, sizes)
-                self.sync()
-                detect_runs.append((time.perf_counter() - t0) * 1e3)
+                with self.autocast():
+                    self.sync()
+                    t0 = time.perf_counter()
+                    kept, _ = model.detect(images, sizes)
+                    self.sync()
+                    detect_runs.append((time.perf_counter() - t0) * 1e3)
                 detections = kept[0][0].shape[0]
             counter = FlopCounter(model)
             rh.flop_counter = counter
@@ -198,6 +269,7 @@ class Bench:
         fh, fw = features_size(size)
         record = dict(case=f"infer-{size_str(size)}", kind="infer", image=size_str(size),
                       padded=f"{pad32(size[0])}x{pad32(size[1])}", features=f"{fh}x{fw}", batch=1)
+        self.precision(record)
         self.proposal_info(record, s)
         fig = {f"{k}_ms": statistics.median(v) for k, v in runs.items()}
         fig.update(detect_ms=statistics.median(detect_runs), proposals=counts["proposals"], rois=rois_per_image,
@@ -207,6 +279,7 @@ class Bench:
         self.memory(fig)
         record["figures"] = fig
         details = [
+            self.precision_line(record),
             f"RPN: pre-NMS top {s.rpn_pre_nms_top_n['testing']} / post-NMS top {rois_per_image} (test), NMS "
             f"{s.rpn_nms_threshold}; detections: score >= {s.score_threshold}, NMS {s.nms_threshold}, at most "
             f"{s.detections_per_image}; 15 anchors per cell",
@@ -219,39 +292,99 @@ class Bench:
                                   f"{size_str(size)} (padded {record['padded']}, conv4 {fh}x{fw}), batch 1", details)
         return record
 
+    def infer_batch(self, size, batch):
+        """Batched inference: `batch` images of `size` in one batch through the model's eval forward
+        (ReferenceNet.detect, no grad, under --amp), as bench_network's infer-bB-HxW times net.detect()."""
+        a = self.args
+        s = Settings()
+        model = self.prepare(ReferenceNet(s)).eval()
+        images, sizes = self.images(batch, size)
+        runs = []
+        state = dict(detections=0)
+
+        def once(timed):
+            with self.autocast():
+                self.sync()
+                t0 = time.perf_counter()
+                kept, _ = model.detect(images, sizes)
+                self.sync()
+                ms = (time.perf_counter() - t0) * 1e3
+            if timed:
+                runs.append(ms)
+                state["detections"] = sum(boxes.shape[0] for boxes, _ in kept)
+
+        with torch.no_grad():
+            for _ in range(a.warmup):
+                once(False)
+            self.reset_peak()
+            for _ in range(a.repeat):
+                once(True)
+
+        fh, fw = features_size(size)
+        total = statistics.median(runs)
+        record = dict(case=f"infer-b{batch}-{size_str(size)}", kind="infer-batch", image=size_str(size),
+                      padded=f"{pad32(size[0])}x{pad32(size[1])}", features=f"{fh}x{fw}", batch=batch)
+        self.precision(record)
+        self.proposal_info(record, s)
+        fig = dict(total_ms=total, images_per_s=batch / (total / 1e3), detect_detections=state["detections"])
+        self.memory(fig)
+        record["figures"] = fig
+        details = [
+            self.precision_line(record),
+            f"RPN: pre-NMS top {s.rpn_pre_nms_top_n['testing']} / post-NMS top {s.rpn_post_nms_top_n['testing']} "
+            f"(test), NMS {s.rpn_nms_threshold}; detections: score >= {s.score_threshold}, NMS {s.nms_threshold}, at "
+            f"most {s.detections_per_image}; 15 anchors per cell",
+            f"model.detect() on the whole batch: {state['detections']} detections in all (random weights: the RoI "
+            f"counts are the weights'); medians of {a.repeat} runs after {a.warmup} warm-up"]
+        self.print_record(record, f"{torch.get_num_threads()} thread(s), device {self.device}, batch {batch} of "
+                                  f"{size_str(size)} (padded {record['padded']}, conv4 {fh}x{fw}), model.detect()",
+                          details)
+        return record
+
     def train(self, batch):
         a = self.args
         s = Settings()
         size = parse_size(a.train_size)
-        model = ReferenceNet(s).to(self.device).train()
+        model = self.prepare(ReferenceNet(s)).train()
         params = [p for p in model.parameters() if p.requires_grad]
         sgd = torch.optim.SGD(params, lr=0.003, momentum=0.9, weight_decay=5e-4)
         images, sizes = self.images(batch, size)
         targets = self.targets(batch, size)
         runs = {}
-        state = {}
+        state = dict(skipped=0)
         # every run starts from the same weights and memory (restored untimed), as bench_network does
         initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # --amp fp16: dynamic loss scaling (bfloat16 and float32 need none); the scale carries over from run to run,
+        # as in training, and a step whose gradients overflow is skipped (counted in skipped_steps)
+        scaler = make_grad_scaler() if a.amp == "fp16" else None
 
         def step(timed, counter=None):
             with torch.no_grad():
                 model.load_state_dict(initial)
+            scale_before = scaler.get_scale() if scaler is not None else 1.0
             self.sync()
             t0 = time.perf_counter()
             sgd.zero_grad()
-            losses = model.losses(images, sizes, targets)
+            with self.autocast():  # the forward under --amp
+                losses = model.losses(images, sizes, targets)
             total = sum(losses.values())
             self.sync()
             t1 = time.perf_counter()
             if counter is not None:
                 counter.remove()
-            total.backward()
+            (scaler.scale(total) if scaler is not None else total).backward()
             self.sync()
             t2 = time.perf_counter()
-            sgd.step()
+            if scaler is not None:
+                scaler.step(sgd)  # unscales, checks for Inf / NaN, skips the step on overflow
+                scaler.update()
+            else:
+                sgd.step()
             self.sync()
             t3 = time.perf_counter()
-            state["loss"] = float(total)
+            if timed and scaler is not None and scaler.get_scale() < scale_before:
+                state["skipped"] += 1
+            state["loss"] = float(total.detach())
             if not math.isfinite(state["loss"]):
                 sys.exit(f"bench_reference: train-b{batch}: the loss is {state['loss']}")
             if timed:
@@ -263,6 +396,7 @@ class Bench:
         self.reset_peak()
         for _ in range(a.repeat):
             step(True)
+        loss_scale = scaler.get_scale() if scaler is not None else 1.0
         counter = FlopCounter(model)
         model.roi_heads.flop_counter = counter
         step(False, counter)
@@ -270,6 +404,8 @@ class Bench:
 
         record = dict(case=f"train-b{batch}", kind="train", image=size_str(size),
                       padded=f"{pad32(size[0])}x{pad32(size[1])}", batch=batch)
+        self.precision(record)
+        record.update(loss_scale=loss_scale, skipped_steps=state["skipped"])
         self.proposal_info(record, s)
         fig = {f"{k}_ms": statistics.median(v) for k, v in runs.items()}
         fig.update(sampled_rois=batch * s.roi_batch_size_per_image,
@@ -278,7 +414,11 @@ class Bench:
                    loss=state["loss"])
         self.memory(fig)
         record["figures"] = fig
-        details = [
+        details = [self.precision_line(record)]
+        if scaler is not None:
+            details.append(f"float16 loss scaling (GradScaler): scale {loss_scale:g} at the end, {state['skipped']} of "
+                           f"{a.repeat} timed steps skipped")
+        details += [
             f"RPN: pre-NMS top {s.rpn_pre_nms_top_n['training']} / post-NMS top {s.rpn_post_nms_top_n['training']} "
             f"per image (training), NMS {s.rpn_nms_threshold}; RoI sampler: {s.roi_batch_size_per_image} per image, "
             f"{s.roi_positive_fraction} positive at most; 15 anchors per cell",
@@ -320,40 +460,52 @@ class Bench:
             for _ in range(a.repeat):
                 once(True)
         record = dict(case=f"search-{n}", kind="search", gallery=n, dim=dim, top_k=k)
+        self.precision(record, applies=False)
         fig = {f"{name}_ms": statistics.median(v) for name, v in runs.items()}
         self.memory(fig)
         record["figures"] = fig
         self.print_record(record, f"{torch.get_num_threads()} thread(s), device {self.device}, 1 query x {n} gallery "
-                                  f"embeddings of {dim} floats, top {k}")
+                                  f"embeddings of {dim} floats, top {k}", [self.precision_line(record)])
         return record
 
     def resnet50(self):
         a = self.args
-        model = torchvision.models.resnet50(weights=None).to(self.device).eval()
+        model = self.prepare(torchvision.models.resnet50(weights=None)).eval()
         images = torch.randn(a.yardstick_batch, 3, 224, 224).to(self.device)
+        if a.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         runs = []
         with torch.no_grad():
             for i in range(a.warmup + a.repeat):
                 if i == a.warmup:
                     self.reset_peak()
-                self.sync()
-                t0 = time.perf_counter()
-                model(images)
-                self.sync()
+                with self.autocast():
+                    self.sync()
+                    t0 = time.perf_counter()
+                    model(images)
+                    self.sync()
+                    ms = (time.perf_counter() - t0) * 1e3
                 if i >= a.warmup:
-                    runs.append((time.perf_counter() - t0) * 1e3)
+                    runs.append(ms)
             counter = FlopCounter(model)
             model(images)
             counter.remove()
         fig = dict(forward_ms=statistics.median(runs), gflop=counter.forward / 1e9,
                    gflops_per_s=counter.forward / 1e9 / (statistics.median(runs) / 1e3))
         self.memory(fig)
-        record = dict(case="resnet50-224", kind="resnet50", image="224x224", batch=a.yardstick_batch, figures=fig)
+        record = self.precision(dict(case="resnet50-224", kind="resnet50", image="224x224", batch=a.yardstick_batch))
+        record["figures"] = fig
         self.print_record(record, f"{torch.get_num_threads()} thread(s), device {self.device}, ResNet-50 "
-                                  f"classification forward, batch {a.yardstick_batch} of 224x224")
+                                  f"classification forward, batch {a.yardstick_batch} of 224x224",
+                          [self.precision_line(record)])
         return record
 
     def run(self, name):
+        if name.startswith("infer-b") and "-" in name[len("infer-b"):]:  # infer-bB-HxW
+            batch, size = name[len("infer-b"):].split("-", 1)
+            if not batch.isdigit() or int(batch) < 1:
+                sys.exit(f"bench_reference: unknown case '{name}': the batch of infer-bB-HxW must be >= 1")
+            return self.infer_batch(parse_size(size), int(batch))
         if name.startswith("infer-"):
             return self.infer(parse_size(name[len("infer-"):]))
         if name.startswith("train-b"):
@@ -362,7 +514,8 @@ class Bench:
             return self.search(int(name[len("search-"):]))
         if name == "resnet50-224":
             return self.resnet50()
-        sys.exit(f"bench_reference: unknown case '{name}' (infer-HxW, train-bB, search-N, resnet50-224)")
+        sys.exit(f"bench_reference: unknown case '{name}' (infer-HxW, infer-bB-HxW, train-bB, search-N, "
+                 f"resnet50-224)")
 
 
 def features_size(size):
@@ -383,6 +536,8 @@ def main():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--sizes", default="900x1500,600x1000")
+    p.add_argument("--infer-batches", default="1",
+                   help="inference batch sizes: 1 is infer-HxW, B > 1 adds infer-bB-HxW (detect on B images)")
     p.add_argument("--batches", default="2,4")
     p.add_argument("--train-size", default="900x1500")
     p.add_argument("--gallery", default="10000,100000,1000000")
@@ -392,7 +547,20 @@ def main():
     p.add_argument("--only", default="infer,train,search,resnet50")
     p.add_argument("--case")
     p.add_argument("--json")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off",
+                   help="CUDA autocast of the inference passes and the training forward (fp16 training: loss "
+                        "scaling); refused on the CPU")
+    p.add_argument("--channels-last", action="store_true", help="model and images in channels-last memory format")
+    p.add_argument("--tf32", action="store_true",
+                   help="allow TF32 in cuBLAS matmuls and cuDNN (default: PyTorch's, cuDNN on, matmul off); CUDA only")
     a = p.parse_args()
+    if a.amp != "off" and a.device != "cuda":
+        p.error(f"--amp {a.amp} needs --device cuda: mixed precision (autocast) is timed on CUDA only; on the CPU use "
+                f"--amp off")
+    if a.tf32 and a.device != "cuda":
+        p.error("--tf32 needs --device cuda: TF32 is a cuBLAS / cuDNN setting")
+    if not all(b.isdigit() and int(b) >= 1 for b in a.infer_batches.split(",") if b):
+        p.error(f"--infer-batches expects batch sizes >= 1, got '{a.infer_batches}'")
 
     threads = a.threads
     if threads <= 0:
@@ -405,10 +573,14 @@ def main():
     torch.set_num_threads(threads)
     if a.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_reference: --device cuda, but no CUDA device is available")
+    if a.tf32:  # process-wide; each case's child process sets it again (the flag is passed on)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(0)
     header = dict(program="reference", torch=torch.__version__, torchvision=torchvision.__version__,
                   threads=torch.get_num_threads(), device=a.device, repeat=a.repeat, warmup=a.warmup,
-                  hardware_threads=os.cpu_count())
+                  hardware_threads=os.cpu_count(), amp=a.amp, channels_last=on_off(a.channels_last),
+                  tf32=tf32_state(a))
 
     if a.case:
         record = Bench(a).run(a.case)
@@ -420,7 +592,7 @@ def main():
     print(f"# bench_reference: torchvision reference of TridentNet<PaperConfig<CuhkSysu>>, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}, {torch.get_num_threads()} intra-op thread(s) of {os.cpu_count()} "
           f"hardware threads, device {a.device}, {a.repeat} timed run(s) after {a.warmup} warm-up per case; each case "
-          f"in a fresh process")
+          f"in a fresh process; amp {a.amp}, channels-last {on_off(a.channels_last)}, tf32 {tf32_state(a)}")
     sys.stdout.flush()
     records = []
     tmp = f"/tmp/bench_reference_{os.getpid()}.json"
@@ -450,8 +622,8 @@ def main():
     if yard:
         print(f"\n## Efficiency: GFLOP/s as a fraction of the ResNet-50 classification forward ({yard:.1f} GFLOP/s)")
         for r in records:
-            if r["kind"] in ("infer", "train"):
-                rate = r["figures"]["gflops_per_s"]
+            rate = r["figures"].get("gflops_per_s")
+            if r["kind"] in ("infer", "train") and rate is not None:
                 print(f"  {r['case']:<20} {rate:>8.1f} GFLOP/s  {100 * rate / yard:>6.1f}%")
     if a.json:
         with open(a.json, "w") as f:

@@ -145,7 +145,7 @@ class PersonSearchRoIHeads(RoIHeads):
             if pid >= 0:
                 row = m * self.lut[pid] + (1.0 - m) * feature
                 self.lut[pid] = row / row.norm().clamp_min(1e-12)
-        queued = x[pids < 0]
+        queued = x[pids < 0].to(self.queue_features.dtype)  # float16 / bfloat16 embeddings under autocast
         n = queued.shape[0]
         if n:
             kept = queued[-self.s.queue:]

@@ -66,11 +66,20 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
   }
 
   const RpnOptions& options() const { return options_; }
+  /// The proposals kept per image in the current mode (post_nms_top_n_train or _test).
+  int64_t post_nms_top_n() const {
+    return is_training() ? options_.post_nms_top_n_train : options_.post_nms_top_n_test;
+  }
 
   /// features [B, C, H, W] of the padded batch; `sizes` each image's unpadded size; `targets` required in
   /// training (one per image).
-  RpnOutput forward(const at::Tensor& features, const std::vector<ImageSize>& sizes,
-                    const std::vector<Target>* targets = nullptr) {
+  /// The RPN before its NMS: per image the top pre-NMS anchors (pre_nms_top_n of the mode) decoded, clipped,
+  /// with their objectness probability and the mask of those NMS may keep (size >= min_size, probability >=
+  /// score_threshold), as NMS problems capped at the post-NMS count. Every shape depends on the input sizes
+  /// only (no host-device synchronisation), so a CUDA graph can capture this stage with the stem. `heads`
+  /// receives the objectness logits [B, H*W*A] and the box deltas [B, H*W*A, 4] that the losses need.
+  std::vector<ops::detail::NmsProblem> candidates(const at::Tensor& features, const std::vector<ImageSize>& sizes,
+                                                  std::pair<at::Tensor, at::Tensor>* heads = nullptr) {
     TRIDENT_CHECK(features.dim() == 4 && features.size(0) == static_cast<int64_t>(sizes.size()),
                   "trident::detector::RegionProposalNetwork: features {} must be [B, C, H, W] with B = {} image sizes",
                   shape_of(features), sizes.size());
@@ -86,34 +95,53 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
                             .reshape({batch, -1, 4});
     const auto anchors = options_.anchors(features).to(deltas.scalar_type());
     const ops::BoxCoder coder({1.0, 1.0, 1.0, 1.0});
-
-    RpnOutput out;
     const bool train = is_training();
     const int64_t pre_n = train ? options_.pre_nms_top_n_train : options_.pre_nms_top_n_test;
     const int64_t post_n = train ? options_.post_nms_top_n_train : options_.post_nms_top_n_test;
-    {
-      const auto obj = objectness.detach();
-      const auto del = deltas.detach();
-      for (int64_t i = 0; i < batch; ++i) {
-        const int64_t k = std::min(pre_n, obj.size(1));
-        const auto top = std::get<1>(obj[i].topk(k));
-        const auto boxes = coder.decode(del[i].index_select(0, top), anchors.index_select(0, top));
-        auto clipped = ops::clip_boxes_to_image(boxes, sizes[i][0], sizes[i][1]);
-        auto probs = obj[i].index_select(0, top).sigmoid();
-        auto keep = ops::remove_small_boxes(clipped, options_.min_size);
-        clipped = clipped.index_select(0, keep);
-        probs = probs.index_select(0, keep);
-        keep = (probs >= options_.score_threshold).nonzero().select(1, 0);
-        clipped = clipped.index_select(0, keep);
-        probs = probs.index_select(0, keep);
-        keep = ops::nms(clipped, probs, options_.nms_threshold);
-        keep = keep.narrow(0, 0, std::min(post_n, keep.size(0)));
-        out.proposals.push_back(clipped.index_select(0, keep));
-        out.scores.push_back(probs.index_select(0, keep));
-      }
+    // The boxes too small or scored below the threshold are masked out of NMS rather than removed, so that all
+    // images' NMS wait for the device once, together (ops::detail::nms_each).
+    const auto obj = objectness.detach();
+    const auto del = deltas.detach();
+    std::vector<ops::detail::NmsProblem> problems(static_cast<size_t>(batch));
+    for (int64_t i = 0; i < batch; ++i) {
+      const int64_t k = std::min(pre_n, obj.size(1));
+      const auto top = std::get<1>(obj[i].topk(k));
+      const auto boxes = coder.decode(del[i].index_select(0, top), anchors.index_select(0, top));
+      auto& p = problems[static_cast<size_t>(i)];
+      p.boxes = ops::clip_boxes_to_image(boxes, sizes[i][0], sizes[i][1]);
+      p.scores = obj[i].index_select(0, top).sigmoid();
+      p.valid = ops::box_size_at_least(p.boxes, options_.min_size) & (p.scores >= options_.score_threshold);
+      p.iou_threshold = options_.nms_threshold;
+      p.max_keep = post_n;
     }
+    if (heads != nullptr) *heads = {objectness, deltas};
+    return problems;
+  }
+
+  /// The proposals of candidates(): NMS per image (one wait for the device for the whole batch).
+  static void select_proposals(const std::vector<ops::detail::NmsProblem>& problems, RpnOutput& out) {
+    const auto keep = ops::detail::nms_each(problems);
+    for (size_t i = 0; i < problems.size(); ++i) {
+      out.proposals.push_back(problems[i].boxes.index_select(0, keep[i]));
+      out.scores.push_back(problems[i].scores.index_select(0, keep[i]));
+    }
+  }
+
+  /// features [B, C, H, W] of the padded batch; `sizes` each image's unpadded size; `targets` required in
+  /// training (one per image).
+  RpnOutput forward(const at::Tensor& features, const std::vector<ImageSize>& sizes,
+                    const std::vector<Target>* targets = nullptr) {
+    std::pair<at::Tensor, at::Tensor> heads;
+    const auto problems = candidates(features, sizes, &heads);
+    const auto& [objectness, deltas] = heads;
+    const int64_t batch = features.size(0);
+    const bool train = is_training();
+    RpnOutput out;
+    select_proposals(problems, out);
     if (!train) return out;
 
+    const auto anchors = options_.anchors(features).to(deltas.scalar_type());
+    const ops::BoxCoder coder({1.0, 1.0, 1.0, 1.0});
     TRIDENT_CHECK(targets != nullptr && static_cast<int64_t>(targets->size()) == batch,
                   "trident::detector::RegionProposalNetwork: training needs one Target per image ({}), got {}", batch,
                   targets ? targets->size() : 0);

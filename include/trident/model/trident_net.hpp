@@ -14,6 +14,7 @@
 #include <trident/backbone/resnet.hpp>
 #include <trident/branches/concepts.hpp>
 #include <trident/branches/detection.hpp>
+#include <trident/core/cuda_graphs.hpp>
 #include <trident/core/types.hpp>
 #include <trident/detector/roi_sampler.hpp>
 #include <trident/detector/rpn.hpp>
@@ -26,10 +27,18 @@
 
 #include <ATen/ops/adaptive_max_pool2d.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/GradMode.h>
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <array>
+#include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -46,6 +55,9 @@ struct NetOptions {
   double nms_threshold = 0.4;        ///< NMS of the detections (inference)
   int64_t detections_per_image = 300;
   double min_box_size = 1e-2;
+  /// detect() and describe() on a CUDA device without autograd: replay each stage as a CUDA graph
+  /// (core/cuda_graphs.hpp; docs/design.md, "CUDA graphs"). A stage whose capture fails runs eagerly.
+  bool cuda_graphs = false;
 };
 
 namespace detail {
@@ -121,37 +133,74 @@ class TridentNet : public torch::nn::Module {
   }
 
   /// Inference: per image, detections with scores and every branch's outputs for the detected boxes.
+  ///
+  /// Three stages, each with shapes that depend only on the input sizes, around the two NMS (each waits for the
+  /// device once for the whole batch): (1) the stem, the RPN's head and its pre-NMS candidates; (2) the RoI pass
+  /// on the proposals: confidence and refined boxes; (3) the describe pass on the detected boxes: every branch's
+  /// outputs describe exactly the reported box. With NetOptions::cuda_graphs on a CUDA device (no autograd),
+  /// each stage is replayed as a CUDA graph (core/cuda_graphs.hpp): stage 2 on the proposals padded to the
+  /// RPN's post-NMS count per image, stage 3 on the detections padded to a multiple of 32 per image.
   std::vector<Detections> detect(const ImageBatch& batch) {
     check_batch(batch, "trident::TridentNet::detect");
-    const auto features = stem_->forward(batch.images);
-    const auto rpn = rpn_->forward(features, batch.sizes);
-    // First pass on the proposals: confidence and refined boxes.
-    auto ctx = roi_context(features, rpn.proposals);
-    ctx.detection = detection_branch().detect(ctx);
-    const auto refined = ops::BoxCoder(options_.sampler.box_coder_weights).decode(ctx.detection.deltas,
-                                                                                 at::cat(rpn.proposals));
-    std::vector<at::Tensor> kept_boxes, kept_scores;
-    int64_t offset = 0;
-    for (size_t i = 0; i < rpn.proposals.size(); ++i) {
-      const int64_t n = rpn.proposals[i].size(0);
-      auto boxes = ops::clip_boxes_to_image(refined.narrow(0, offset, n), batch.sizes[i][0], batch.sizes[i][1]);
-      auto scores = ctx.detection.alpha.narrow(0, offset, n);
-      offset += n;
-      auto keep = (scores >= options_.score_threshold).nonzero().select(1, 0);
-      boxes = boxes.index_select(0, keep);
-      scores = scores.index_select(0, keep);
-      keep = ops::remove_small_boxes(boxes, options_.min_box_size);
-      boxes = boxes.index_select(0, keep);
-      scores = scores.index_select(0, keep);
-      keep = ops::nms(boxes, scores, options_.nms_threshold);
-      keep = keep.narrow(0, 0, std::min(options_.detections_per_image, keep.size(0)));
-      kept_boxes.push_back(boxes.index_select(0, keep));
-      kept_scores.push_back(scores.index_select(0, keep));
+    const bool graphed = graphs_enabled(batch.images);
+    const auto images = static_cast<size_t>(batch.images.size(0));
+    // Stage 1.
+    const auto stage1 = [&](const std::vector<at::Tensor>& in) {
+      std::vector<at::Tensor> out{stem_->forward(in[0])};
+      for (const auto& p : rpn_->candidates(out[0], batch.sizes)) {
+        out.push_back(p.boxes);
+        out.push_back(p.scores);
+        out.push_back(p.valid);
+      }
+      return out;
+    };
+    const auto s1 = graphed ? graphs_->run("detect.stem+rpn" + sizes_key(batch), {batch.images}, stage1)
+                            : stage1({batch.images});
+    const auto& features = s1[0];
+    std::vector<ops::detail::NmsProblem> candidates(images);
+    for (size_t i = 0; i < images; ++i) {
+      candidates[i] = {s1[3 * i + 1], s1[3 * i + 2], s1[3 * i + 3], at::Tensor(), rpn_->options().nms_threshold,
+                       rpn_->post_nms_top_n()};
     }
-    // Second pass on the detected boxes: every branch's outputs describe exactly the reported box.
-    auto outputs = describe_features(features, kept_boxes);
-    std::vector<Detections> out(kept_boxes.size());
-    for (size_t i = 0; i < out.size(); ++i) {
+    detector::RpnOutput rpn;
+    detector::RegionProposalNetworkImpl::select_proposals(candidates, rpn);
+
+    // Stage 2.
+    const int64_t rows = graphed ? std::max<int64_t>(rpn_->post_nms_top_n(), 1) : -1;
+    const auto rois = rois_of(rpn.proposals, rows);
+    std::vector<int64_t> proposal_counts;
+    for (const auto& p : rpn.proposals) proposal_counts.push_back(p.size(0));
+    const auto stage2 = [&](const std::vector<at::Tensor>& in) {
+      auto ctx = roi_context(in[0], in[1], rows, &proposal_counts);
+      const auto d = detection_branch().detect(ctx);
+      const auto refined = ops::BoxCoder(options_.sampler.box_coder_weights).decode(d.deltas, in[1].narrow(1, 1, 4));
+      return std::vector<at::Tensor>{d.alpha, refined};
+    };
+    const auto s2 = graphed ? graphs_->run("detect.roi", {features, rois}, stage2) : stage2({features, rois});
+    // Per image: clipped, masked (confidence >= score_threshold, size >= min_box_size) and suppressed.
+    std::vector<ops::detail::NmsProblem> problems(images);
+    int64_t offset = 0;
+    for (size_t i = 0; i < images; ++i) {
+      const int64_t n = proposal_counts[i];
+      const int64_t first = graphed ? static_cast<int64_t>(i) * rows : offset;
+      auto& p = problems[i];
+      p.boxes = ops::clip_boxes_to_image(s2[1].narrow(0, first, n), batch.sizes[i][0], batch.sizes[i][1]);
+      p.scores = s2[0].narrow(0, first, n);
+      p.valid = (p.scores >= options_.score_threshold) & ops::box_size_at_least(p.boxes, options_.min_box_size);
+      p.iou_threshold = options_.nms_threshold;
+      p.max_keep = options_.detections_per_image;
+      offset += n;
+    }
+    const auto keep = ops::detail::nms_each(problems);
+    std::vector<at::Tensor> kept_boxes, kept_scores;
+    for (size_t i = 0; i < images; ++i) {
+      kept_boxes.push_back(problems[i].boxes.index_select(0, keep[i]));
+      kept_scores.push_back(problems[i].scores.index_select(0, keep[i]));
+    }
+    // Stage 3.
+    auto outputs = describe_features(features, kept_boxes, graphed);
+    std::vector<Detections> out(images);
+    for (size_t i = 0; i < images; ++i) {
       out[i].boxes = kept_boxes[i];
       out[i].scores = kept_scores[i];
       out[i].outputs = std::move(outputs[i]);
@@ -164,8 +213,22 @@ class TridentNet : public torch::nn::Module {
     check_batch(batch, "trident::TridentNet::describe");
     TRIDENT_CHECK(boxes.size() == batch.sizes.size(), "trident::TridentNet::describe: {} box sets for {} images",
                   boxes.size(), batch.sizes.size());
-    return describe_features(stem_->forward(batch.images), boxes);
+    for (size_t i = 0; i < boxes.size(); ++i) {
+      ops::check_box_shape(boxes[i], "trident::TridentNet::describe", fmt::format("boxes[{}]", i));
+      TRIDENT_CHECK(boxes[i].device() == batch.images.device(),
+                    "trident::TridentNet::describe: boxes[{}] is on {}, the images on {}", i, boxes[i].device().str(),
+                    batch.images.device().str());
+      if (boxes[i].device().is_cpu()) ops::validate_boxes(boxes[i], "trident::TridentNet::describe",
+                                                          fmt::format("boxes[{}]", i));
+    }
+    const bool graphed = graphs_enabled(batch.images);
+    const auto stem = [&](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{stem_->forward(in[0])}; };
+    const auto features = graphed ? graphs_->run("describe.stem", {batch.images}, stem)[0] : stem({batch.images})[0];
+    return describe_features(features, boxes, graphed);
   }
+
+  /// The CUDA graphs of detect() and describe() (NetOptions::cuda_graphs): how many are held, replayed, failed.
+  const CudaGraphs& cuda_graphs() const { return *graphs_; }
 
   /// The branch of type B (a compile error if the configuration has none).
   template <class B>
@@ -213,25 +276,111 @@ class TridentNet : public torch::nn::Module {
     branches::RoiContext ctx;
     ctx.boxes = boxes;
     ctx.pooled = pooler_(features, boxes);
-    ctx.g_map = head_->forward(ctx.pooled);
-    ctx.g_hat = std::get<0>(at::adaptive_max_pool2d(ctx.pooled, {1, 1})).flatten(1);
-    ctx.g = std::get<0>(at::adaptive_max_pool2d(ctx.g_map, {1, 1})).flatten(1);
+    fill_heads(ctx);
     return ctx;
   }
 
-  std::vector<RoiOutputs> describe_features(const at::Tensor& features, const std::vector<at::Tensor>& boxes) {
-    auto ctx = roi_context(features, boxes);
-    ctx.detection = detection_branch().detect(ctx);
-    RoiOutputs all;
-    boost::hana::for_each(branches_, [&](auto& branch) { branch->infer(ctx, all); });
+  /// The context of rois [K, 5] laid out by rois_of(): per image `rows` rows (rows > 0), else the images' boxes
+  /// one after the other, `counts` of them per image (ctx.boxes: per image, padding rows included).
+  branches::RoiContext roi_context(const at::Tensor& features, const at::Tensor& rois, int64_t rows,
+                                   const std::vector<int64_t>* counts = nullptr) {
+    branches::RoiContext ctx;
+    const auto boxes = rois.narrow(1, 1, 4);
+    if (rows > 0) {
+      for (int64_t i = 0; i * rows < rois.size(0); ++i) ctx.boxes.push_back(boxes.narrow(0, i * rows, rows));
+    } else if (counts != nullptr) {
+      int64_t first = 0;
+      for (const int64_t n : *counts) {
+        ctx.boxes.push_back(boxes.narrow(0, first, n));
+        first += n;
+      }
+    } else {
+      ctx.boxes.push_back(boxes);
+    }
+    ctx.pooled = pooler_(features, rois);
+    fill_heads(ctx);
+    return ctx;
+  }
+
+  void fill_heads(branches::RoiContext& ctx) {
+    ctx.g_map = head_->forward(ctx.pooled);
+    ctx.g_hat = std::get<0>(at::adaptive_max_pool2d(ctx.pooled, {1, 1})).flatten(1);
+    ctx.g = std::get<0>(at::adaptive_max_pool2d(ctx.g_map, {1, 1})).flatten(1);
+  }
+
+  /// Per-image boxes -> rois [K, 5] (image index, x1, y1, x2, y2): the boxes one image after the other
+  /// (rows < 0), or each image's boxes padded to `rows` rows with a 16 x 16 box at the origin (rows > 0: the
+  /// fixed layout of a CUDA graph; the padding rows' outputs are computed and dropped).
+  static at::Tensor rois_of(const std::vector<at::Tensor>& boxes, int64_t rows) {
+    if (rows < 0) return ops::boxes_to_rois(boxes);
+    std::vector<at::Tensor> padded;
+    for (const auto& b : boxes) {
+      TRIDENT_CHECK(b.size(0) <= rows, "trident::TridentNet: {} boxes for a layout of {} per image", b.size(0), rows);
+      auto pad = at::zeros({rows - b.size(0), 4}, b.options());
+      pad.narrow(1, 2, 2).fill_(16.0);
+      padded.push_back(at::cat({b, pad}, 0));
+    }
+    return ops::boxes_to_rois(padded);
+  }
+
+  /// Every branch's outputs for per-image boxes, per image (stage 3 of detect, and describe).
+  std::vector<RoiOutputs> describe_features(const at::Tensor& features, const std::vector<at::Tensor>& boxes,
+                                            bool graphed) {
+    std::vector<int64_t> counts;
+    int64_t most = 0;
+    for (const auto& b : boxes) {
+      counts.push_back(b.size(0));
+      most = std::max(most, b.size(0));
+    }
+    const int64_t rows = graphed ? std::max<int64_t>(32, (most + 31) / 32 * 32) : -1;
+    const auto rois = rois_of(boxes, rows);
+    std::vector<std::string> names;
+    const auto stage3 = [&](const std::vector<at::Tensor>& in) {
+      auto ctx = roi_context(in[0], in[1], rows, &counts);
+      ctx.detection = detection_branch().detect(ctx);
+      RoiOutputs all;
+      boost::hana::for_each(branches_, [&](auto& branch) { branch->infer(ctx, all); });
+      std::vector<at::Tensor> values;
+      for (const auto& [name, value] : all) values.push_back(value);
+      output_names_.clear();
+      for (const auto& [name, value] : all) output_names_.push_back(name);
+      return values;
+    };
+    const auto values = graphed ? graphs_->run("describe.roi", {features, rois}, stage3) : stage3({features, rois});
     std::vector<RoiOutputs> per_image(boxes.size());
     int64_t offset = 0;
     for (size_t i = 0; i < boxes.size(); ++i) {
-      const int64_t n = boxes[i].size(0);
-      for (const auto& [name, value] : all) per_image[i][name] = value.narrow(0, offset, n);
-      offset += n;
+      const int64_t first = graphed ? static_cast<int64_t>(i) * rows : offset;
+      for (size_t k = 0; k < values.size(); ++k) {
+        const auto rows_of_image = values[k].narrow(0, first, counts[i]);
+        // A graph's outputs are its static tensors, overwritten by the next replay: the caller gets a copy.
+        per_image[i][output_names_[k]] = graphed ? rows_of_image.clone() : rows_of_image;
+      }
+      offset += counts[i];
     }
     return per_image;
+  }
+
+  /// Whether detect() / describe() replay CUDA graphs for these images; forgets the graphs when any parameter
+  /// or buffer changed (storage or version) since they were captured.
+  bool graphs_enabled(const at::Tensor& images) {
+    if (!options_.cuda_graphs || !CudaGraphs::available() || !images.is_cuda() || c10::GradMode::is_enabled())
+      return false;
+    std::vector<std::pair<const void*, uint32_t>> stamp;
+    for (const auto& t : parameters()) stamp.emplace_back(t.data_ptr(), t._version());
+    for (const auto& t : buffers()) stamp.emplace_back(t.data_ptr(), t._version());
+    if (stamp != weights_stamp_) {
+      graphs_->clear();
+      weights_stamp_ = std::move(stamp);
+    }
+    return true;
+  }
+
+  /// The image sizes of a batch as part of a graph's key (stage 1 clips to them).
+  static std::string sizes_key(const ImageBatch& batch) {
+    std::string key;
+    for (const auto& s : batch.sizes) key += fmt::format("|{}x{}", s[0], s[1]);
+    return key;
   }
 
   NetOptions options_;
@@ -240,6 +389,9 @@ class TridentNet : public torch::nn::Module {
   backbone::ResNetHead head_{nullptr};
   Pooler pooler_;
   typename Traits::type branches_;
+  std::shared_ptr<CudaGraphs> graphs_ = std::make_shared<CudaGraphs>();
+  std::vector<std::pair<const void*, uint32_t>> weights_stamp_;
+  std::vector<std::string> output_names_;  ///< stage 3's outputs, in the order its function returns them
 };
 
 }  // namespace trident

@@ -15,8 +15,15 @@
 #include <ATen/ops/stack.h>
 #include <ATen/ops/tensor.h>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <cmath>
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
 #include <vector>
 
 namespace trident::ops {
@@ -72,14 +79,30 @@ struct AnchorGenerator {
     return (shifts.view({-1, 1, 4}) + base.view({1, -1, 4})).reshape({-1, 4});
   }
 
-  /// Anchors for a feature map tensor [N, C, H, W] (the same for every image of the batch).
+  /// Anchors for a feature map tensor [N, C, H, W] (the same for every image of the batch). Kept per feature
+  /// size, device and anchor settings (a copy of the generator shares them): the cell anchors come from the
+  /// host, and on a GPU that copy waits for the device and cannot be captured in a CUDA graph. The result is
+  /// shared: do not modify it in place.
   at::Tensor operator()(const at::Tensor& feature_map) const {
     TRIDENT_CHECK(feature_map.defined() && feature_map.dim() == 4,
                   "trident::ops::AnchorGenerator: feature_map must be [N, C, H, W], got {}", shape_of(feature_map));
-    return grid_anchors(feature_map.size(2), feature_map.size(3), feature_map.options());
+    const int64_t height = feature_map.size(2), width = feature_map.size(3);
+    const auto key = fmt::format("{}x{}@{}|{}|{}|{}", height, width, feature_map.device().str(), fmt::join(sizes, ","),
+                                 fmt::join(aspect_ratios, ","), stride);
+    const std::lock_guard<std::mutex> lock(cache_->mutex);
+    auto found = cache_->grids.find(key);
+    if (found != cache_->grids.end()) return found->second;
+    if (cache_->grids.size() >= 64) cache_->grids.clear();  // many image sizes: keep the cache small
+    return cache_->grids[key] = grid_anchors(height, width, feature_map.options());
   }
 
  private:
+  struct Cache {
+    std::mutex mutex;
+    std::map<std::string, at::Tensor> grids;
+  };
+  std::shared_ptr<Cache> cache_ = std::make_shared<Cache>();
+
   void validate() const {
     TRIDENT_CHECK(!sizes.empty() && !aspect_ratios.empty(),
                   "trident::ops::AnchorGenerator: sizes and aspect_ratios must not be empty");

@@ -103,4 +103,14 @@ inline at::Tensor remove_small_boxes(const at::Tensor& boxes, double min_size) {
   return ((ws >= min_size) & (hs >= min_size)).nonzero().select(1, 0);
 }
 
+/// The mask form of remove_small_boxes: [N] bool, true where width and height are both >= min_size. Its shape
+/// does not depend on the values, so on a device it needs no wait (remove_small_boxes' nonzero waits).
+inline at::Tensor box_size_at_least(const at::Tensor& boxes, double min_size) {
+  check_box_shape(boxes, "trident::ops::box_size_at_least", "boxes");
+  TRIDENT_CHECK(min_size >= 0, "trident::ops::box_size_at_least: min_size must be >= 0, got {}", min_size);
+  const auto ws = boxes.select(1, 2) - boxes.select(1, 0);
+  const auto hs = boxes.select(1, 3) - boxes.select(1, 1);
+  return (ws >= min_size) & (hs >= min_size);
+}
+
 }  // namespace trident::ops

@@ -5,14 +5,19 @@
 ///  - a box is removed when its IoU with a kept box is strictly greater than `iou_threshold`
 ///    (IoU == threshold survives); IoU = inter / (area_i + area_j - inter), no "+1" on sizes;
 ///  - the result holds the indices of the kept boxes (int64) in decreasing score order;
-///  - an empty input gives an empty result; NaN/Inf boxes or scores and boxes with x2 < x1 are errors.
+///  - an empty input gives an empty result; NaN/Inf boxes or scores and boxes with x2 < x1 are errors (checked
+///    for CPU tensors; device tensors are not read on the host before the pass, see below).
 /// batched_nms() suppresses only among boxes of the same group (class or image), exactly as torchvision's
 /// coordinate-offset trick does but without its loss of precision for large coordinates.
 ///
 /// CPU tensors run a direct kernel (boxes in score order in separate coordinate arrays, each group on its own,
 /// a vectorised suppression loop); tensors on other devices compute the overlap bit matrix on the device
 /// in blocks and do the (inherently sequential) greedy pass on the host, which is how torchvision's CUDA
-/// kernel splits the work too.
+/// kernel splits the work too. On a device the whole call waits for the device once: the bit matrices, score
+/// orders and masks of all its problems come to the host in one copy, and the kept indices go back in one
+/// asynchronous copy from pinned memory. detail::nms_each solves several problems (e.g. one per image) with
+/// that one wait, with per-box masks (a box outside the mask is neither kept nor suppresses) and a cap on the
+/// kept count, which is how the RPN and TridentNet::detect filter and suppress without further waits.
 
 #include <trident/ops/boxes.hpp>
 
@@ -21,6 +26,9 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/max.h>
 #include <ATen/ops/min.h>
+#include <ATen/ops/nonzero.h>
+#include <ATen/ops/pow.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
@@ -40,12 +48,13 @@ namespace detail {
 
 inline void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor* groups,
                              double iou_threshold, std::string_view caller) {
-  validate_boxes(boxes, caller, "boxes");
+  if (boxes.defined() && boxes.device().is_cpu()) validate_boxes(boxes, caller, "boxes");
+  else check_box_shape(boxes, caller, "boxes");
   TRIDENT_CHECK(scores.defined() && scores.dim() == 1 && scores.size(0) == boxes.size(0),
                 "{}: scores must be a [N] tensor matching boxes {}, got {}", caller, shape_of(boxes), shape_of(scores));
   TRIDENT_CHECK(scores.is_floating_point(), "{}: scores must be floating point", caller);
   TRIDENT_CHECK(scores.device() == boxes.device(), "{}: scores and boxes must be on the same device", caller);
-  if (scores.numel() > 0)
+  if (scores.numel() > 0 && scores.device().is_cpu())
     TRIDENT_CHECK(scores.isfinite().all().item<bool>(), "{}: scores contain NaN or Inf", caller);
   TRIDENT_CHECK(iou_threshold == iou_threshold, "{}: iou_threshold is NaN", caller);
   if (groups != nullptr) {
@@ -134,21 +143,19 @@ at::Tensor nms_cpu_kernel(const at::Tensor& boxes, const at::Tensor& order, cons
   return out;
 }
 
-/// Any device: the "j overlaps i too much" matrix in score order, computed on the device in row blocks and
-/// packed into 64-bit words, then the greedy pass on the host.
-inline at::Tensor nms_tensor_path(const at::Tensor& boxes, const at::Tensor& order, const at::Tensor& groups,
-                                  double iou_threshold) {
+/// The "sorted box j overlaps sorted box i too much" bit matrix of boxes in score order `order`, on their
+/// device, as [n, words] int64: bit b of word w in row i stands for column 64 w + b. Computed in row blocks of
+/// at most 2^24 IoUs; each block's booleans are packed eight to a byte (weights 1..128, exact in int32) and the
+/// bytes read as little-endian 64-bit words, the layout the host pass reads.
+inline at::Tensor overlap_bits(const at::Tensor& boxes, const at::Tensor& order, const at::Tensor& groups,
+                               double iou_threshold) {
   const int64_t n = boxes.size(0);
   const int64_t words = (n + 63) / 64;
   const auto sorted = boxes.index_select(0, order);
   const auto sorted_groups = groups.defined() ? groups.index_select(0, order) : at::Tensor();
   const auto x1 = sorted.select(1, 0), y1 = sorted.select(1, 1), x2 = sorted.select(1, 2), y2 = sorted.select(1, 3);
   const auto area = (x2 - x1) * (y2 - y1);
-  // Word k of a row packs columns 64k..64k+63; bit 63 is stored as INT64_MIN. A sum of distinct powers of two
-  // has no carries, so summing the masked bit values is their bitwise OR.
-  std::vector<int64_t> bits(64);
-  for (int k = 0; k < 64; ++k) bits[k] = static_cast<int64_t>(uint64_t{1} << k);
-  const auto bit_values = at::tensor(bits, at::kLong).to(boxes.device()).view({1, 1, 64});
+  const auto byte_weights = at::pow(2, at::arange(8, boxes.options().dtype(at::kInt))).view({1, 1, 8});
   std::vector<at::Tensor> blocks;
   const int64_t block_rows = std::max<int64_t>(1, (int64_t{1} << 24) / std::max<int64_t>(n, 1));
   for (int64_t r0 = 0; r0 < n; r0 += block_rows) {
@@ -164,44 +171,133 @@ inline at::Tensor nms_tensor_path(const at::Tensor& boxes, const at::Tensor& ord
                                [&] { over = iou > static_cast<double>(threshold_in<scalar_t>(iou_threshold)); });
     if (sorted_groups.defined())
       over = over & (sorted_groups.narrow(0, r0, rows).unsqueeze(1) == sorted_groups.unsqueeze(0));
-    auto padded = at::zeros({rows, words * 64}, over.options());
+    auto padded = at::zeros({rows, words * 64}, boxes.options().dtype(at::kInt));
     padded.narrow(1, 0, n).copy_(over);
-    blocks.push_back((padded.view({rows, words, 64}).to(at::kLong) * bit_values).sum(2).cpu());
+    const auto bytes = (padded.view({rows, words * 8, 8}) * byte_weights).sum(2).to(at::kByte);  // [rows, 8 words]
+    blocks.push_back(bytes.view(at::kLong));
   }
-  const auto mask = at::cat(blocks, 0).contiguous();
-  const uint64_t* m = reinterpret_cast<const uint64_t*>(mask.data_ptr<int64_t>());
-  // The greedy pass over the bit matrix, a word at a time (as torchvision's CUDA NMS finishes on the host): a box
-  // not yet removed is kept and ORs its row (from its own word on) into the removed set. O(kept * n / 64).
-  std::vector<uint64_t> removed(static_cast<size_t>(words), 0);
-  std::vector<int64_t> kept_sorted;
-  for (int64_t i = 0; i < n; ++i) {
-    if ((removed[i / 64] >> (i % 64)) & 1u) continue;
-    kept_sorted.push_back(i);
-    const uint64_t* row = m + i * words;
-    for (int64_t w = i / 64; w < words; ++w) removed[w] |= row[w];
+  return blocks.size() == 1 ? blocks[0] : at::cat(blocks, 0);
+}
+
+/// One NMS problem of nms_each: boxes [n, 4] and scores [n] on one device; optional `valid` [n] (bool) masks
+/// boxes out (neither kept nor suppressing) and `groups` [n] (integer) suppresses only within a group;
+/// `max_keep` >= 0 caps the kept count (the first max_keep of the full result).
+struct NmsProblem {
+  at::Tensor boxes, scores, valid, groups;
+  double iou_threshold = 0.5;
+  int64_t max_keep = -1;
+};
+
+/// Greedy NMS of every problem (all on one device): per problem, the indices into its boxes of the kept ones in
+/// decreasing score order. CPU tensors (unless `force_tensor_path`): the CPU kernel on each problem's valid
+/// boxes. Other devices: overlap_bits on the device for all problems, then one copy to the host of every bit
+/// matrix, score order and mask (the call's only wait for the device), the greedy passes on the host, and the
+/// kept indices back in one asynchronous copy (pinned memory on CUDA). Inputs are not checked here.
+inline std::vector<at::Tensor> nms_each(const std::vector<NmsProblem>& problems, bool force_tensor_path = false) {
+  std::vector<at::Tensor> out(problems.size());
+  if (problems.empty()) return out;
+  const auto device = problems.front().boxes.device();
+  const auto reduced = [](const at::Tensor& t) {
+    return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;  // autocast: IoUs in float32
+  };
+  if (device.is_cpu() && !force_tensor_path) {
+    for (size_t k = 0; k < problems.size(); ++k) {
+      const auto& p = problems[k];
+      auto boxes = reduced(p.boxes) ? p.boxes.to(at::kFloat) : p.boxes;
+      auto scores = reduced(p.scores) ? p.scores.to(at::kFloat) : p.scores;
+      auto groups = p.groups.defined() ? p.groups.to(at::kLong) : at::Tensor();
+      at::Tensor index;  // the valid boxes' indices, when masked
+      if (p.valid.defined()) {
+        index = p.valid.nonzero().select(1, 0);
+        boxes = boxes.index_select(0, index);
+        scores = scores.index_select(0, index);
+        if (groups.defined()) groups = groups.index_select(0, index);
+      }
+      at::Tensor keep;
+      if (boxes.size(0) == 0) {
+        keep = at::empty({0}, at::kLong);
+      } else {
+        const auto order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+        const auto b = boxes.contiguous();
+        const auto g = groups.defined() ? groups.contiguous() : at::Tensor();
+        AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "trident::ops::nms", [&] {
+          keep = nms_cpu_kernel<scalar_t>(b, order.contiguous(), g, p.iou_threshold);
+        });
+      }
+      if (p.max_keep >= 0 && keep.size(0) > p.max_keep) keep = keep.narrow(0, 0, p.max_keep);
+      out[k] = index.defined() ? index.index_select(0, keep) : keep;
+    }
+    return out;
   }
-  auto kept = at::empty({static_cast<int64_t>(kept_sorted.size())}, at::kLong);
-  std::copy(kept_sorted.begin(), kept_sorted.end(), kept.data_ptr<int64_t>());
-  return order.cpu().index_select(0, kept).to(boxes.device());
+
+  // On the device: per problem its bit matrix, score order and mask, packed into one int64 tensor.
+  std::vector<at::Tensor> pieces;
+  std::vector<int64_t> sizes(problems.size(), 0), words(problems.size(), 0);
+  for (size_t k = 0; k < problems.size(); ++k) {
+    const auto& p = problems[k];
+    const int64_t n = p.boxes.size(0);
+    sizes[k] = n;
+    if (n == 0) continue;
+    const auto boxes = reduced(p.boxes) ? p.boxes.to(at::kFloat) : p.boxes;
+    const auto scores = reduced(p.scores) ? p.scores.to(at::kFloat) : p.scores;
+    const auto order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+    const auto bits = overlap_bits(boxes, order, p.groups.defined() ? p.groups.to(at::kLong) : p.groups,
+                                   p.iou_threshold);
+    words[k] = bits.size(1);
+    pieces.push_back(bits.flatten());
+    pieces.push_back(order);
+    pieces.push_back(p.valid.defined() ? p.valid.index_select(0, order).to(at::kLong)
+                                       : at::ones({n}, order.options()));
+  }
+  if (pieces.empty()) {
+    for (auto& t : out) t = at::empty({0}, at::TensorOptions().dtype(at::kLong).device(device));
+    return out;
+  }
+  const auto host = at::cat(pieces).cpu();  // the one wait
+  const int64_t* data = host.data_ptr<int64_t>();
+  std::vector<int64_t> kept_all;
+  std::vector<int64_t> counts(problems.size(), 0);
+  for (size_t k = 0; k < problems.size(); ++k) {
+    const int64_t n = sizes[k], w = words[k];
+    if (n == 0) continue;
+    const auto* mask = reinterpret_cast<const uint64_t*>(data);
+    const int64_t* order = data + n * w;
+    const int64_t* valid = order + n;
+    data = valid + n;
+    // The greedy pass a word at a time (as torchvision's CUDA NMS finishes on the host): a valid box not yet
+    // removed is kept and ORs its row (from its own word on) into the removed set. O(kept * n / 64).
+    const int64_t cap = problems[k].max_keep >= 0 ? problems[k].max_keep : n;
+    std::vector<uint64_t> removed(static_cast<size_t>(w), 0);
+    for (int64_t i = 0; i < n && counts[k] < cap; ++i) {
+      if (!valid[i] || ((removed[i / 64] >> (i % 64)) & 1u)) continue;
+      kept_all.push_back(order[i]);
+      ++counts[k];
+      const uint64_t* row = mask + i * w;
+      for (int64_t x = i / 64; x < w; ++x) removed[x] |= row[x];
+    }
+  }
+  // Back to the device in one copy; asynchronous from pinned memory on CUDA.
+  auto options = at::TensorOptions().dtype(at::kLong);
+  if (device.is_cuda()) options = options.pinned_memory(true);
+  auto kept = at::empty({static_cast<int64_t>(kept_all.size())}, options);
+  std::copy(kept_all.begin(), kept_all.end(), kept.data_ptr<int64_t>());
+  const auto on_device = kept.to(device, /*non_blocking=*/device.is_cuda());
+  int64_t offset = 0;
+  for (size_t k = 0; k < problems.size(); ++k) {
+    out[k] = on_device.narrow(0, offset, counts[k]);
+    offset += counts[k];
+  }
+  return out;
 }
 
 inline at::Tensor nms_impl(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& groups,
                            double iou_threshold, bool force_tensor_path) {
-  const int64_t n = boxes.size(0);
-  if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
-  if (boxes.scalar_type() == at::kHalf || boxes.scalar_type() == at::kBFloat16)  // autocast: IoUs in float32
-    return nms_impl(boxes.to(at::kFloat), scores.to(at::kFloat), groups, iou_threshold, force_tensor_path);
-  const auto order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
-  if (boxes.device().is_cpu() && !force_tensor_path) {
-    const auto b = boxes.contiguous();
-    const auto g = groups.defined() ? groups.to(at::kLong).contiguous() : at::Tensor();
-    at::Tensor keep;
-    AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "trident::ops::nms", [&] {
-      keep = nms_cpu_kernel<scalar_t>(b, order.contiguous(), g, iou_threshold);
-    });
-    return keep;
-  }
-  return nms_tensor_path(boxes, order, groups.defined() ? groups.to(at::kLong) : groups, iou_threshold);
+  NmsProblem p;
+  p.boxes = boxes;
+  p.scores = scores;
+  p.groups = groups;
+  p.iou_threshold = iou_threshold;
+  return nms_each({p}, force_tensor_path)[0];
 }
 
 }  // namespace detail

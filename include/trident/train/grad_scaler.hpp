@@ -8,7 +8,11 @@
 #include <trident/config.hpp>
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/_amp_foreach_non_finite_check_and_unscale.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/isfinite.h>
+#include <ATen/ops/logical_and.h>
+#include <ATen/ops/zeros.h>
 
 #include <cstdint>
 #include <vector>
@@ -45,17 +49,32 @@ class GradScaler {
   /// The loss to call backward() on.
   at::Tensor scale_loss(const at::Tensor& loss) const { return enabled_ ? loss * scale_ : loss; }
 
-  /// Divides every gradient by the scale; true when all of them are finite (the step may be taken).
+  /// Divides every gradient by the scale; true when all of them are finite (the step may be taken). Reading the
+  /// verdict is the step's one wait for the device: on CUDA every gradient is unscaled and checked by LibTorch's
+  /// fused kernel (at::_amp_foreach_non_finite_check_and_unscale_, what torch.amp.GradScaler calls), elsewhere by
+  /// tensor operations that gather the verdict on the device first.
   bool unscale(const std::vector<at::Tensor>& parameters) const {
     if (!enabled_) return true;
-    bool finite = true;
-    for (const auto& p : parameters) {
-      auto g = p.grad();
-      if (!g.defined()) continue;
-      g.mul_(1.0 / scale_);
-      finite = finite && at::isfinite(g).all().item<bool>();
+    std::vector<at::Tensor> grads;
+    for (const auto& p : parameters)
+      if (p.grad().defined()) grads.push_back(p.grad());
+    if (grads.empty()) return true;
+    const auto device = grads.front().device();
+    bool fused = device.is_cuda();
+    for (const auto& g : grads) fused = fused && g.device() == device && g.is_floating_point();
+    if (fused) {
+      auto found_inf = at::zeros({1}, grads.front().options().dtype(at::kFloat));
+      const auto inv_scale = at::full({1}, 1.0 / scale_, found_inf.options());
+      at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inv_scale);
+      return found_inf.item<float>() == 0.0f;
     }
-    return finite;
+    at::Tensor all_finite;
+    for (auto& g : grads) {
+      g.mul_(1.0 / scale_);
+      const auto finite = at::isfinite(g).all();
+      all_finite = all_finite.defined() ? all_finite.logical_and(finite.to(all_finite.device())) : finite;
+    }
+    return all_finite.item<bool>();
   }
 
   /// After a step (taken or skipped): back off on overflow, grow after growth_interval good steps.

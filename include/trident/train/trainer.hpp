@@ -16,6 +16,7 @@
 /// with TrainingDiverged naming the loss and the iteration; the last checkpoint is left as it was.
 /// Needs only trident::trident (LibTorch, fmt): nothing here reads pictures or draws.
 #include <trident/config.hpp>
+#include <trident/core/autocast.hpp>
 #include <trident/core/random.hpp>
 #include <trident/core/types.hpp>
 #include <trident/train/checkpoint.hpp>
@@ -24,7 +25,6 @@
 #include <trident/train/progress.hpp>
 #include <trident/train/schedule.hpp>
 
-#include <ATen/autocast_mode.h>
 #include <ATen/ops/randperm.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
@@ -163,42 +163,11 @@ struct TrainSummary {
 
 namespace detail {
 
-/// Switches CUDA autocast on, to `dtype` (float16 or bfloat16), for its scope, and restores the previous state
-/// and dtype after it (LibTorch 1.13's and >= 2.4's spellings). Only thread-local flags: no device work.
-class AutocastScope {
+/// CUDA autocast to `dtype` for a scope when `on` (core/autocast.hpp; this spelling keeps the trainer's order of
+/// arguments).
+class AutocastScope : public trident::Autocast {
  public:
-  explicit AutocastScope(bool on, at::ScalarType dtype = at::kHalf) : on_(on) {
-    if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    previous_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    previous_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
-    at::autocast::set_autocast_dtype(at::kCUDA, dtype);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-#else
-    previous_ = at::autocast::is_enabled();
-    previous_dtype_ = at::autocast::get_autocast_gpu_dtype();
-    at::autocast::set_autocast_gpu_dtype(dtype);
-    at::autocast::set_enabled(true);
-#endif
-  }
-  ~AutocastScope() {
-    if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(at::kCUDA, previous_);
-    at::autocast::set_autocast_dtype(at::kCUDA, previous_dtype_);
-#else
-    at::autocast::set_enabled(previous_);
-    at::autocast::set_autocast_gpu_dtype(previous_dtype_);
-#endif
-    at::autocast::clear_cache();
-  }
-  AutocastScope(const AutocastScope&) = delete;
-  AutocastScope& operator=(const AutocastScope&) = delete;
-
- private:
-  bool on_;
-  bool previous_ = false;
-  at::ScalarType previous_dtype_ = at::kHalf;
+  explicit AutocastScope(bool on, at::ScalarType dtype = at::kHalf) : trident::Autocast(dtype, on) {}
 };
 
 inline Batch to_device(Batch b, c10::Device device) {
