@@ -224,8 +224,8 @@ int main(int argc, char** argv) {
               const auto t0 = std::chrono::steady_clock::now();
               const auto y = pool(features, rois);
               sync(device);
-              if (i >= o.warmup)
-                forward.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+              const auto t1 = std::chrono::steady_clock::now();
+              if (i >= o.warmup) forward.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
             }
             const auto leaf = features.detach().requires_grad_(true);
             if (i == o.warmup + o.repeat - 1) reset_peak(device);
