@@ -93,7 +93,7 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
                             .reshape({batch, a, 4, features.size(2), features.size(3)})
                             .permute({0, 3, 4, 1, 2})
                             .reshape({batch, -1, 4});
-    const auto anchors = options_.anchors(features).to(deltas.scalar_type());
+    const auto anchors = options_.anchors(features).to(ops::coordinate_dtype(deltas.scalar_type()));
     const ops::BoxCoder coder({1.0, 1.0, 1.0, 1.0});
     const bool train = is_training();
     const int64_t pre_n = train ? options_.pre_nms_top_n_train : options_.pre_nms_top_n_test;
@@ -140,7 +140,7 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
     select_proposals(problems, out);
     if (!train) return out;
 
-    const auto anchors = options_.anchors(features).to(deltas.scalar_type());
+    const auto anchors = options_.anchors(features).to(ops::coordinate_dtype(deltas.scalar_type()));
     const ops::BoxCoder coder({1.0, 1.0, 1.0, 1.0});
     TRIDENT_CHECK(targets != nullptr && static_cast<int64_t>(targets->size()) == batch,
                   "trident::detector::RegionProposalNetwork: training needs one Target per image ({}), got {}", batch,

@@ -16,6 +16,12 @@
 
 namespace trident::ops {
 
+/// The dtype box coordinates are computed in for tensors of dtype `t`: float32 for half and bfloat16 (box
+/// coordinates need more than their 8 or 11 bits of mantissa), else `t`.
+inline at::ScalarType coordinate_dtype(at::ScalarType t) {
+  return t == at::kHalf || t == at::kBFloat16 ? at::kFloat : t;
+}
+
 struct BoxCoder {
   /// (wx, wy, ww, wh).
   std::array<double, 4> weights{10.0, 10.0, 5.0, 5.0};
@@ -52,7 +58,8 @@ struct BoxCoder {
   }
 
   /// Boxes from regression `codes` relative to `boxes`: codes [N, 4K] (K boxes per row, e.g. one per class)
-  /// and boxes [N, 4] -> [N, 4K] in the dtype of `codes`.
+  /// and boxes [N, 4] -> [N, 4K] in the dtype of `codes`, or float32 for half / bfloat16 codes (autocast's
+  /// outputs: in bfloat16 coordinates above 1024 are 8 pixels apart).
   at::Tensor decode(const at::Tensor& codes, const at::Tensor& boxes) const {
     TRIDENT_CHECK(codes.defined() && codes.dim() == 2 && codes.size(1) % 4 == 0 && codes.size(1) > 0,
                   "trident::ops::BoxCoder::decode: codes must be a [N, 4K] tensor, got {}", shape_of(codes));
@@ -60,15 +67,17 @@ struct BoxCoder {
     TRIDENT_CHECK(codes.size(0) == boxes.size(0),
                   "trident::ops::BoxCoder::decode: codes {} and boxes {} must have the same number of rows",
                   shape_of(codes), shape_of(boxes));
-    const auto b = boxes.to(codes.scalar_type());
+    const auto dtype = coordinate_dtype(codes.scalar_type());
+    const auto b = boxes.to(dtype);
+    const auto c = codes.to(dtype);
     const auto w = (b.select(1, 2) - b.select(1, 0)).unsqueeze(1);
     const auto h = (b.select(1, 3) - b.select(1, 1)).unsqueeze(1);
     const auto cx = b.select(1, 0).unsqueeze(1) + 0.5 * w;
     const auto cy = b.select(1, 1).unsqueeze(1) + 0.5 * h;
-    const auto dx = codes.slice(1, 0, c10::nullopt, 4) / weights[0];
-    const auto dy = codes.slice(1, 1, c10::nullopt, 4) / weights[1];
-    const auto dw = (codes.slice(1, 2, c10::nullopt, 4) / weights[2]).clamp_max(scale_clamp);
-    const auto dh = (codes.slice(1, 3, c10::nullopt, 4) / weights[3]).clamp_max(scale_clamp);
+    const auto dx = c.slice(1, 0, c10::nullopt, 4) / weights[0];
+    const auto dy = c.slice(1, 1, c10::nullopt, 4) / weights[1];
+    const auto dw = (c.slice(1, 2, c10::nullopt, 4) / weights[2]).clamp_max(scale_clamp);
+    const auto dh = (c.slice(1, 3, c10::nullopt, 4) / weights[3]).clamp_max(scale_clamp);
     const auto pcx = dx * w + cx;
     const auto pcy = dy * h + cy;
     const auto half_w = 0.5 * (at::exp(dw) * w);
