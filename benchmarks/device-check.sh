@@ -384,9 +384,9 @@ elif [ -z "$(binary trident_cuda_tests)" ]; then
   record cuda-tests - 0 "skipped: trident_cuda_tests $why"
 else
   # Without a GPU every test prints its skip marker and CTest counts it as skipped: the plumbing still runs.
-  seconds=$(limit "$(cap 90 600)" 200)
+  seconds=$(limit "$(cap 150 600)" 200)
   echo "== ctest -L cuda" >> "$tests_log"
-  run "$tests_log" "$seconds" ctest --test-dir "$build" -L cuda -j "$(cap 4 2)" --output-on-failure --timeout "$seconds"
+  run "$tests_log" "$seconds" ctest --test-dir "$build" -L cuda -j "$(cap 6 2)" --output-on-failure --timeout "$seconds"
   key=$(sed -n '/^== ctest -L cuda$/,$p' "$tests_log" | grep -E 'tests passed|No tests were found' | tail -1)
   skipped=$(sed -n '/^== ctest -L cuda$/,$p' "$tests_log" | grep -c '(Skipped)$')
   record cuda-tests "$(status $rc)" "$took" "${key:-no result line}${key:+; $skipped skipped}"
@@ -552,10 +552,12 @@ elif ! "$python" "$compare" --help 2>/dev/null | grep -- '--amp' > /dev/null; th
 else
   rm -f "$build/compare-amp.json" "$build/compare-amp.md"
   echo "== compare.py --amp bf16" >> "$steps_log"
-  run "$steps_log" "$(limit "$([ "$quick" -eq 1 ] && echo 90 || echo 150)" 5)" "$python" "$compare" --bench "$bench" \
-    --python "$reference_python" --threads "$jobs" --device cuda --amp bf16 --channels-last --rounds 1 --repeat 10 \
-    --warmup 3 --only infer,train --sizes 900x1500 --infer-batches 1,8 --batches 4 "${seqnet_args[@]}" --verbose \
-    --json "$build/compare-amp.json" --markdown "$build/compare-amp.md"
+  amp_repeat=(--repeat 10 --warmup 3)
+  [ "$quick" -eq 1 ] && amp_repeat=(--repeat 5 --warmup 2)
+  run "$steps_log" "$(limit "$([ "$quick" -eq 1 ] && echo 120 || echo 180)" 60)" "$python" "$compare" --bench "$bench" \
+    --python "$reference_python" --threads "$jobs" --device cuda --amp bf16 --channels-last --rounds 1 \
+    "${amp_repeat[@]}" --only infer,train --sizes 900x1500 --infer-batches 1,8 --batches 4 "${seqnet_args[@]}" \
+    --verbose --json "$build/compare-amp.json" --markdown "$build/compare-amp.md"
   if [ -f "$build/compare-amp.md" ]; then
     { echo; echo "## bfloat16 autocast, channels-last inputs"; echo; cat "$build/compare-amp.md"; } >> "$out_dir/compare.md"
   fi

@@ -9,16 +9,22 @@
 
 #include <ATen/Context.h>
 #include <ATen/ops/abs.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/full_like.h>
 #include <ATen/ops/isfinite.h>
+#include <ATen/ops/rand.h>
 #include <ATen/ops/where.h>
 #include <c10/core/Device.h>
 #include <torch/cuda.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <iostream>
+#include <limits>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace trident::cuda_test {
 
@@ -105,6 +111,49 @@ inline void check_on(const at::Tensor& t, const c10::Device& device, const std::
 /// max |t| as a double (0 for an empty tensor).
 inline double max_abs(const at::Tensor& t) {
   return t.numel() == 0 ? 0.0 : t.detach().abs().max().to(at::kDouble).cpu().item<double>();
+}
+
+/// TF32 off for cuBLAS and cuDNN for the guard's lifetime, then the previous settings again: a float32 baseline
+/// that does not depend on what main() or another test set (test_cuda_amp.cpp).
+class Tf32Off {
+ public:
+  Tf32Off() : cublas_(at::globalContext().allowTF32CuBLAS()), cudnn_(at::globalContext().allowTF32CuDNN()) {
+    disable_tf32();
+  }
+  ~Tf32Off() {
+    at::globalContext().setAllowTF32CuBLAS(cublas_);
+    at::globalContext().setAllowTF32CuDNN(cudnn_);
+  }
+  Tf32Off(const Tf32Off&) = delete;
+  Tf32Off& operator=(const Tf32Off&) = delete;
+
+ private:
+  bool cublas_, cudnn_;
+};
+
+/// `count` RoIs per image for `images` images of height x width pixels, people's shapes (1.5 to 3 times as tall as
+/// wide, 8 to 258 px wide), some over the borders: [images * count, 5] (image index, x1, y1, x2, y2), float32 on
+/// the CPU, drawn from `seed` (test_cuda_sync.cpp, test_cuda_amp.cpp).
+inline at::Tensor person_rois(int64_t images, int64_t count, double height, double width, uint64_t seed) {
+  at::manual_seed(seed);
+  std::vector<at::Tensor> per_image;
+  for (int64_t i = 0; i < images; ++i) {
+    const auto w = at::rand({count, 1}) * 250.0 + 8.0;
+    const auto h = w * (at::rand({count, 1}) * 1.5 + 1.5);
+    const auto x = at::rand({count, 1}) * (width + 60.0) - 30.0 - w / 2;
+    const auto y = at::rand({count, 1}) * (height + 60.0) - 30.0 - h / 2;
+    per_image.push_back(at::cat({at::full({count, 1}, static_cast<double>(i)), x, y, x + w, y + h}, 1));
+  }
+  return at::cat(per_image, 0);
+}
+
+/// ||actual - expected||_2 / ||expected||_2 over all elements, in float64 on the CPU (any devices and dtypes):
+/// 0 for two zero tensors, +inf for a zero `expected` and a non-zero `actual`, NaN when either holds a NaN.
+inline double relative_l2(const at::Tensor& actual, const at::Tensor& expected) {
+  const auto a = actual.detach().to(at::kDouble).cpu(), e = expected.detach().to(at::kDouble).cpu();
+  const double diff = (a - e).norm().item<double>(), scale = e.norm().item<double>();
+  if (scale == 0.0) return diff == 0.0 ? 0.0 : (diff == diff ? std::numeric_limits<double>::infinity() : diff);
+  return diff / scale;
 }
 
 }  // namespace trident::cuda_test
