@@ -7,7 +7,7 @@
 //   bench_network [--threads N] [--repeat N] [--warmup N] [--device cpu|cuda]
 //                 [--sizes 900x1500,600x1000] [--infer-batches 1] [--batches 2,4] [--train-size 900x1500]
 //                 [--gallery 10000,100000,1000000] [--detections 20] [--yardstick-batch 1]
-//                 [--amp off|bf16|fp16] [--channels-last] [--tf32] [--cuda-graphs]
+//                 [--amp off|bf16|fp16] [--channels-last] [--tf32] [--cuda-graphs] [--cudnn-benchmark]
 //                 [--only infer,train,search,resnet50] [--case NAME] [--json OUT]
 //
 // Cases (each is one --case NAME): infer-HxW, infer-bB-HxW (B > 1 of --infer-batches), train-bB, search-N,
@@ -31,6 +31,7 @@
 //                     cuBLAS off), and the record says so. Refused on the CPU.
 //   --cuda-graphs     (trident only) net.detect() with NetOptions::cuda_graphs: its three stages replayed as CUDA
 //                     graphs; affects detect_ms and the batched cases, not the (eager) stage breakdown.
+//   --cudnn-benchmark (trident only) cuDNN times its convolution algorithms per shape and keeps the fastest.
 #include <trident/core/threads.hpp>
 #include <trident/model/configs.hpp>
 #include <trident/search/similarity.hpp>
@@ -51,6 +52,8 @@
 #if defined(TRIDENT_BENCH_WITH_CUDA) && __has_include(<c10/cuda/CUDACachingAllocator.h>) && \
     __has_include(<cuda_runtime_api.h>) && __has_include(<torch/cuda.h>)
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/util/Exception.h>
 #include <torch/cuda.h>
 #define TRIDENT_BENCH_CUDA 1
 #else
@@ -64,6 +67,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -115,6 +119,7 @@ struct Options {
   bool channels_last = false;  // images in channels-last memory format
   bool tf32 = false;           // TF32 in cuBLAS and cuDNN (else LibTorch's defaults)
   bool cuda_graphs = false;    // NetOptions::cuda_graphs for net.detect() (CUDA only)
+  bool cudnn_benchmark = false;  // cuDNN picks its convolution algorithms by timing them (CUDA only)
   std::string case_name;
   std::string json;
   std::string record;  // internal: the child writes its case's JSON object here
@@ -157,7 +162,10 @@ struct Options {
       "                         hold (cuDNN TF32 on, cuBLAS off) and the record says \"default: ...\". CUDA only.\n"
       "  --cuda-graphs          net.detect() with NetOptions::cuda_graphs (its stages replayed as CUDA graphs):\n"
       "                         detect_ms of infer-HxW and the batched cases (the stage breakdown stays eager).\n"
-      "                         CUDA only; trident only (bench_reference.py has no such option).\n",
+      "                         CUDA only; trident only (bench_reference.py has no such option).\n"
+      "  --cudnn-benchmark      cuDNN times its algorithms for each new convolution shape and keeps the fastest\n"
+      "                         (at::globalContext().setBenchmarkCuDNN; torch.backends.cudnn.benchmark). CUDA only;\n"
+      "                         trident only.\n",
       to);
   std::exit(code);
 }
@@ -246,6 +254,7 @@ Options parse(int argc, char** argv) {
     } else if (a == "--channels-last") o.channels_last = true;
     else if (a == "--tf32") o.tf32 = true;
     else if (a == "--cuda-graphs") o.cuda_graphs = true;
+    else if (a == "--cudnn-benchmark") o.cudnn_benchmark = true;
     else if (a == "--record") o.record = value();
     else if (a == "-h" || a == "--help") usage(stdout, 0);
     else {
@@ -268,8 +277,8 @@ Options parse(int argc, char** argv) {
     std::fprintf(stderr, "bench_network: --tf32 needs --device cuda: TF32 is a cuBLAS / cuDNN setting\n");
     std::exit(2);
   }
-  if (o.cuda_graphs && o.device != "cuda") {
-    std::fprintf(stderr, "bench_network: --cuda-graphs needs --device cuda\n");
+  if ((o.cuda_graphs || o.cudnn_benchmark) && o.device != "cuda") {
+    std::fprintf(stderr, "bench_network: --cuda-graphs and --cudnn-benchmark need --device cuda\n");
     std::exit(2);
   }
   return o;
@@ -286,6 +295,59 @@ struct Device {
     if (cuda()) torch::cuda::synchronize();
 #endif
   }
+};
+
+/// Counts the host-device synchronisations in its scope on CUDA (c10's sync debug mode in warn mode, each of its
+/// warnings counted by a handler installed for the scope; other warnings go on to the previous handler). A
+/// backward pass's warnings arrive when backward() returns. -1 where it cannot count (the CPU, a CPU build).
+class SyncCount {
+ public:
+  explicit SyncCount(bool cuda) {
+#if TRIDENT_BENCH_CUDA
+    if (!cuda) return;
+    active_ = true;
+    previous_handler_ = c10::WarningUtils::get_warning_handler();
+    previous_mode_ = static_cast<int>(c10::cuda::warning_state().get_sync_debug_mode());
+    c10::WarningUtils::set_warning_handler(&handler_);
+    handler_.next = previous_handler_;
+    c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_WARN);
+#else
+    (void)cuda;
+#endif
+  }
+  ~SyncCount() { stop(); }
+  SyncCount(const SyncCount&) = delete;
+  SyncCount& operator=(const SyncCount&) = delete;
+
+  /// Ends the count; the number of synchronisations (-1: not counted).
+  int64_t stop() {
+#if TRIDENT_BENCH_CUDA
+    if (active_) {
+      active_ = false;
+      c10::cuda::warning_state().set_sync_debug_mode(static_cast<c10::cuda::SyncDebugMode>(previous_mode_));
+      c10::WarningUtils::set_warning_handler(previous_handler_);
+    }
+    return handler_.count;
+#else
+    return -1;
+#endif
+  }
+
+ private:
+#if TRIDENT_BENCH_CUDA
+  struct Handler final : c10::WarningHandler {
+    std::atomic<int64_t> count{0};
+    c10::WarningHandler* next = nullptr;
+    void process(const c10::Warning& w) override {
+      if (w.msg().find("synchroniz") != std::string::npos) ++count;
+      else if (next != nullptr) next->process(w);
+    }
+  };
+  Handler handler_;
+  c10::WarningHandler* previous_handler_ = nullptr;
+  int previous_mode_ = 0;
+  bool active_ = false;
+#endif
 };
 
 using Clock = std::chrono::steady_clock;
@@ -588,6 +650,7 @@ void add_precision(Record& r, const Context& c, bool applies) {
   r.text("channels_last", applies && c.options.channels_last ? "on" : "off");
   r.text("tf32", tf32_state(c));
   r.text("cuda_graphs", applies && c.options.cuda_graphs ? "on" : "off");
+  r.text("cudnn_benchmark", c.options.cudnn_benchmark ? "on" : "off");
 }
 
 void print_precision(const Context& c, bool applies) {
@@ -729,6 +792,13 @@ Record run_infer(Context& c, Size size) {
     detect_runs.push_back(ms_since(t0));
     detect_count = d[0].boxes.size(0);
   }
+  int64_t detect_syncs = -1;
+  if (c.dev.cuda()) {
+    SyncCount count(true);
+    const Autocast autocast(amp_on(o), amp_dtype(o));
+    (void)net.detect(batch);
+    detect_syncs = count.stop();
+  }
 
   int64_t fh = 0, fw = 0;
   const FlopCount flops = infer_flops(net, size, rois_per_image, o.detections, fh, fw);
@@ -749,6 +819,7 @@ Record run_infer(Context& c, Size size) {
   r.figure("kept_by_nms", static_cast<double>(kept_by_nms));
   r.figure("described", static_cast<double>(o.detections));
   r.figure("detect_detections", static_cast<double>(detect_count));
+  if (detect_syncs >= 0) r.figure("detect_syncs", static_cast<double>(detect_syncs));
   r.figure("gflop", flops.forward / 1e9);
   r.figure("gflops_per_s", flops.forward / 1e9 / (median(stages.runs.at("total")) / 1e3));
   add_memory(r, c);
@@ -894,6 +965,28 @@ Record run_train(Context& c, int64_t batch_size) {
   for (int i = 0; i < o.warmup; ++i) step(false);
   reset_peak(c);
   for (int i = 0; i < o.repeat; ++i) step(true);
+  // The synchronisations of one more (untimed) iteration, forward and backward + step apart.
+  int64_t forward_syncs = -1, backward_syncs = -1;
+  if (c.dev.cuda()) {
+    for (auto& [live, start] : initial) {
+      at::NoGradGuard no_grad;
+      live.copy_(start);
+    }
+    sgd.zero_grad();
+    SyncCount in_forward(true);
+    trident::LossMap losses;
+    {
+      const Autocast autocast(amp_on(o), amp_dtype(o));
+      losses = net.losses(batch, targets);
+    }
+    const auto total = losses.total();
+    forward_syncs = in_forward.stop();
+    SyncCount in_backward(true);
+    scaler.scale_loss(total).backward();
+    const bool finite = scaler.unscale(params);
+    if (finite) sgd.step();
+    backward_syncs = in_backward.stop();
+  }
 
   // RoIs per iteration: the sampler draws batch_size_per_image per image whenever there are that many candidates
   // (2000 proposals + the ground truth), which the RPN's post-NMS top-N always provides at these sizes.
@@ -916,6 +1009,10 @@ Record run_train(Context& c, int64_t batch_size) {
   r.figure("gflop_forward", flops.forward / 1e9);
   r.figure("gflops_per_s", (flops.forward + flops.backward) / 1e9 / (median(stages.runs.at("total")) / 1e3));
   r.figure("loss", loss_value);
+  if (forward_syncs >= 0) {
+    r.figure("forward_syncs", static_cast<double>(forward_syncs));
+    r.figure("backward_step_syncs", static_cast<double>(backward_syncs));
+  }
   add_memory(r, c);
   fmt::print("\n## {} — {} thread(s), device {}, batch {} of {} (padded {}x{}), 5 people per image\n", r.name,
              c.threads, c.dev.device.str(), batch_size, o.train_size.str(), pad32(o.train_size.height),
@@ -1125,6 +1222,7 @@ int main(int argc, char** argv) try {
 #if TRIDENT_BENCH_CUDA
     TRIDENT_CHECK(torch::cuda::is_available(), "bench_network: --device cuda, but no CUDA device is available");
     c.dev.device = at::Device(at::kCUDA, 0);
+    if (o.cudnn_benchmark) at::globalContext().setBenchmarkCuDNN(true);  // process-wide, as --tf32
     if (o.tf32) {  // process-wide; each case's child process sets it again (the flag is passed on)
       at::globalContext().setAllowTF32CuBLAS(true);
       at::globalContext().setAllowTF32CuDNN(true);

@@ -506,6 +506,12 @@ for case, figure, label in [("infer-900x1500", "total_ms", "infer 900x1500"),
 peak = t.get("train-b4", {}).get("cuda_peak_allocated_mb"), r.get("train-b4", {}).get("cuda_peak_allocated_mb")
 if peak[0] is not None or peak[1] is not None:
     parts.append(f"train b4 peak {ms(peak[0])} vs {ms(peak[1])} MB")
+fs, bs = t.get("train-b4", {}).get("forward_syncs"), t.get("train-b4", {}).get("backward_step_syncs")
+if fs is not None:
+    parts.append(f"trident train b4 syncs: forward {fs:.0f}, backward + step {bs:.0f}")
+ds = t.get("infer-900x1500", {}).get("detect_syncs")
+if ds is not None:
+    parts.append(f"detect() syncs {ds:.0f}")
 missing = [name for name, m in (("trident", t), ("reference", r)) if not any(m.values())]
 print("trident vs reference: " + "; ".join(parts) + ("; NO RESULTS from " + ", ".join(missing) if missing else ""))
 EOF
@@ -566,7 +572,8 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------------------------
-# Step 9 — trident's detect() with its stages replayed as CUDA graphs (bfloat16 autocast, channels-last; GPU).
+# Step 9 — trident's detect() with its stages replayed as CUDA graphs (bfloat16 autocast, channels-last, cuDNN's
+# benchmark mode; GPU): the fastest configuration trident has.
 # ---------------------------------------------------------------------------------------------------------------
 if skipped graphs; then
   record graphs - 0 "skipped (--skip)"
@@ -579,8 +586,11 @@ elif ! "$bench" --help 2>/dev/null | grep -- '--cuda-graphs' > /dev/null; then
 else
   rm -f "$build/graphs.json"
   echo "== bench_network --cuda-graphs" >> "$steps_log"
+  graph_flags=(--cuda-graphs)
+  "$bench" --help 2>/dev/null | grep -- '--cudnn-benchmark' > /dev/null && graph_flags+=(--cudnn-benchmark)
   run "$steps_log" "$(limit 120 5)" "$bench" --device cuda --threads "$jobs" --amp bf16 --channels-last \
-    --cuda-graphs --only infer --sizes 900x1500 --infer-batches 1,8 --repeat 10 --warmup 3 --json "$build/graphs.json"
+    "${graph_flags[@]}" --only infer --sizes 900x1500 --infer-batches 1,8 --repeat 10 --warmup 3 \
+    --json "$build/graphs.json"
   key=$("$python" - "$build/graphs.json" <<'EOF' 2>/dev/null
 import json, sys
 try:
@@ -595,7 +605,11 @@ if one:
 eight = cases.get("infer-b8-900x1500", {}).get("figures", {})
 if eight:
     parts.append(f"b8 {eight.get('images_per_s', float('nan')):.0f} img/s")
-print("bf16 + channels-last + CUDA graphs: " + "; ".join(parts) if parts else "no figures")
+flags = " + cuDNN benchmark" if cases.get("infer-900x1500", {}).get("cudnn_benchmark") == "on" else ""
+syncs = one.get("detect_syncs")
+if syncs is not None:
+    parts.append(f"{syncs:.0f} syncs per detect()")
+print(f"bf16 + channels-last + CUDA graphs{flags}: " + "; ".join(parts) if parts else "no figures")
 EOF
 )
   record graphs "$(status $rc)" "$took" "${key:-no graphs.json}"

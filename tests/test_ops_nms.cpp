@@ -92,13 +92,13 @@ TEST_CASE("nms of half and bfloat16 boxes (autocast) keeps what float32 NMS of t
 TEST_CASE("nms_each: several problems with masks and caps keep what filter + nms + truncate keeps, on both paths") {
   at::manual_seed(4);
   std::vector<ops::detail::NmsProblem> problems;
-  for (const int64_t n : {0, 1, 70, 300}) {
+  for (const int64_t n : {0, 1, 70, 300, 4500}) {  // 4500: the device path's bit matrix in two row blocks
     const auto xy = at::rand({n, 2}) * 100;
     const auto wh = at::rand({n, 2}) * 40 + 1;
     ops::detail::NmsProblem p;
     p.boxes = at::cat({xy, xy + wh}, 1);
     p.scores = (at::rand({n}) * 8).round() / 8;  // ties: the stable order decides
-    p.iou_threshold = n == 300 ? 0.7 : 0.4;
+    p.iou_threshold = n >= 300 ? 0.7 : 0.4;
     problems.push_back(p);
   }
   problems[2].valid = at::rand({70}) > 0.3;
@@ -109,6 +109,7 @@ TEST_CASE("nms_each: several problems with masks and caps keep what filter + nms
   capped.groups = at::Tensor();
   capped.max_keep = 100000;
   problems.push_back(capped);
+  CHECK(ops::detail::OverlapBlocks(4500).block_rows < 4500);  // the layout really has two blocks there
 
   std::vector<at::Tensor> expected;
   for (const auto& p : problems) {
@@ -121,6 +122,7 @@ TEST_CASE("nms_each: several problems with masks and caps keep what filter + nms
   }
   CHECK(expected[2].size(0) == 9);       // the cap binds
   CHECK(expected[3].size(0) > 20);       // not vacuous
+  CHECK(expected[4].size(0) > 100);
   for (const bool force : {false, true}) {
     CAPTURE(force);
     const auto got = ops::detail::nms_each(problems, force);

@@ -143,38 +143,54 @@ at::Tensor nms_cpu_kernel(const at::Tensor& boxes, const at::Tensor& order, cons
   return out;
 }
 
+/// The row blocks of an overlap bit matrix of n boxes: rows [first, first + rows) hold the words from
+/// first / 64 on (the host pass never reads a row's words before its own), so a block is [rows, words - first/64].
+struct OverlapBlocks {
+  int64_t n = 0, words = 0, block_rows = 1;
+  explicit OverlapBlocks(int64_t boxes)
+      : n(boxes), words((boxes + 63) / 64),
+        block_rows(std::max<int64_t>(64, ((int64_t{1} << 24) / std::max<int64_t>(boxes, 1)) / 64 * 64)) {}
+  int64_t first_word(int64_t first_row) const { return first_row / 64; }
+  /// Words of the packed matrix: the sum of every block's rows x (words - first word).
+  int64_t size() const {
+    int64_t total = 0;
+    for (int64_t r0 = 0; r0 < n; r0 += block_rows) total += std::min(block_rows, n - r0) * (words - first_word(r0));
+    return total;
+  }
+};
+
 /// The "sorted box j overlaps sorted box i too much" bit matrix of boxes in score order `order`, on their
-/// device, as [n, words] int64: bit b of word w in row i stands for column 64 w + b. Computed in row blocks of
-/// at most 2^24 IoUs; each block's booleans are packed eight to a byte (weights 1..128, exact in int32) and the
-/// bytes read as little-endian 64-bit words, the layout the host pass reads.
+/// device, packed as OverlapBlocks lays it out (one flat int64 tensor): in row i, bit b of word w (w >= the
+/// block's first word) stands for column 64 w + b. A block's IoUs (at most about 2^24 of them) are computed
+/// against the columns from its first word on; the booleans are packed eight to a byte (weights 1..128, exact
+/// in int32) and the bytes read as little-endian 64-bit words.
 inline at::Tensor overlap_bits(const at::Tensor& boxes, const at::Tensor& order, const at::Tensor& groups,
                                double iou_threshold) {
-  const int64_t n = boxes.size(0);
-  const int64_t words = (n + 63) / 64;
+  const OverlapBlocks layout(boxes.size(0));
+  const int64_t n = layout.n, words = layout.words;
   const auto sorted = boxes.index_select(0, order);
   const auto sorted_groups = groups.defined() ? groups.index_select(0, order) : at::Tensor();
   const auto x1 = sorted.select(1, 0), y1 = sorted.select(1, 1), x2 = sorted.select(1, 2), y2 = sorted.select(1, 3);
   const auto area = (x2 - x1) * (y2 - y1);
   const auto byte_weights = at::pow(2, at::arange(8, boxes.options().dtype(at::kInt))).view({1, 1, 8});
   std::vector<at::Tensor> blocks;
-  const int64_t block_rows = std::max<int64_t>(1, (int64_t{1} << 24) / std::max<int64_t>(n, 1));
-  for (int64_t r0 = 0; r0 < n; r0 += block_rows) {
-    const int64_t rows = std::min(block_rows, n - r0);
-    const auto xx1 = at::max(x1.narrow(0, r0, rows).unsqueeze(1), x1.unsqueeze(0));
-    const auto yy1 = at::max(y1.narrow(0, r0, rows).unsqueeze(1), y1.unsqueeze(0));
-    const auto xx2 = at::min(x2.narrow(0, r0, rows).unsqueeze(1), x2.unsqueeze(0));
-    const auto yy2 = at::min(y2.narrow(0, r0, rows).unsqueeze(1), y2.unsqueeze(0));
+  for (int64_t r0 = 0; r0 < n; r0 += layout.block_rows) {
+    const int64_t rows = std::min(layout.block_rows, n - r0);
+    const int64_t w0 = layout.first_word(r0), c0 = 64 * w0, cols = n - c0;
+    const auto column = [&](const at::Tensor& t) { return t.narrow(0, c0, cols).unsqueeze(0); };
+    const auto row = [&](const at::Tensor& t) { return t.narrow(0, r0, rows).unsqueeze(1); };
+    const auto xx1 = at::max(row(x1), column(x1)), yy1 = at::max(row(y1), column(y1));
+    const auto xx2 = at::min(row(x2), column(x2)), yy2 = at::min(row(y2), column(y2));
     const auto inter = (xx2 - xx1).clamp_min(0) * (yy2 - yy1).clamp_min(0);
-    const auto iou = inter / (area.narrow(0, r0, rows).unsqueeze(1) + area.unsqueeze(0) - inter);
+    const auto iou = inter / (row(area) + column(area) - inter);
     at::Tensor over;
     AT_DISPATCH_FLOATING_TYPES(iou.scalar_type(), "trident::ops::nms threshold",
                                [&] { over = iou > static_cast<double>(threshold_in<scalar_t>(iou_threshold)); });
-    if (sorted_groups.defined())
-      over = over & (sorted_groups.narrow(0, r0, rows).unsqueeze(1) == sorted_groups.unsqueeze(0));
-    auto padded = at::zeros({rows, words * 64}, boxes.options().dtype(at::kInt));
-    padded.narrow(1, 0, n).copy_(over);
-    const auto bytes = (padded.view({rows, words * 8, 8}) * byte_weights).sum(2).to(at::kByte);  // [rows, 8 words]
-    blocks.push_back(bytes.view(at::kLong));
+    if (sorted_groups.defined()) over = over & (row(sorted_groups) == column(sorted_groups));
+    auto padded = at::zeros({rows, (words - w0) * 64}, boxes.options().dtype(at::kInt));
+    padded.narrow(1, 0, cols).copy_(over);
+    const auto bytes = (padded.view({rows, (words - w0) * 8, 8}) * byte_weights).sum(2).to(at::kByte);
+    blocks.push_back(bytes.view(at::kLong).flatten());  // [rows * (words - w0)]
   }
   return blocks.size() == 1 ? blocks[0] : at::cat(blocks, 0);
 }
@@ -232,7 +248,7 @@ inline std::vector<at::Tensor> nms_each(const std::vector<NmsProblem>& problems,
 
   // On the device: per problem its bit matrix, score order and mask, packed into one int64 tensor.
   std::vector<at::Tensor> pieces;
-  std::vector<int64_t> sizes(problems.size(), 0), words(problems.size(), 0);
+  std::vector<int64_t> sizes(problems.size(), 0);
   for (size_t k = 0; k < problems.size(); ++k) {
     const auto& p = problems[k];
     const int64_t n = p.boxes.size(0);
@@ -241,10 +257,8 @@ inline std::vector<at::Tensor> nms_each(const std::vector<NmsProblem>& problems,
     const auto boxes = reduced(p.boxes) ? p.boxes.to(at::kFloat) : p.boxes;
     const auto scores = reduced(p.scores) ? p.scores.to(at::kFloat) : p.scores;
     const auto order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
-    const auto bits = overlap_bits(boxes, order, p.groups.defined() ? p.groups.to(at::kLong) : p.groups,
-                                   p.iou_threshold);
-    words[k] = bits.size(1);
-    pieces.push_back(bits.flatten());
+    pieces.push_back(overlap_bits(boxes, order, p.groups.defined() ? p.groups.to(at::kLong) : p.groups,
+                                  p.iou_threshold));
     pieces.push_back(order);
     pieces.push_back(p.valid.defined() ? p.valid.index_select(0, order).to(at::kLong)
                                        : at::ones({n}, order.options()));
@@ -253,27 +267,41 @@ inline std::vector<at::Tensor> nms_each(const std::vector<NmsProblem>& problems,
     for (auto& t : out) t = at::empty({0}, at::TensorOptions().dtype(at::kLong).device(device));
     return out;
   }
-  const auto host = at::cat(pieces).cpu();  // the one wait
+  // The one wait: everything to the host in one copy (into pinned memory on CUDA, the fastest transfer).
+  const auto flat = at::cat(pieces);
+  auto host_options = at::TensorOptions().dtype(at::kLong);
+  if (device.is_cuda()) host_options = host_options.pinned_memory(true);
+  auto host = at::empty({flat.size(0)}, host_options);
+  host.copy_(flat);
   const int64_t* data = host.data_ptr<int64_t>();
   std::vector<int64_t> kept_all;
   std::vector<int64_t> counts(problems.size(), 0);
   for (size_t k = 0; k < problems.size(); ++k) {
-    const int64_t n = sizes[k], w = words[k];
+    const int64_t n = sizes[k];
     if (n == 0) continue;
+    const OverlapBlocks layout(n);
     const auto* mask = reinterpret_cast<const uint64_t*>(data);
-    const int64_t* order = data + n * w;
+    const int64_t* order = data + layout.size();
     const int64_t* valid = order + n;
     data = valid + n;
     // The greedy pass a word at a time (as torchvision's CUDA NMS finishes on the host): a valid box not yet
     // removed is kept and ORs its row (from its own word on) into the removed set. O(kept * n / 64).
+    const int64_t w = layout.words;
     const int64_t cap = problems[k].max_keep >= 0 ? problems[k].max_keep : n;
     std::vector<uint64_t> removed(static_cast<size_t>(w), 0);
+    const uint64_t* block = mask;  // the current block's first row
+    int64_t block_first = 0;
     for (int64_t i = 0; i < n && counts[k] < cap; ++i) {
+      if (i >= block_first + layout.block_rows) {  // the next block
+        block += layout.block_rows * (w - layout.first_word(block_first));
+        block_first += layout.block_rows;
+      }
       if (!valid[i] || ((removed[i / 64] >> (i % 64)) & 1u)) continue;
       kept_all.push_back(order[i]);
       ++counts[k];
-      const uint64_t* row = mask + i * w;
-      for (int64_t x = i / 64; x < w; ++x) removed[x] |= row[x];
+      const int64_t w0 = layout.first_word(block_first);
+      const uint64_t* row = block + (i - block_first) * (w - w0);
+      for (int64_t x = i / 64; x < w; ++x) removed[x] |= row[x - w0];
     }
   }
   // Back to the device in one copy; asynchronous from pinned memory on CUDA.
