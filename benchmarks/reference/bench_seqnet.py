@@ -54,6 +54,8 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 
 from reference_net import FlopCounter  # noqa: E402
+# The record helpers bench_reference.py writes its records with (same keys and text).
+from bench_reference import on_off, parse_size, proc_status_mb, size_str, tf32_state  # noqa: E402,F401
 
 UNLABELED_PID = 5555  # SeqNet's datasets give unlabeled people this pid; labeled ones 1..LUT_SIZE
 
@@ -196,39 +198,6 @@ class SeqNetImport:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
-def proc_status_mb(field):
-    """A field of /proc/self/status in MiB (VmHWM: peak resident set, VmRSS: current); -1 if unreadable."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return float(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return -1.0
-
-
-def parse_size(text):
-    h, w = text.split("x")
-    return int(h), int(w)
-
-
-def size_str(size):
-    return f"{size[0]}x{size[1]}"
-
-
-def on_off(flag):
-    return "on" if flag else "off"
-
-
-def tf32_state(args):
-    """As bench_reference.py says it: "on: ..." with --tf32, else "default: ..." (PyTorch's defaults, read back)."""
-    if args.device != "cuda":
-        return "n/a (cpu)"
-    return (f"{'on' if args.tf32 else 'default'}: cublas {on_off(torch.backends.cuda.matmul.allow_tf32)}, "
-            f"cudnn {on_off(torch.backends.cudnn.allow_tf32)}")
-
-
 class Bench:
     def __init__(self, args, seqnet):
         self.args = args

@@ -301,21 +301,33 @@ inline std::pair<at::Tensor, at::Tensor> axis_taps(const at::Tensor& coord, int6
   return {at::stack({low, high}, -1), at::stack({w_low, w_high}, -1)};
 }
 
+/// Per-RoI geometry as tensors [K] (torchvision's arithmetic): the box's start, scaled and shifted by -0.5 cell
+/// when aligned, its size (at least one cell unless aligned), and the size of one output bin.
+struct RoiBins {
+  at::Tensor start_h, start_w, roi_h, roi_w, bin_h, bin_w;
+};
+inline RoiBins roi_bins(const at::Tensor& rois, const RoiAlignParams& p) {
+  RoiBins b;
+  const double offset = p.aligned ? 0.5 : 0.0;
+  b.start_w = rois.select(1, 1) * p.spatial_scale - offset;
+  b.start_h = rois.select(1, 2) * p.spatial_scale - offset;
+  b.roi_w = rois.select(1, 3) * p.spatial_scale - offset - b.start_w;
+  b.roi_h = rois.select(1, 4) * p.spatial_scale - offset - b.start_h;
+  if (!p.aligned) {
+    b.roi_w = b.roi_w.clamp_min(1);
+    b.roi_h = b.roi_h.clamp_min(1);
+  }
+  b.bin_h = b.roi_h / static_cast<double>(p.output_h);
+  b.bin_w = b.roi_w / static_cast<double>(p.output_w);
+  return b;
+}
+
 /// Tensor-operation RoIAlign for any device (autograd differentiates it).
 inline at::Tensor roi_align_tensor_path(const at::Tensor& input, const at::Tensor& rois_in, const RoiAlignParams& p) {
   const int64_t num_rois = rois_in.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
   if (num_rois == 0 || channels == 0) return at::zeros({num_rois, channels, p.output_h, p.output_w}, input.options());
   const auto rois = rois_in.detach();
-  const auto offset = p.aligned ? 0.5 : 0.0;
-  const auto start_w = rois.select(1, 1) * p.spatial_scale - offset;
-  const auto start_h = rois.select(1, 2) * p.spatial_scale - offset;
-  auto roi_w = rois.select(1, 3) * p.spatial_scale - offset - start_w;
-  auto roi_h = rois.select(1, 4) * p.spatial_scale - offset - start_h;
-  if (!p.aligned) {
-    roi_w = roi_w.clamp_min(1);
-    roi_h = roi_h.clamp_min(1);
-  }
-  const auto bin_h = roi_h / static_cast<double>(p.output_h), bin_w = roi_w / static_cast<double>(p.output_w);
+  const auto [start_h, start_w, roi_h, roi_w, bin_h, bin_w] = roi_bins(rois, p);
   at::Tensor grid_h, grid_w;
   if (p.sampling_ratio > 0) {
     grid_h = at::full({num_rois}, p.sampling_ratio, at::kLong);
@@ -449,17 +461,11 @@ inline at::Tensor roi_align_sampled_path(const at::Tensor& input, const at::Tens
   const auto coords = rois.options();
 
   // Sample positions per RoI and axis: y [K, PH * g], x [K, PW * g], as torchvision computes them.
-  const double offset = p.aligned ? 0.5 : 0.0;
-  const auto start_w = rois.select(1, 1) * p.spatial_scale - offset;
-  const auto start_h = rois.select(1, 2) * p.spatial_scale - offset;
-  auto roi_w = rois.select(1, 3) * p.spatial_scale - offset - start_w;
-  auto roi_h = rois.select(1, 4) * p.spatial_scale - offset - start_h;
-  if (!p.aligned) {
-    roi_w = roi_w.clamp_min(1);
-    roi_h = roi_h.clamp_min(1);
-  }
-  const auto bin_h = (roi_h / static_cast<double>(p.output_h)).view({num_rois, 1, 1});
-  const auto bin_w = (roi_w / static_cast<double>(p.output_w)).view({num_rois, 1, 1});
+  const auto bins = roi_bins(rois, p);
+  const auto& start_h = bins.start_h;
+  const auto& start_w = bins.start_w;
+  const auto bin_h = bins.bin_h.view({num_rois, 1, 1});
+  const auto bin_w = bins.bin_w.view({num_rois, 1, 1});
   const auto sample = (at::arange(g, coords) + 0.5) / static_cast<double>(g);
   const auto y = (start_h.view({num_rois, 1, 1}) + at::arange(p.output_h, coords).view({1, -1, 1}) * bin_h +
                   sample.view({1, 1, -1}) * bin_h)
