@@ -94,7 +94,27 @@ def make_grad_scaler():
     return torch.cuda.amp.GradScaler()
 
 
-class Bench:
+class DeviceBench:
+    """Clocks and memory figures on self.device (set by the subclass, with self.base_rss_mb); shared with
+    bench_seqnet.py."""
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def reset_peak(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def memory(self, figures):
+        figures["peak_rss_mb"] = proc_status_mb("VmHWM")
+        figures["base_rss_mb"] = self.base_rss_mb
+        if self.device.type == "cuda":
+            figures["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+            figures["cuda_peak_reserved_mb"] = torch.cuda.max_memory_reserved(self.device) / 2**20
+
+
+class Bench(DeviceBench):
     def __init__(self, args):
         self.args = args
         self.device = torch.device("cuda:0" if args.device == "cuda" else "cpu")
@@ -124,22 +144,6 @@ class Bench:
     @staticmethod
     def precision_line(record):
         return f"precision: amp {record['amp']}, channels-last {record['channels_last']}, tf32 {record['tf32']}"
-
-    # --- clocks and memory -----------------------------------------------------------------------------------------
-    def sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def reset_peak(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-
-    def memory(self, figures):
-        figures["peak_rss_mb"] = proc_status_mb("VmHWM")
-        figures["base_rss_mb"] = self.base_rss_mb
-        if self.device.type == "cuda":
-            figures["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
-            figures["cuda_peak_reserved_mb"] = torch.cuda.max_memory_reserved(self.device) / 2**20
 
     @staticmethod
     def proposal_info(record, s):

@@ -55,7 +55,8 @@ import torchvision  # noqa: E402
 
 from reference_net import FlopCounter  # noqa: E402
 # The record helpers bench_reference.py writes its records with (same keys and text).
-from bench_reference import on_off, parse_size, proc_status_mb, size_str, tf32_state  # noqa: E402,F401
+from bench_reference import (DeviceBench, on_off, parse_size, proc_status_mb, size_str,  # noqa: E402,F401
+                             tf32_state)
 
 UNLABELED_PID = 5555  # SeqNet's datasets give unlabeled people this pid; labeled ones 1..LUT_SIZE
 
@@ -198,7 +199,7 @@ class SeqNetImport:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
-class Bench:
+class Bench(DeviceBench):
     def __init__(self, args, seqnet):
         self.args = args
         self.seqnet = seqnet
@@ -207,21 +208,6 @@ class Bench:
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
         if self.amp_dtype is not None:
             seqnet.oim_under_autocast(self.device.type)
-
-    def sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def reset_peak(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-
-    def memory(self, figures):
-        figures["peak_rss_mb"] = proc_status_mb("VmHWM")
-        figures["base_rss_mb"] = self.base_rss_mb
-        if self.device.type == "cuda":
-            figures["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
-            figures["cuda_peak_reserved_mb"] = torch.cuda.max_memory_reserved(self.device) / 2**20
 
     def autocast(self):
         if self.amp_dtype is None:
