@@ -699,12 +699,17 @@ trident::NetOptions infer_options(const Options& o) {
   return n;
 }
 
+/// An inference case's network on the device, in eval() mode, with --fold's batch-norm folding.
+void prepare_for_inference(Net& net, const Context& c) {
+  net.to(c.dev.device);
+  net.eval();
+  trident::backbone::set_batch_norm_folding(net, c.options.folding);
+}
+
 Record run_infer(Context& c, Size size) {
   const auto& o = c.options;
   Net net(infer_options(o));
-  net.to(c.dev.device);
-  net.eval();
-  trident::backbone::set_batch_norm_folding(net, o.folding);
+  prepare_for_inference(net, c);
   at::NoGradGuard no_grad;
   const auto batch = make_batch(1, size, c.dev.device, o.channels_last);
   const Net::Pooler pooler(net.options().pooler);
@@ -844,9 +849,7 @@ Record run_infer(Context& c, Size size) {
 Record run_infer_batch(Context& c, Size size, int64_t batch_size) {
   const auto& o = c.options;
   Net net(infer_options(o));
-  net.to(c.dev.device);
-  net.eval();
-  trident::backbone::set_batch_norm_folding(net, o.folding);
+  prepare_for_inference(net, c);
   at::NoGradGuard no_grad;
   const auto batch = make_batch(batch_size, size, c.dev.device, o.channels_last);
   const auto& opt = net.options();

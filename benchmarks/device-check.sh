@@ -372,6 +372,12 @@ binary() {  # the built executable of a target, if it was built
     [ "$b" = "$target" ] && { executable "$target"; return; }
   done
 }
+# ready STEP [TARGET]: whether STEP runs: not left out by --skip, and TARGET (if named) built; else records why.
+ready() {
+  if skipped "$1"; then record "$1" - 0 "skipped (--skip)"; return 1; fi
+  if [ -n "${2:-}" ] && [ -z "$(binary "$2")" ]; then record "$1" - 0 "skipped: $2 was not built"; return 1; fi
+  return 0
+}
 
 # ---------------------------------------------------------------------------------------------------------------
 # Step 4 — the CUDA tests (label `cuda`).
@@ -396,11 +402,7 @@ fi
 # Step 4b — RoIAlign's formulations at the paper's sizes (bench_roi_align; docs/design.md).
 # ---------------------------------------------------------------------------------------------------------------
 roi_bench=$(binary bench_roi_align)
-if skipped roi-align; then
-  record roi-align - 0 "skipped (--skip)"
-elif [ -z "$roi_bench" ]; then
-  record roi-align - 0 "skipped: bench_roi_align was not built"
-else
+if ready roi-align bench_roi_align; then
   echo "== bench_roi_align" >> "$steps_log"
   roi_args=(--device "$mode" --repeat 10 --warmup 3 --threads "$jobs")
   [ "$gpu" -eq 0 ] && roi_args=(--device cpu --repeat 1 --warmup 0 --batches 1 --rois 16 --threads "$jobs")
@@ -422,11 +424,7 @@ fi
 # Step 5 — the core suite (doctest, without the OpenCV / matio / JSON parts).
 # ---------------------------------------------------------------------------------------------------------------
 suite=$(binary trident_tests)
-if skipped core-tests; then
-  record core-tests - 0 "skipped (--skip)"
-elif [ -z "$suite" ]; then
-  record core-tests - 0 "skipped: trident_tests was not built"
-else
+if ready core-tests trident_tests; then
   echo "== trident_tests" >> "$tests_log"
   run "$tests_log" "$(limit "$(cap 120 1800)" 150)" bash -c 'cd "$(dirname "$1")" && exec "$1"' core-tests "$suite"
   key=$(grep -E '^\[doctest\] test cases:' "$tests_log" | tail -1 | sed 's/^\[doctest\] //')
@@ -437,11 +435,7 @@ fi
 # Step 6 — train with trident::trident alone: the paper configuration, mixed precision (CPU: small).
 # ---------------------------------------------------------------------------------------------------------------
 trainer=$(binary 06_train_generated)
-if skipped train; then
-  record train - 0 "skipped (--skip)"
-elif [ -z "$trainer" ]; then
-  record train - 0 "skipped: 06_train_generated was not built"
-else
+if ready train 06_train_generated; then
   run_dir=$build/run-06
   rm -rf "$run_dir"
   if [ "$gpu" -eq 1 ]; then
@@ -521,11 +515,7 @@ if [ -n "$seqnet" ]; then
   if "$python" "$compare" --help 2>/dev/null | grep -- '--seqnet' > /dev/null; then seqnet_args=(--seqnet "$seqnet"); fi
 fi
 bench=$(binary bench_network)
-if skipped compare; then
-  record compare - 0 "skipped (--skip)"
-elif [ -z "$bench" ]; then
-  record compare - 0 "skipped: bench_network was not built"
-else
+if ready compare bench_network; then
   seconds=$(limit "$(cap "$([ "$quick" -eq 1 ] && echo 90 || echo 200)" 900)" 5)
   if [ "$gpu" -eq 0 ]; then
     compare_args=(--device cpu --rounds 1 --repeat 1 --warmup 0 --only resnet50,infer,search --sizes 320x480
@@ -547,12 +537,10 @@ fi
 # ---------------------------------------------------------------------------------------------------------------
 # Step 8 — the same comparison under bfloat16 autocast with channels-last inputs (GPU only), batched inference.
 # ---------------------------------------------------------------------------------------------------------------
-if skipped compare-amp; then
-  record compare-amp - 0 "skipped (--skip)"
+if ! ready compare-amp bench_network; then
+  :
 elif [ "$gpu" -eq 0 ]; then
   record compare-amp - 0 "skipped: autocast is timed on a GPU only"
-elif [ -z "$bench" ]; then
-  record compare-amp - 0 "skipped: bench_network was not built"
 elif ! "$python" "$compare" --help 2>/dev/null | grep -- '--amp' > /dev/null; then
   record compare-amp - 0 "skipped: compare.py has no --amp option"
 else
@@ -575,12 +563,10 @@ fi
 # Step 9 — trident's detect() with its stages replayed as CUDA graphs (bfloat16 autocast, channels-last, cuDNN's
 # benchmark mode; GPU): the fastest configuration trident has.
 # ---------------------------------------------------------------------------------------------------------------
-if skipped graphs; then
-  record graphs - 0 "skipped (--skip)"
+if ! ready graphs bench_network; then
+  :
 elif [ "$gpu" -eq 0 ]; then
   record graphs - 0 "skipped: CUDA graphs need a GPU"
-elif [ -z "$bench" ]; then
-  record graphs - 0 "skipped: bench_network was not built"
 elif ! "$bench" --help 2>/dev/null | grep -- '--cuda-graphs' > /dev/null; then
   record graphs - 0 "skipped: bench_network has no --cuda-graphs option"
 else

@@ -93,7 +93,7 @@ int run(const Options& o, NetOptions net_options, const data::Dataset& dataset, 
   to.seed = o.seed;
   to.device = device;
   to.mixed_precision = o.amp;
-  to.amp_dtype = o.amp_dtype == "bfloat16" || o.amp_dtype == "bf16" ? at::kBFloat16 : at::kHalf;
+  to.amp_dtype = train::amp_dtype_named(o.amp_dtype);  // bfloat16 needs no loss scaling
   to.max_iterations = o.max_iterations;
   to.draw_curves = viz::training_curves_png((std::filesystem::path(o.out) / "curves.png").string());
   std::cout << fmt::format("{}: {} training images, {} identities; {} config, {} epochs of {} iterations (batch {}), "

@@ -303,7 +303,7 @@ int run(const Options& o, NetOptions net_options, c10::Device device, bool paper
   to.seed = o.seed;
   to.device = device;
   to.mixed_precision = o.amp;
-  to.amp_dtype = o.amp_dtype == "bfloat16" ? at::kBFloat16 : at::kHalf;  // bfloat16 needs no loss scaling
+  to.amp_dtype = train::amp_dtype_named(o.amp_dtype);  // bfloat16 needs no loss scaling
   std::cout << fmt::format("{} config on {}{}: {} scenes of {}x{} with {} people each, batch {}, {} iterations "
                            "({} per epoch), {} lr {} -> {}\n",
                            o.config, device.str(), o.amp ? fmt::format(" (mixed precision, {})", o.amp_dtype) : "",

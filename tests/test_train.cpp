@@ -304,3 +304,12 @@ TEST_CASE("checkpoints: a missing file, a file that is not a checkpoint, another
   auto source = dummy_source(1);
   CHECK_THROWS_WITH(train::fit(q, source, o), doctest::Contains("resume asked for, but"));
 }
+
+TEST_CASE("amp_dtype_named: the command-line names of the mixed-precision types") {
+  CHECK((train::amp_dtype_named("float16") == at::kHalf));  // ScalarType is compared undecomposed
+  CHECK((train::amp_dtype_named("fp16") == at::kHalf));
+  CHECK((train::amp_dtype_named("bfloat16") == at::kBFloat16));
+  CHECK((train::amp_dtype_named("bf16") == at::kBFloat16));
+  CHECK_THROWS_WITH_AS(train::amp_dtype_named("float32"),
+                       doctest::Contains("must be float16 (fp16) or bfloat16 (bf16), got 'float32'"), trident::Error);
+}

@@ -532,8 +532,8 @@ def features_size(size):
 
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_common_arguments(p):
+    """The options every benchmark program here takes (compare.py passes the same ones to each)."""
     p.add_argument("--threads", type=int, default=0,
                    help="intra-op threads (default: TRIDENT_NUM_THREADS, else every hardware thread)")
     p.add_argument("--repeat", type=int, default=5)
@@ -557,7 +557,9 @@ def main():
     p.add_argument("--channels-last", action="store_true", help="model and images in channels-last memory format")
     p.add_argument("--tf32", action="store_true",
                    help="allow TF32 in cuBLAS matmuls and cuDNN (default: PyTorch's, cuDNN on, matmul off); CUDA only")
-    a = p.parse_args()
+
+
+def check_common_arguments(p, a):
     if a.amp != "off" and a.device != "cuda":
         p.error(f"--amp {a.amp} needs --device cuda: mixed precision (autocast) is timed on CUDA only; on the CPU use "
                 f"--amp off")
@@ -566,6 +568,10 @@ def main():
     if not all(b.isdigit() and int(b) >= 1 for b in a.infer_batches.split(",") if b):
         p.error(f"--infer-batches expects batch sizes >= 1, got '{a.infer_batches}'")
 
+
+def set_up_process(a, program):
+    """Threads (--threads, else TRIDENT_NUM_THREADS, else all), the device check, TF32 and the seed. Process-wide:
+    each case's child process does it again (the flags are passed on)."""
     threads = a.threads
     if threads <= 0:
         try:
@@ -576,21 +582,60 @@ def main():
         threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
     if a.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("bench_reference: --device cuda, but no CUDA device is available")
-    if a.tf32:  # process-wide; each case's child process sets it again (the flag is passed on)
+        sys.exit(f"{program}: --device cuda, but no CUDA device is available")
+    if a.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(0)
+
+
+def write_records(path, header, records, indent=1):
+    if path:
+        with open(path, "w") as f:
+            json.dump(dict(header, cases=records), f, indent=indent)
+
+
+def run_cases_in_children(script, program, names):
+    """Runs each case in a fresh process (this script again, with --case and --json to a temporary file), so that
+    every case's peak resident memory is its own; returns the records of those that succeeded."""
+    child_args, skip = [], False
+    for x in sys.argv[1:]:  # the same options, less --json / --case
+        if skip:
+            skip = False
+            continue
+        if x in ("--json", "--case"):
+            skip = True
+            continue
+        if x.startswith(("--json=", "--case=")):
+            continue
+        child_args.append(x)
+    records = []
+    tmp = f"/tmp/{program}_{os.getpid()}.json"
+    for name in names:
+        rc = subprocess.call([sys.executable, os.path.abspath(script)] + child_args + ["--case", name, "--json", tmp])
+        if rc != 0:
+            print(f"{program}: case {name} failed (status {rc})", file=sys.stderr)
+            continue
+        with open(tmp) as f:
+            records.append(json.load(f)["cases"][0])
+    if os.path.exists(tmp):
+        os.remove(tmp)
+    return records
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(p)
+    a = p.parse_args()
+    check_common_arguments(p, a)
+    set_up_process(a, "bench_reference")
     header = dict(program="reference", torch=torch.__version__, torchvision=torchvision.__version__,
                   threads=torch.get_num_threads(), device=a.device, repeat=a.repeat, warmup=a.warmup,
                   hardware_threads=os.cpu_count(), amp=a.amp, channels_last=on_off(a.channels_last),
                   tf32=tf32_state(a))
 
     if a.case:
-        record = Bench(a).run(a.case)
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(dict(header, cases=[record]), f)
+        write_records(a.json, header, [Bench(a).run(a.case)], indent=None)
         return
 
     print(f"# bench_reference: torchvision reference of TridentNet<PaperConfig<CuhkSysu>>, torch {torch.__version__}, "
@@ -598,30 +643,7 @@ def main():
           f"hardware threads, device {a.device}, {a.repeat} timed run(s) after {a.warmup} warm-up per case; each case "
           f"in a fresh process; amp {a.amp}, channels-last {on_off(a.channels_last)}, tf32 {tf32_state(a)}")
     sys.stdout.flush()
-    records = []
-    tmp = f"/tmp/bench_reference_{os.getpid()}.json"
-    forwarded = [x for x in sys.argv[1:]]
-    # drop --json/--case from the child's arguments
-    child_args, skip = [], False
-    for x in forwarded:
-        if skip:
-            skip = False
-            continue
-        if x in ("--json", "--case"):
-            skip = True
-            continue
-        if x.startswith("--json=") or x.startswith("--case="):
-            continue
-        child_args.append(x)
-    for name in selected_cases(a):
-        rc = subprocess.call([sys.executable, os.path.abspath(__file__)] + child_args + ["--case", name, "--json", tmp])
-        if rc != 0:
-            print(f"bench_reference: case {name} failed (status {rc})", file=sys.stderr)
-            continue
-        with open(tmp) as f:
-            records.append(json.load(f)["cases"][0])
-    if os.path.exists(tmp):
-        os.remove(tmp)
+    records = run_cases_in_children(__file__, "bench_reference", selected_cases(a))
     yard = next((r["figures"]["gflops_per_s"] for r in records if r["kind"] == "resnet50"), 0)
     if yard:
         print(f"\n## Efficiency: GFLOP/s as a fraction of the ResNet-50 classification forward ({yard:.1f} GFLOP/s)")
@@ -629,9 +651,7 @@ def main():
             rate = r["figures"].get("gflops_per_s")
             if r["kind"] in ("infer", "train") and rate is not None:
                 print(f"  {r['case']:<20} {rate:>8.1f} GFLOP/s  {100 * rate / yard:>6.1f}%")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(dict(header, cases=records), f, indent=1)
+    write_records(a.json, header, records)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -55,8 +54,9 @@ import torchvision  # noqa: E402
 
 from reference_net import FlopCounter  # noqa: E402
 # The record helpers bench_reference.py writes its records with (same keys and text).
-from bench_reference import (DeviceBench, on_off, parse_size, proc_status_mb, size_str,  # noqa: E402,F401
-                             tf32_state)
+from bench_reference import (DeviceBench, add_common_arguments, check_common_arguments,  # noqa: E402,F401
+                             on_off, parse_size, proc_status_mb, run_cases_in_children, set_up_process, size_str,
+                             tf32_state, write_records)
 
 UNLABELED_PID = 5555  # SeqNet's datasets give unlabeled people this pid; labeled ones 1..LUT_SIZE
 
@@ -528,57 +528,18 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seqnet", default=os.environ.get("SEQNET_DIR"),
                    help="a SeqNet checkout (default: $SEQNET_DIR)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="intra-op threads (default: TRIDENT_NUM_THREADS, else every hardware thread)")
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--sizes", default="900x1500,600x1000")
-    p.add_argument("--batches", default="2,4")
-    p.add_argument("--infer-batches", default="1",
-                   help="inference batch sizes: 1 is infer-HxW, B > 1 adds infer-bB-HxW (default 1)")
-    p.add_argument("--train-size", default="900x1500")
-    p.add_argument("--only", default="infer,train,search,resnet50")
-    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off",
-                   help="CUDA autocast around the forward passes (and the loss); fp16 training with a GradScaler")
-    p.add_argument("--channels-last", action="store_true", help="the model's 4-d weights in channels-last")
-    p.add_argument("--tf32", action="store_true", help="allow TF32 in matmul and cuDNN (else PyTorch's defaults)")
+    add_common_arguments(p)  # search and the ResNet-50 yardstick are accepted for compare.py's sake, and skipped
     p.add_argument("--native-resize", action="store_true",
                    help="keep SeqNet's transform at MIN_SIZE 900 / MAX_SIZE 1500 (default: the case's image size)")
     p.add_argument("--score-thresh", type=float,
                    help="replaces SeqNet's MODEL.ROI_HEAD.SCORE_THRESH_TEST (0.5), e.g. 0 so that with random "
                         "weights its second stage has boxes to work on")
-    # accepted for compare.py's sake, unused: SeqNet has no search or yardstick case
-    p.add_argument("--gallery", default="10000,100000,1000000")
-    p.add_argument("--detections", type=int, default=20)
-    p.add_argument("--yardstick-batch", type=int, default=1)
-    p.add_argument("--top-k", type=int, default=100)
-    p.add_argument("--case")
-    p.add_argument("--json")
     a = p.parse_args()
     if not a.seqnet:
         p.error("pass --seqnet DIR (a checkout of SeqNet) or set SEQNET_DIR")
-    if a.amp != "off" and a.device != "cuda":
-        p.error(f"--amp {a.amp} needs --device cuda: mixed precision (autocast) is timed on CUDA only")
-    if a.tf32 and a.device != "cuda":
-        p.error("--tf32 needs --device cuda: TF32 is a cuBLAS / cuDNN setting")
-
-    threads = a.threads
-    if threads <= 0:
-        try:
-            threads = int(os.environ.get("TRIDENT_NUM_THREADS", "0"))
-        except ValueError:
-            threads = 0
-    if threads <= 0:
-        threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    if a.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("bench_seqnet: --device cuda, but no CUDA device is available")
-    if a.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    check_common_arguments(p, a)
+    set_up_process(a, "bench_seqnet")
     seqnet = SeqNetImport(a.seqnet)
-    torch.manual_seed(0)
     header = dict(program="seqnet", torch=torch.__version__, torchvision=torchvision.__version__,
                   threads=torch.get_num_threads(), device=a.device, repeat=a.repeat, warmup=a.warmup,
                   hardware_threads=os.cpu_count(), seqnet=seqnet.dir, yacs=seqnet.yacs, amp=a.amp,
@@ -586,10 +547,7 @@ def main():
                   score_thresh=a.score_thresh)
 
     if a.case:
-        record = Bench(a, seqnet).run(a.case)
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(dict(header, cases=[record]), f)
+        write_records(a.json, header, [Bench(a, seqnet).run(a.case)], indent=None)
         return
 
     print(f"# bench_seqnet: SeqNet from {seqnet.dir} (config: {seqnet.yacs}), torch {torch.__version__}, torchvision "
@@ -597,34 +555,13 @@ def main():
           f"threads, device {a.device}, amp {a.amp}, {a.repeat} timed run(s) after {a.warmup} warm-up per case; each "
           f"case in a fresh process")
     sys.stdout.flush()
-    child_args, skip = [], False
-    for x in sys.argv[1:]:
-        if skip:
-            skip = False
-            continue
-        if x in ("--json", "--case"):
-            skip = True
-            continue
-        if x.startswith(("--json=", "--case=")):
-            continue
-        child_args.append(x)
-    records = []
-    tmp = f"/tmp/bench_seqnet_{os.getpid()}.json"
+    names = []
     for name in selected_cases(a):
         if name.startswith("search-") or name == "resnet50-224":
             print(f"\n## {name} — skipped: not a SeqNet case")
-            continue
-        rc = subprocess.call([sys.executable, os.path.abspath(__file__)] + child_args + ["--case", name, "--json", tmp])
-        if rc != 0:
-            print(f"bench_seqnet: case {name} failed (status {rc})", file=sys.stderr)
-            continue
-        with open(tmp) as f:
-            records.append(json.load(f)["cases"][0])
-    if os.path.exists(tmp):
-        os.remove(tmp)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(dict(header, cases=records), f, indent=1)
+        else:
+            names.append(name)
+    write_records(a.json, header, run_cases_in_children(__file__, "bench_seqnet", names))
 
 
 if __name__ == "__main__":

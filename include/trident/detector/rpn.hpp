@@ -50,6 +50,12 @@ struct RpnOutput {
   at::Tensor loss_box;         ///< rpn_reg; undefined in evaluation
 };
 
+/// The RPN head's outputs of a batch before its NMS: objectness logits [B, H*W*A], box deltas [B, H*W*A, 4] and
+/// the anchors [H*W*A, 4] they refer to (float32, or the deltas' dtype when wider).
+struct RpnHeads {
+  at::Tensor objectness, deltas, anchors;
+};
+
 class RegionProposalNetworkImpl : public torch::nn::Module {
  public:
   RegionProposalNetworkImpl(int64_t in_channels, RpnOptions options) : options_(std::move(options)) {
@@ -77,9 +83,9 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
   /// with their objectness probability and the mask of those NMS may keep (size >= min_size, probability >=
   /// score_threshold), as NMS problems capped at the post-NMS count. Every shape depends on the input sizes
   /// only (no host-device synchronisation), so a CUDA graph can capture this stage with the stem. `heads`
-  /// receives the objectness logits [B, H*W*A] and the box deltas [B, H*W*A, 4] that the losses need.
+  /// receives what the losses need besides: the objectness logits, the box deltas and the anchors.
   std::vector<ops::detail::NmsProblem> candidates(const at::Tensor& features, const std::vector<ImageSize>& sizes,
-                                                  std::pair<at::Tensor, at::Tensor>* heads = nullptr) {
+                                                  RpnHeads* heads = nullptr) {
     TRIDENT_CHECK(features.dim() == 4 && features.size(0) == static_cast<int64_t>(sizes.size()),
                   "trident::detector::RegionProposalNetwork: features {} must be [B, C, H, W] with B = {} image sizes",
                   shape_of(features), sizes.size());
@@ -114,7 +120,7 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
       p.iou_threshold = options_.nms_threshold;
       p.max_keep = post_n;
     }
-    if (heads != nullptr) *heads = {objectness, deltas};
+    if (heads != nullptr) *heads = {objectness, deltas, anchors};
     return problems;
   }
 
@@ -131,16 +137,15 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
   /// training (one per image).
   RpnOutput forward(const at::Tensor& features, const std::vector<ImageSize>& sizes,
                     const std::vector<Target>* targets = nullptr) {
-    std::pair<at::Tensor, at::Tensor> heads;
+    RpnHeads heads;
     const auto problems = candidates(features, sizes, &heads);
-    const auto& [objectness, deltas] = heads;
+    const auto& [objectness, deltas, anchors] = heads;
     const int64_t batch = features.size(0);
     const bool train = is_training();
     RpnOutput out;
     select_proposals(problems, out);
     if (!train) return out;
 
-    const auto anchors = options_.anchors(features).to(ops::coordinate_dtype(deltas.scalar_type()));
     const ops::BoxCoder coder({1.0, 1.0, 1.0, 1.0});
     TRIDENT_CHECK(targets != nullptr && static_cast<int64_t>(targets->size()) == batch,
                   "trident::detector::RegionProposalNetwork: training needs one Target per image ({}), got {}", batch,

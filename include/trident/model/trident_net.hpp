@@ -334,16 +334,17 @@ class TridentNet : public torch::nn::Module {
     }
     const int64_t rows = graphed ? std::max<int64_t>(32, (most + 31) / 32 * 32) : -1;
     const auto rois = rois_of(boxes, rows);
-    std::vector<std::string> names;
     const auto stage3 = [&](const std::vector<at::Tensor>& in) {
       auto ctx = roi_context(in[0], in[1], rows, &counts);
       ctx.detection = detection_branch().detect(ctx);
       RoiOutputs all;
       boost::hana::for_each(branches_, [&](auto& branch) { branch->infer(ctx, all); });
       std::vector<at::Tensor> values;
-      for (const auto& [name, value] : all) values.push_back(value);
       output_names_.clear();
-      for (const auto& [name, value] : all) output_names_.push_back(name);
+      for (const auto& [name, value] : all) {
+        output_names_.push_back(name);
+        values.push_back(value);
+      }
       return values;
     };
     const auto values = graphed ? graphs_->run("describe.roi", {features, rois}, stage3) : stage3({features, rois});

@@ -146,6 +146,15 @@ struct TrainerOptions {
   std::function<void(int64_t epoch)> on_epoch_end;  ///< after the epoch's checkpoint (e.g. evaluate)
 };
 
+/// The autocast dtype a command line names (TrainerOptions::amp_dtype): "float16" or "fp16" -> at::kHalf,
+/// "bfloat16" or "bf16" -> at::kBFloat16; anything else is an error naming the value.
+inline at::ScalarType amp_dtype_named(std::string_view name) {
+  if (name == "float16" || name == "fp16") return at::kHalf;
+  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
+  fail("trident::train::amp_dtype_named: the mixed-precision type must be float16 (fp16) or bfloat16 (bf16), got "
+       "'{}'", name);
+}
+
 /// Thrown when a loss or the gradient norm stops being finite.
 struct TrainingDiverged : Error {
   using Error::Error;
