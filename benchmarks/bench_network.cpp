@@ -32,6 +32,7 @@
 //   --cuda-graphs     (trident only) net.detect() with NetOptions::cuda_graphs: its three stages replayed as CUDA
 //                     graphs; affects detect_ms and the batched cases, not the (eager) stage breakdown.
 //   --cudnn-benchmark (trident only) cuDNN times its convolution algorithms per shape and keeps the fastest.
+//   --profile         (trident only) a Kineto kernel profile of one more detect() / training step (kernel_profile.hpp).
 #include <trident/core/threads.hpp>
 #include <trident/model/configs.hpp>
 #include <trident/search/similarity.hpp>
@@ -55,6 +56,7 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/util/Exception.h>
 #include <torch/cuda.h>
+#include "kernel_profile.hpp"
 #define TRIDENT_BENCH_CUDA 1
 #else
 #define TRIDENT_BENCH_CUDA 0
@@ -120,6 +122,7 @@ struct Options {
   bool tf32 = false;           // TF32 in cuBLAS and cuDNN (else LibTorch's defaults)
   bool cuda_graphs = false;    // NetOptions::cuda_graphs for net.detect() (CUDA only)
   bool cudnn_benchmark = false;  // cuDNN picks its convolution algorithms by timing them (CUDA only)
+  bool profile = false;          // a kernel profile of one detect() / one training step (CUDA only)
   std::string case_name;
   std::string json;
   std::string record;  // internal: the child writes its case's JSON object here
@@ -165,6 +168,10 @@ struct Options {
       "                         CUDA only; trident only (bench_reference.py has no such option).\n"
       "  --cudnn-benchmark      cuDNN times its algorithms for each new convolution shape and keeps the fastest\n"
       "                         (at::globalContext().setBenchmarkCuDNN; torch.backends.cudnn.benchmark). CUDA only;\n"
+      "                         trident only.\n"
+      "  --profile              after the timed runs, one more net.detect() (infer-HxW) or training step (train-bB)\n"
+      "                         under LibTorch's Kineto profiler: the device's kernels by total time, its busy time\n"
+      "                         against the span, and the CUDA runtime calls (launches, synchronisations). CUDA only;\n"
       "                         trident only.\n",
       to);
   std::exit(code);
@@ -255,6 +262,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--tf32") o.tf32 = true;
     else if (a == "--cuda-graphs") o.cuda_graphs = true;
     else if (a == "--cudnn-benchmark") o.cudnn_benchmark = true;
+    else if (a == "--profile") o.profile = true;
     else if (a == "--record") o.record = value();
     else if (a == "-h" || a == "--help") usage(stdout, 0);
     else {
@@ -277,8 +285,8 @@ Options parse(int argc, char** argv) {
     std::fprintf(stderr, "bench_network: --tf32 needs --device cuda: TF32 is a cuBLAS / cuDNN setting\n");
     std::exit(2);
   }
-  if ((o.cuda_graphs || o.cudnn_benchmark) && o.device != "cuda") {
-    std::fprintf(stderr, "bench_network: --cuda-graphs and --cudnn-benchmark need --device cuda\n");
+  if ((o.cuda_graphs || o.cudnn_benchmark || o.profile) && o.device != "cuda") {
+    std::fprintf(stderr, "bench_network: --cuda-graphs, --cudnn-benchmark and --profile need --device cuda\n");
     std::exit(2);
   }
   return o;
@@ -804,6 +812,14 @@ Record run_infer(Context& c, Size size) {
     (void)net.detect(batch);
     detect_syncs = count.stop();
   }
+#if TRIDENT_BENCH_CUDA
+  if (o.profile)
+    trident_bench::print_kernel_profile(fmt::format("net.detect(), {} batch 1", size.str()), [&] {
+      const Autocast autocast(amp_on(o), amp_dtype(o));
+      (void)net.detect(batch);
+      c.dev.sync();
+    });
+#endif
 
   int64_t fh = 0, fw = 0;
   const FlopCount flops = infer_flops(net, size, rois_per_image, o.detections, fh, fw);
@@ -990,6 +1006,11 @@ Record run_train(Context& c, int64_t batch_size) {
     if (finite) sgd.step();
     backward_syncs = in_backward.stop();
   }
+#if TRIDENT_BENCH_CUDA
+  if (o.profile)
+    trident_bench::print_kernel_profile(fmt::format("training step, batch {} of {}", batch_size, o.train_size.str()),
+                                        [&] { step(false); });
+#endif
 
   // RoIs per iteration: the sampler draws batch_size_per_image per image whenever there are that many candidates
   // (2000 proposals + the ground truth), which the RPN's post-NMS top-N always provides at these sizes.

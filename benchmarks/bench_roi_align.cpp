@@ -9,10 +9,11 @@
 // person-shaped boxes inside the image, RoIAlign 24 x 8, sampling ratio 2 (the paper's pooler). For each batch
 // size B and RoIs per image R, the rows are
 //   - sampled:  detail::roi_align_sampled_path (grid sampling + average pooling; what ops::roi_align runs on a
-//               GPU with a fixed sampling ratio; no host-device synchronisation)
+//               GPU without NVRTC, with a fixed sampling ratio; no host-device synchronisation)
 //   - gather:   detail::roi_align_tensor_path (the gather / contract formulation, grouped by sampling grid; what
 //               the GPU ran before, and still runs for an adaptive sampling ratio)
-//   - kernel:   the direct CPU kernel (CPU only)
+//   - kernel:   what ops::roi_align runs: the direct CPU kernel on the CPU, the NVRTC-compiled CUDA kernels
+//               (ops/roi_align_cuda.hpp) on CUDA
 // Medians of --repeat after --warmup; on CUDA each run is bracketed by device synchronisation. The output is a
 // markdown table.
 #include <trident/core/threads.hpp>
@@ -202,10 +203,14 @@ int main(int argc, char** argv) {
       {"gather", [&](const at::Tensor& x, const at::Tensor& r) {
          return trident::ops::detail::roi_align_tensor_path(x, r, p);
        }}};
-  if (!device.is_cuda())
+  // ops::roi_align: the CPU kernel on the CPU, the NVRTC kernels on CUDA (where they are available).
+  std::string why;
+  if (!device.is_cuda() || trident::CudaJit::available(&why))
     paths.emplace_back("kernel", [&](const at::Tensor& x, const at::Tensor& r) {
       return trident::ops::roi_align(x, r, {p.output_h, p.output_w}, p.spatial_scale, p.sampling_ratio, p.aligned);
     });
+  else
+    fmt::print("(no kernel row: the CUDA kernels are not available: {})\n\n", why);
 
   for (const int64_t batch : o.batches) {
     for (const int64_t per_image : o.rois) {

@@ -18,8 +18,8 @@
 #    Every step logs, runs under a time limit and the script goes on after a failure; all steps together stay
 #    within --budget seconds (470 by default: under 8 minutes on a 16-core machine). It ends with a table of
 #    step, exit status, seconds and key figures, printed and written to summary.md. Files in the out dir
-#    ($OUT, else out/device-check): summary.md, steps.log, build.log, tests.log, compare.md, compare.json and
-#    train.csv (06's per-iteration log).
+#    ($OUT, else out/device-check): summary.md, steps.log, build.log, tests.log, compare.md, compare.json,
+#    train.csv (06's per-iteration log) and profile.md (the kernel profile).
 # Without a GPU (or with --cpu) the same steps run on the CPU at small sizes: a check of the build, of the
 # prefix and of this script.
 set -u -o pipefail
@@ -32,7 +32,7 @@ usage: benchmarks/device-check.sh --prepare
   --out DIR          where the logs and tables go (default: $OUT, else out/device-check)
   --quick            a one-round benchmark comparison and 150 training iterations
   --skip STEPS       leave these steps out (comma-separated: cuda-tests, roi-align, core-tests, train, compare,
-                     compare-amp, graphs); the build then leaves out the targets only they need
+                     compare-amp, graphs, profile); the build then leaves out the targets only they need
   --seqnet DIR       a SeqNet checkout, timed beside the reference when compare.py can run it
   --cpu              run on the CPU even where there is a GPU (small sizes; also the mode without a GPU)
   --python PY        the Python whose torch provides LibTorch (cmake prefix) and runs the reference (python3)
@@ -414,7 +414,7 @@ if ready roi-align bench_roi_align; then
   fi
   key=$(sed -n '/^== bench_roi_align$/,$p' "$steps_log" |
         awk -F'|' '/^# bench_roi_align/ {dtype = $0; sub(/.*features /, "", dtype); sub(/ .*/, "", dtype)}
-                   $2 ~ /sampled|gather/ && $3 + 0 == 1 && ($4 + 0 == 300 || cpu) {gsub(/ /, "", $2);
+                   $2 ~ /sampled|gather|kernel/ && $3 + 0 == 1 && ($4 + 0 == 300 || cpu) {gsub(/ /, "", $2);
                    gsub(/ /, "", $5); gsub(/ /, "", $6); printf "%s%s %s %d RoIs: fwd %s ms, fwd+bwd %s ms", sep,
                    $2, dtype, $4, $5, $6; sep = "; "}' cpu=$((1 - gpu)))
   record roi-align "$(status $roi_rc)" "$roi_took" "${key:-no table (see steps.log)}"
@@ -600,6 +600,23 @@ EOF
 )
   record graphs "$(status $rc)" "$took" "${key:-no graphs.json}"
 fi
+# ---------------------------------------------------------------------------------------------------------------
+# Step 10 — where the GPU time goes: a Kineto kernel profile of one detect() and one training step (bfloat16
+# autocast, channels-last; GPU), written to profile.md.
+# ---------------------------------------------------------------------------------------------------------------
+if ! ready profile bench_network; then
+  :
+elif [ "$gpu" -eq 0 ]; then
+  record profile - 0 "skipped: the kernel profile needs a GPU"
+elif ! "$bench" --help 2>/dev/null | grep -- '--profile' > /dev/null; then
+  record profile - 0 "skipped: bench_network has no --profile option"
+else
+  echo "== bench_network --profile" >> "$steps_log"
+  run "$out_dir/profile.md" "$(limit 90 5)" "$bench" --device cuda --threads "$jobs" --amp bf16 --channels-last \
+    --only infer,train --sizes 900x1500 --batches 4 --repeat 3 --warmup 2 --profile
+  key=$(grep -E '^### profile:' "$out_dir/profile.md" | sed 's/^### profile: //' | paste -sd ';' -)
+  record profile "$(status $rc)" "$took" "${key:-no profile (see profile.md)}"
+fi
 if [ -n "$seqnet" ]; then
   if [ ${#seqnet_args[@]} -gt 0 ]; then
     record seqnet "$(status $rc)" 0 "timed inside the compare step (--seqnet $seqnet)"
@@ -625,7 +642,8 @@ failures=0
   echo "| total | $failures failed | $(($(now) - started)) | budget $budget s |"
   echo
   echo "Logs: steps.log (machine, every step, 06's and compare.py's output), build.log, tests.log;" \
-       "compare.md / compare.json (bench_network vs the PyTorch reference), train.csv (06's per-iteration losses)."
+       "compare.md / compare.json (bench_network vs the PyTorch reference), train.csv (06's per-iteration losses)," \
+       "profile.md (the kernel profile)."
 } > "$out_dir/summary.md"
 cat "$out_dir/summary.md"
 [ "$failures" -eq 0 ]

@@ -259,3 +259,35 @@ TEST_CASE("roi_align: reduced precision, empty input and errors") {
   CHECK_THROWS_WITH_AS(ops::roi_align(x[0], rois, {2, 2}), doctest::Contains("input must be a [N, C, H, W] tensor"),
                        trident::Error);
 }
+
+#if TRIDENT_HAS_CUDA_JIT
+// A CUDA build of LibTorch (pip's wheel in CI's second leg): the kernels that roi_align runs on CUDA devices
+// (roi_align_cuda.hpp) must compile with the NVRTC that comes with LibTorch's CUDA runtime. Compiling needs no
+// GPU; running them is tests/cuda's (test_cuda_ops.cpp) on a GPU machine.
+TEST_CASE("roi_align: the CUDA kernels compile with NVRTC for sm_80 and sm_90, every entry point present") {
+  std::string why;
+  REQUIRE_MESSAGE(CudaJit::can_compile(&why), why);
+  CHECK(CudaJit::nvrtc_version() >= 11000);
+  const auto& jit = ops::detail::roi_align_cuda_jit();
+  const auto cubin = jit.compile("sm_90");
+  REQUIRE(cubin.size() > 4);
+  CHECK(cubin.compare(0, 4, "\x7f" "ELF") == 0);  // machine code: an ELF image
+  const auto ptx = jit.compile("compute_80");
+  for (const char* dtype : {"f32", "f64", "f16", "bf16"})
+    for (const bool forward : {true, false}) {
+      const auto name = ops::detail::roi_align_kernel_name(forward, dtype == std::string("f32")   ? at::kFloat
+                                                                    : dtype == std::string("f64") ? at::kDouble
+                                                                    : dtype == std::string("f16") ? at::kHalf
+                                                                                                  : at::kBFloat16);
+      CHECK(name == fmt::format("trident_roi_align_{}_{}", forward ? "forward" : "backward", dtype));
+      CHECK_MESSAGE(ptx.find(".entry " + name + "(") != std::string::npos, name);
+    }
+  CHECK(CudaJit::architecture_for(9, 0) == "sm_90");
+  CHECK(CudaJit::architecture_for(99, 0).rfind("compute_", 0) == 0);  // newer than NVRTC knows: PTX
+  CHECK_THROWS_WITH_AS(ops::detail::roi_align_kernel_name(true, at::kInt),
+                       "trident::ops::roi_align: no CUDA kernel for Int tensors", trident::Error);
+  // A source that does not compile: the error carries NVRTC's log.
+  const CudaJit broken("broken", "extern \"C\" __global__ void k() { undeclared_name = 1; }", {"k"});
+  CHECK_THROWS_WITH_AS(broken.compile("sm_90"), doctest::Contains("undeclared_name"), trident::Error);
+}
+#endif

@@ -9,6 +9,7 @@
 #include <trident/ops/boxes.hpp>
 #include <trident/ops/nms.hpp>
 #include <trident/ops/roi_align.hpp>
+#include <trident/core/cuda_jit.hpp>
 
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
@@ -16,10 +17,12 @@
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/round.h>
+#include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include <array>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -107,6 +110,32 @@ Pooled pool(const at::Tensor& input, const at::Tensor& rois, const ops::RoiAlign
   return {y.detach(), g};
 }
 
+/// How far a device's RoIAlign may be from the CPU kernel's, forward and backward, for `input` (the CPU copy)
+/// and the CPU's input gradient.
+///  - Forward: each output averages grid_h * grid_w * 4 bilinear taps, summed in another order on the device
+///    (the kernel's own order with fused multiply-adds, or grid sampling + average pooling) than in the CPU
+///    kernel. Backward: every input cell sums the contributions of all RoIs that sample it, on CUDA by atomic
+///    adds in no fixed order. The same formulations differ on the CPU by at most 5.1 eps * (1 + max |input|)
+///    forward and 5.1 eps * (1 + max |grad|) backward (measured on these cases): 32 and 64 eps leave 6x and
+///    12x that.
+///  - The sample positions differ too: the device contracts multiply-adds (and the sampled path goes through
+///    grid_sampler's normalised coordinates, over the images stacked along the height), so a position may move
+///    by a few eps times its coordinate in cells, at most the stacked map's extent. A bilinear value then moves
+///    by up to that times the largest difference between adjacent cells, per axis (the first GPU run,
+///    2026-11-26, H200: 3.0e-5 in float32 where the term below allows 3.9e-4).
+std::pair<Tolerance, Tolerance> roi_align_tolerances(const at::Tensor& input, const at::Tensor& grad_input,
+                                                     at::ScalarType dtype) {
+  const double eps = dtype == at::kFloat ? 1.1920929e-07 : 2.220446e-16;
+  const double extent = static_cast<double>(std::max(input.size(0) * input.size(2), input.size(3)) + 2);
+  const double steepest = std::max(cuda_test::max_abs(input.narrow(2, 1, input.size(2) - 1) -
+                                                      input.narrow(2, 0, input.size(2) - 1)),
+                                   cuda_test::max_abs(input.narrow(3, 1, input.size(3) - 1) -
+                                                      input.narrow(3, 0, input.size(3) - 1)));
+  const double position = 2 * eps * extent * 2 * steepest;  // 2 eps per coordinate, 2 axes
+  return {Tolerance{0, 32 * eps * (1 + cuda_test::max_abs(input)) + position},
+          Tolerance{0, 64 * eps * (1 + cuda_test::max_abs(grad_input))}};
+}
+
 /// The same RoIAlign on the CPU and on `device` (float32 or float64 as `dtype`), forward and backward.
 void compare_roi_align(const RoiCase& c, const c10::Device& device, at::ScalarType dtype, bool channels_last = false) {
   CAPTURE(c.name);
@@ -117,25 +146,9 @@ void compare_roi_align(const RoiCase& c, const c10::Device& device, at::ScalarTy
   const auto dev = pool(dev_input, rois.to(device), c.params, grad_output.to(device));
   check_on(dev.output, device, "output");
   check_on(dev.grad_input, device, "grad_input");
-  // Forward: each output averages grid_h * grid_w * 4 bilinear taps, summed in another order on the device
-  // (gather-and-contract, or grid sampling + average pooling) than in the CPU kernel. Backward: every input cell
-  // sums the contributions of all RoIs that sample it, on CUDA by atomic adds in no fixed order. The same
-  // formulations differ on the CPU by at most 5.1 eps * (1 + max |input|) forward and 5.1 eps * (1 + max |grad|)
-  // backward (measured on these cases): 32 and 64 eps leave 6x and 12x that.
-  // The sample positions differ too: the device contracts multiply-adds (and the sampled path goes through
-  // grid_sampler's normalised coordinates, over the images stacked along the height), so a position may move by
-  // a few eps times its coordinate in cells, at most the stacked map's extent. A bilinear value then moves by up
-  // to that times the largest difference between adjacent cells, per axis (the first GPU run, 2026-11-26, H200:
-  // 3.0e-5 in float32 where the term below allows 3.9e-4).
-  const double eps = dtype == at::kFloat ? 1.1920929e-07 : 2.220446e-16;
-  const double extent = static_cast<double>(std::max(input.size(0) * input.size(2), input.size(3)) + 2);
-  const double steepest = std::max(cuda_test::max_abs(input.narrow(2, 1, input.size(2) - 1) -
-                                                      input.narrow(2, 0, input.size(2) - 1)),
-                                   cuda_test::max_abs(input.narrow(3, 1, input.size(3) - 1) -
-                                                      input.narrow(3, 0, input.size(3) - 1)));
-  const double position = 2 * eps * extent * 2 * steepest;  // 2 eps per coordinate, 2 axes
-  const Tolerance forward{0, 32 * eps * (1 + cuda_test::max_abs(input)) + position};
-  const Tolerance backward{0, 64 * eps * (1 + cuda_test::max_abs(cpu.grad_input))};
+  if (channels_last && device.is_cuda())  // the layout follows the input's (the folded head consumes it as is)
+    CHECK(dev.output.is_contiguous(at::MemoryFormat::ChannelsLast));
+  const auto [forward, backward] = roi_align_tolerances(input, cpu.grad_input, dtype);
   check_close(dev.output, cpu.output, forward, fmt::format("roi_align forward ({})", c10::toString(dtype)));
   check_close(dev.grad_input, cpu.grad_input, backward, fmt::format("roi_align backward ({})", c10::toString(dtype)));
 }
@@ -305,5 +318,59 @@ TEST_CASE("roi_align on float16 / bfloat16 features (autocast) agrees with the C
                                     p.sampling_ratio);
     check_on(dev, device, "output");
     check_close(dev, cpu, Tolerance{0, 16 * ulp * cuda_test::max_abs(input)}, "roi_align forward (reduced precision)");
+  }
+}
+
+TEST_CASE("roi_align on CUDA: the NVRTC kernels run; the sampled fallback, bad RoIs and reduced-precision gradients") {
+  TRIDENT_DEVICE_UNDER_TEST(device);
+  if (device.is_cuda()) {  // a GPU machine must find NVRTC (else roi_align silently takes the slower fallback)
+    std::string why;
+    REQUIRE_MESSAGE(CudaJit::available(&why), why);
+    CHECK(ops::detail::roi_align_cuda_kernels_available());
+  }
+  // 1. The fallback for devices without the kernels (grid sampling + average pooling), called directly, against
+  //    the CPU kernel: it must stay correct on this device although roi_align() no longer takes it here.
+  for (const bool aligned : {false, true}) {
+    auto c = paper_roi_case(64, 900, 1500, 256, aligned, 31);
+    c.params.sampling_ratio = 2;
+    const auto cpu = pool(c.input, c.rois, c.params, c.grad_output);
+    auto x = c.input.to(device).requires_grad_(true);
+    const auto y = ops::detail::roi_align_sampled_path(x, c.rois.to(device), c.params);
+    const auto g = torch::autograd::grad({y}, {x}, {c.grad_output.to(device)})[0];
+    const auto [forward, backward] = roi_align_tolerances(c.input, cpu.grad_input, at::kFloat);
+    check_close(y.detach(), cpu.output, forward, "sampled path forward");
+    check_close(g, cpu.grad_input, backward, "sampled path backward");
+  }
+  // 2. RoIs that name no image of the batch or have a non-finite coordinate pool to 0 and take no gradient; the
+  //    valid RoIs around them are unaffected (the CPU refuses such RoIs, so it pools the valid ones only).
+  {
+    const auto c = paper_roi_case(8, 300, 400, 6, false, 32);
+    auto bad = c.rois.clone();
+    bad[1][0] = 2.0;                                             // batch 2 of 2
+    bad[2][0] = -1.0;                                            // negative batch
+    bad[3][1] = std::numeric_limits<float>::quiet_NaN();         // x1
+    bad[4][4] = std::numeric_limits<float>::infinity();          // y2
+    const auto valid = at::tensor(std::vector<int64_t>{0, 5});
+    const auto dev = pool(c.input.to(device), bad.to(device), c.params, c.grad_output.to(device));
+    const auto cpu = pool(c.input, c.rois.index_select(0, valid), c.params, c.grad_output.index_select(0, valid));
+    const auto [forward, backward] = roi_align_tolerances(c.input, cpu.grad_input, at::kFloat);
+    check_close(dev.output.index_select(0, valid.to(device)), cpu.output, forward, "valid RoIs beside bad ones");
+    CHECK(cuda_test::max_abs(dev.output.narrow(0, 1, 4)) == 0.0);
+    check_close(dev.grad_input, cpu.grad_input, backward, "gradient: the bad RoIs add nothing");
+  }
+  // 3. Reduced precision, backward: the gradient of float16 / bfloat16 features is accumulated in float32 and
+  //    rounded once, so it is within one rounding (ulp / 2 relative, taken as ulp of the largest magnitude) plus
+  //    float32's summation error of the CPU's float32 gradient for the same (rounded) output gradient.
+  for (const auto dtype : {at::kHalf, at::kBFloat16}) {
+    CAPTURE(c10::toString(dtype));
+    const double ulp = dtype == at::kHalf ? 1.0 / 1024 : 1.0 / 128;
+    const auto c = paper_roi_case(16, 900, 1500, 128, false, 33);
+    const auto input = c.input.to(dtype), grad_output = c.grad_output.to(dtype);
+    const auto cpu = pool(input.to(at::kFloat), c.rois, c.params, grad_output.to(at::kFloat));
+    const auto dev = pool(input.to(device), c.rois.to(device), c.params, grad_output.to(device));
+    CHECK((dev.grad_input.scalar_type() == dtype));
+    const double largest = cuda_test::max_abs(cpu.grad_input);
+    check_close(dev.grad_input, cpu.grad_input, Tolerance{0, ulp * largest + 64 * 1.1920929e-07 * (1 + largest)},
+                "roi_align backward (reduced precision)");
   }
 }

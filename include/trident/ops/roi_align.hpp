@@ -10,18 +10,21 @@
 /// feature cell are widened to one cell. Samples further than one cell outside the feature map contribute 0;
 /// samples in the outer half cell are clamped to the border.
 ///
+/// CUDA: direct kernels compiled at run time (roi_align_cuda.hpp), forward and backward, any sampling ratio.
 /// CPU: a direct kernel (forward: parallel over RoIs x blocks of channels, vectorised over channels on a
 /// channels-last copy of the input; backward: parallel over channels), bit-identical in its order of
-/// accumulation to torchvision's. Other devices, with a fixed sampling ratio: bilinear resampling of every
-/// sample point (at::grid_sampler_2d) and average pooling of each bin, with shapes that depend only on the
-/// input sizes (no host-device synchronisation; detail::roi_align_sampled_path). Other devices, adaptive
-/// sampling: a gather/contract formulation grouped by grid size (detail::roi_align_tensor_path). Both are
-/// differentiated by autograd (docs/design.md, "RoIAlign on the GPU"). Gradients flow to `input` only; RoIs
-/// are treated as constants, as torchvision does (proposals are detached in Faster R-CNN). Double backward is
-/// not supported.
+/// accumulation to torchvision's. Other devices (and CUDA where NVRTC is missing), with a fixed sampling
+/// ratio: bilinear resampling of every sample point (at::grid_sampler_2d) and average pooling of each bin,
+/// with shapes that depend only on the input sizes (no host-device synchronisation;
+/// detail::roi_align_sampled_path). Other devices, adaptive sampling: a gather/contract formulation grouped by
+/// grid size (detail::roi_align_tensor_path). Both are differentiated by autograd (docs/design.md, "RoIAlign on
+/// the GPU"). Gradients flow to `input` only; RoIs are treated as constants, as torchvision does (proposals
+/// are detached in Faster R-CNN). Double backward is not supported.
 
 #include <trident/config.hpp>
 #include <trident/ops/boxes.hpp>
+#include <trident/ops/roi_align_cuda.hpp>
+#include <trident/ops/roi_align_params.hpp>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -48,15 +51,6 @@
 #include <vector>
 
 namespace trident::ops {
-
-/// The geometry of one RoIAlign call; shared by the kernels and the RoI pooler.
-struct RoiAlignParams {
-  int64_t output_h = 0;
-  int64_t output_w = 0;
-  double spatial_scale = 1.0;
-  int64_t sampling_ratio = -1;  ///< <= 0: adaptive, ceil(RoI size / output size) samples per bin and axis
-  bool aligned = false;         ///< shift the box by -0.5 cell so that sample centres match pixel centres
-};
 
 namespace detail {
 
@@ -522,9 +516,11 @@ inline at::Tensor roi_align_sampled_path(const at::Tensor& input, const at::Tens
 /// returns [K, C, output_h, output_w]. `rois` is cast to the input's dtype (float32 for half and bfloat16
 /// inputs, whose sampling positions are computed in float32). Half and bfloat16 inputs are pooled in float32.
 ///  - CPU: the direct kernel; the RoIs' values are checked first (check_rois).
-///  - other devices, sampling_ratio > 0 (the paper's 2): detail::roi_align_sampled_path, which never waits for
-///    the device. The RoIs' values are not read on the host, so they are not checked: a batch index outside
+///  - CUDA: the kernels of roi_align_cuda.hpp (compiled at run time by NVRTC), any sampling ratio, never waiting
+///    for the device. The RoIs' values are not read on the host, so they are not checked: a batch index outside
 ///    the batch or a non-finite coordinate pools to 0. Call check_rois() for RoIs from outside the program.
+///  - other devices, or CUDA where NVRTC cannot be found (or TRIDENT_CUDA_JIT=0), sampling_ratio > 0 (the
+///    paper's 2): detail::roi_align_sampled_path, which never waits for the device either (same rules).
 ///  - other devices, adaptive sampling (sampling_ratio <= 0): each RoI's grid depends on its size, which the
 ///    gather formulation (detail::roi_align_tensor_path) reads on the host.
 inline at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, std::array<int64_t, 2> output_size,
@@ -543,6 +539,9 @@ inline at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, std
   // Half and bfloat16 features (autocast) keep the RoIs and sampling positions in float32: in bfloat16 the
   // coordinates between 1024 and 2048 pixels are 8 pixels apart.
   const auto r = rois.to(reduced ? at::kFloat : input.scalar_type());
+  if (input.is_cuda() && detail::roi_align_cuda_kernels_available())
+    return detail::RoiAlignCudaFunction::apply(input, r.contiguous(), p.output_h, p.output_w, p.spatial_scale,
+                                               p.sampling_ratio, p.aligned);
   if (p.sampling_ratio > 0) return detail::roi_align_sampled_path(input, r, p);
   check_rois(input, rois);  // the adaptive path reads the RoIs on the host anyway
   return detail::roi_align_tensor_path(input, r, p);
