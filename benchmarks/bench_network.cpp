@@ -735,8 +735,8 @@ Record run_infer(Context& c, Size size) {
     ctx.pooled = pooler(features, boxes);
     lap("roi_align");
     ctx.g_map = net.head()->forward(ctx.pooled);
-    ctx.g_hat = std::get<0>(at::adaptive_max_pool2d(ctx.pooled, {1, 1})).flatten(1);
-    ctx.g = std::get<0>(at::adaptive_max_pool2d(ctx.g_map, {1, 1})).flatten(1);
+    ctx.g_hat = trident::ops::max_pool_strips(ctx.pooled, 1).flatten(1);
+    ctx.g = trident::ops::max_pool_strips(ctx.g_map, 1).flatten(1);
     lap("head");
   };
   auto pipeline = [&](bool timed) {

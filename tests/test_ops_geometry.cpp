@@ -4,9 +4,12 @@
 #include <trident/ops/anchors.hpp>
 #include <trident/ops/box_coder.hpp>
 #include <trident/ops/boxes.hpp>
+#include <trident/ops/pooling.hpp>
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
+#include <torch/csrc/autograd/autograd.h>
 
 using namespace trident;
 using trident::test::Fixture;
@@ -79,4 +82,31 @@ TEST_CASE("anchor generator matches torchvision's AnchorGenerator") {
   CHECK(paper(at::zeros({2, 8, 3, 4})).size(0) == 3 * 4 * 15);
   CHECK_THROWS_WITH_AS(ops::AnchorGenerator({32}, {0.0}, 16), doctest::Contains("aspect_ratios must be positive"),
                        trident::Error);
+}
+
+TEST_CASE("max_pool_strips: the reduction form equals adaptive_max_pool2d, values and gradients") {
+  // What other devices run (a max over a [K, C, strips, H / strips * W] view) against what the CPU runs
+  // (at::adaptive_max_pool2d with output {strips, 1}), on contiguous and channels-last maps of the RoI head's
+  // shapes. Random values: no ties, so both route each strip's gradient to the same single element.
+  at::manual_seed(7);
+  for (const int64_t strips : {1, 3, 4})
+    for (const bool channels_last : {false, true}) {
+      CAPTURE(strips);
+      CAPTURE(channels_last);
+      auto x = at::randn({5, 6, 12, 4}, at::kDouble);
+      if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+      const auto a = x.clone().requires_grad_(true), b = x.clone().requires_grad_(true);
+      const auto reference = std::get<0>(at::adaptive_max_pool2d(a, {strips, 1}));
+      const auto reduced = ops::detail::max_pool_strips_by_reduction(b, strips);
+      REQUIRE(reduced.sizes() == reference.sizes());
+      CHECK(at::equal(reduced, reference));
+      const auto grad = at::randn(reference.sizes(), at::kDouble);
+      const auto ga = torch::autograd::grad({reference}, {a}, {grad})[0];
+      const auto gb = torch::autograd::grad({reduced}, {b}, {grad})[0];
+      CHECK(at::equal(ga, gb));
+      CHECK(at::equal(ops::max_pool_strips(x, strips), reference));  // the CPU's dispatch
+    }
+  // A strip count that does not divide the height: adaptive pooling's overlapping strips, on every device.
+  const auto x = at::randn({2, 3, 12, 4});
+  CHECK(at::equal(ops::max_pool_strips(x, 5), std::get<0>(at::adaptive_max_pool2d(x, {5, 1}))));
 }

@@ -273,18 +273,15 @@ TEST_CASE("roi_align: the CUDA kernels compile with NVRTC for sm_80 and sm_90, e
   REQUIRE(cubin.size() > 4);
   CHECK(cubin.compare(0, 4, "\x7f" "ELF") == 0);  // machine code: an ELF image
   const auto ptx = jit.compile("compute_80");
-  for (const char* dtype : {"f32", "f64", "f16", "bf16"})
-    for (const bool forward : {true, false}) {
-      const auto name = ops::detail::roi_align_kernel_name(forward, dtype == std::string("f32")   ? at::kFloat
-                                                                    : dtype == std::string("f64") ? at::kDouble
-                                                                    : dtype == std::string("f16") ? at::kHalf
-                                                                                                  : at::kBFloat16);
-      CHECK(name == fmt::format("trident_roi_align_{}_{}", forward ? "forward" : "backward", dtype));
+  for (const char* kind : {"forward", "forward_vec", "backward"})
+    for (const auto dtype : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}) {
+      const auto name = fmt::format("trident_roi_align_{}_{}", kind, ops::detail::roi_align_dtype_suffix(dtype));
       CHECK_MESSAGE(ptx.find(".entry " + name + "(") != std::string::npos, name);
     }
+  CHECK(std::string(ops::detail::roi_align_dtype_suffix(at::kBFloat16)) == "bf16");
   CHECK(CudaJit::architecture_for(9, 0) == "sm_90");
   CHECK(CudaJit::architecture_for(99, 0).rfind("compute_", 0) == 0);  // newer than NVRTC knows: PTX
-  CHECK_THROWS_WITH_AS(ops::detail::roi_align_kernel_name(true, at::kInt),
+  CHECK_THROWS_WITH_AS(ops::detail::roi_align_dtype_suffix(at::kInt),
                        "trident::ops::roi_align: no CUDA kernel for Int tensors", trident::Error);
   // A source that does not compile: the error carries NVRTC's log.
   const CudaJit broken("broken", "extern \"C\" __global__ void k() { undeclared_name = 1; }", {"k"});

@@ -8,6 +8,7 @@
 #include <trident/ops/box_coder.hpp>
 #include <trident/ops/boxes.hpp>
 #include <trident/ops/nms.hpp>
+#include <trident/ops/pooling.hpp>
 #include <trident/ops/roi_align.hpp>
 #include <trident/core/cuda_jit.hpp>
 
@@ -314,10 +315,16 @@ TEST_CASE("roi_align on float16 / bfloat16 features (autocast) agrees with the C
     const auto input = c.input.to(dtype);
     const auto& p = c.params;
     const auto cpu = ops::roi_align(input, c.rois, {p.output_h, p.output_w}, p.spatial_scale, p.sampling_ratio);
-    const auto dev = ops::roi_align(input.to(device), c.rois.to(device), {p.output_h, p.output_w}, p.spatial_scale,
-                                    p.sampling_ratio);
-    check_on(dev, device, "output");
-    check_close(dev, cpu, Tolerance{0, 16 * ulp * cuda_test::max_abs(input)}, "roi_align forward (reduced precision)");
+    for (const bool channels_last : {false, true}) {  // channels-last: 16-byte accesses of 8 channels on CUDA
+      CAPTURE(channels_last);
+      auto dev_input = input.to(device);
+      if (channels_last) dev_input = dev_input.contiguous(at::MemoryFormat::ChannelsLast);
+      const auto dev = ops::roi_align(dev_input, c.rois.to(device), {p.output_h, p.output_w}, p.spatial_scale,
+                                      p.sampling_ratio);
+      check_on(dev, device, "output");
+      check_close(dev, cpu, Tolerance{0, 16 * ulp * cuda_test::max_abs(input)},
+                  "roi_align forward (reduced precision)");
+    }
   }
 }
 
@@ -373,4 +380,29 @@ TEST_CASE("roi_align on CUDA: the NVRTC kernels run; the sampled fallback, bad R
     check_close(dev.grad_input, cpu.grad_input, Tolerance{0, ulp * largest + 64 * 1.1920929e-07 * (1 + largest)},
                 "roi_align backward (reduced precision)");
   }
+}
+
+TEST_CASE("max_pool_strips on the device equals the CPU's adaptive max pooling, values and gradients") {
+  TRIDENT_DEVICE_UNDER_TEST(device);
+  // g-hat, g and the part strips of the RoI head, bfloat16 channels-last as under autocast and float32.
+  at::manual_seed(41);
+  for (const auto dtype : {at::kFloat, at::kBFloat16})
+    for (const int64_t strips : {1, 3}) {
+      CAPTURE(c10::toString(dtype));
+      CAPTURE(strips);
+      const auto x = at::randn({64, 32, 12, 4}).to(dtype);
+      const auto grad = at::randn({64, 32, strips, 1}).to(dtype);
+      const auto cpu_x = x.clone().requires_grad_(true);
+      const auto cpu = ops::max_pool_strips(cpu_x, strips);
+      const auto cpu_grad = torch::autograd::grad({cpu}, {cpu_x}, {grad})[0];
+      const auto dev_x = x.to(device).contiguous(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+      const auto dev = ops::max_pool_strips(dev_x, strips);
+      const auto dev_grad = torch::autograd::grad({dev}, {dev_x}, {grad.to(device)})[0];
+      check_on(dev, device, "max_pool_strips");
+      check_equal(dev, cpu, "max_pool_strips values");
+      // bfloat16 has ties among 48 values per strip; the gradient goes to one maximal element on both devices,
+      // perhaps another one: compare the sums per strip, exact for distinct float32 values.
+      if (dtype == at::kFloat) check_equal(dev_grad, cpu_grad, "max_pool_strips gradient");
+      check_equal(dev_grad.sum({2, 3}), cpu_grad.sum({2, 3}), "max_pool_strips gradient per channel");
+    }
 }

@@ -8,8 +8,8 @@
 #include <trident/branches/concepts.hpp>
 #include <trident/core/policies.hpp>
 #include <trident/losses/part.hpp>
+#include <trident/ops/pooling.hpp>
 
-#include <ATen/ops/adaptive_max_pool2d.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/linear.h>
 
@@ -31,7 +31,7 @@ class PartBranch : public torch::nn::Module {
 
   /// h_i: [K, N_p, C5], strip j covering rows [j H / N_p, (j + 1) H / N_p) of g's map.
   static at::Tensor strips(const at::Tensor& g_map) {
-    return std::get<0>(at::adaptive_max_pool2d(g_map, {num_parts, 1})).squeeze(3).transpose(1, 2);
+    return ops::max_pool_strips(g_map, num_parts).squeeze(3).transpose(1, 2);
   }
 
   /// P_i: [K, N_p, N_p + 1].

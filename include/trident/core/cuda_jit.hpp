@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <array>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -286,9 +287,10 @@ class CudaJit {
   }
 
   /// Launches `kernel` (one of the constructor's names) on `device` with CUDA's argument convention (an array of
-  /// pointers to the arguments), asynchronously on the device's current stream.
-  void launch(std::string_view kernel, const c10::Device& device, unsigned blocks, unsigned threads,
-              void** args) const {
+  /// pointers to the arguments), asynchronously on the device's current stream: a grid of blocks.x * blocks.y
+  /// blocks of `threads` threads, with `shared_bytes` of dynamic shared memory per block (at most 48 KiB).
+  void launch(std::string_view kernel, const c10::Device& device, std::array<unsigned, 2> blocks, unsigned threads,
+              void** args, unsigned shared_bytes = 0) const {
 #if TRIDENT_HAS_CUDA_JIT
     TRIDENT_CHECK(device.is_cuda(), "{}: kernels launch on a CUDA device, not {}", name_, device.str());
     const c10::cuda::CUDAGuard guard(device);
@@ -298,12 +300,12 @@ class CudaJit {
     TRIDENT_CHECK(k < kernels_.size(), "{}: no kernel named {}", name_, kernel);
     const auto& drv = jit_detail::driver();
     const auto stream = c10::cuda::getCurrentCUDAStream(device.index());
-    const int rc = drv.LaunchKernel(functions[k], blocks, 1, 1, threads, 1, 1, 0, static_cast<void*>(stream.stream()),
-                                    args, nullptr);
-    TRIDENT_CHECK(rc == 0, "{}: launching {} ({} blocks of {}) failed: {}", name_, kernel, blocks, threads,
-                  driver_message(rc));
+    const int rc = drv.LaunchKernel(functions[k], blocks[0], blocks[1], 1, threads, 1, 1, shared_bytes,
+                                    static_cast<void*>(stream.stream()), args, nullptr);
+    TRIDENT_CHECK(rc == 0, "{}: launching {} ({} x {} blocks of {}, {} bytes shared) failed: {}", name_, kernel,
+                  blocks[0], blocks[1], threads, shared_bytes, driver_message(rc));
 #else
-    (void)kernel, (void)device, (void)blocks, (void)threads, (void)args;
+    (void)kernel, (void)device, (void)blocks, (void)threads, (void)args, (void)shared_bytes;
     trident::fail("{}: this build has no CUDA", name_);
 #endif
   }

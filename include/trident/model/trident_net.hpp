@@ -20,12 +20,12 @@
 #include <trident/detector/rpn.hpp>
 #include <trident/model/config.hpp>
 #include <trident/ops/nms.hpp>
+#include <trident/ops/pooling.hpp>
 
 #include <boost/hana/find_if.hpp>
 #include <boost/hana/for_each.hpp>
 #include <boost/hana/tuple.hpp>
 
-#include <ATen/ops/adaptive_max_pool2d.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
@@ -304,8 +304,8 @@ class TridentNet : public torch::nn::Module {
 
   void fill_heads(branches::RoiContext& ctx) {
     ctx.g_map = head_->forward(ctx.pooled);
-    ctx.g_hat = std::get<0>(at::adaptive_max_pool2d(ctx.pooled, {1, 1})).flatten(1);
-    ctx.g = std::get<0>(at::adaptive_max_pool2d(ctx.g_map, {1, 1})).flatten(1);
+    ctx.g_hat = ops::max_pool_strips(ctx.pooled, 1).flatten(1);
+    ctx.g = ops::max_pool_strips(ctx.g_map, 1).flatten(1);
   }
 
   /// Per-image boxes -> rois [K, 5] (image index, x1, y1, x2, y2): the boxes one image after the other

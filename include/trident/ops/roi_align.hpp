@@ -17,8 +17,8 @@
 /// ratio: bilinear resampling of every sample point (at::grid_sampler_2d) and average pooling of each bin,
 /// with shapes that depend only on the input sizes (no host-device synchronisation;
 /// detail::roi_align_sampled_path). Other devices, adaptive sampling: a gather/contract formulation grouped by
-/// grid size (detail::roi_align_tensor_path). Both are differentiated by autograd (docs/design.md, "RoIAlign on
-/// the GPU"). Gradients flow to `input` only; RoIs are treated as constants, as torchvision does (proposals
+/// grid size (detail::roi_align_tensor_path). Both are differentiated by autograd (docs/design.md, "On the
+/// GPU"). Gradients flow to `input` only; RoIs are treated as constants, as torchvision does (proposals
 /// are detached in Faster R-CNN). Double backward is not supported.
 
 #include <trident/config.hpp>

@@ -29,54 +29,94 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include <fmt/format.h>
 
 namespace trident::ops::detail {
 
 /// The kernels' source (CUDA C++ without includes; NVRTC compiles it).
 inline constexpr const char* kRoiAlignCudaSource = R"CUDA(
 // Element types: T is stored, A is the arithmetic and accumulation type.
+// vec: elements per 16-byte access (load_vec / store_vec need 16-byte aligned addresses).
 struct F32 {
   typedef float T;
   typedef float A;
+  enum { vec = 4 };
   static __device__ __forceinline__ float load(const float* p) { return __ldg(p); }
   static __device__ __forceinline__ void store(float* p, float v) { *p = v; }
+  static __device__ __forceinline__ void load_vec(const float* p, float* v) {
+    const float4 q = __ldg(reinterpret_cast<const float4*>(p));
+    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+  }
+  static __device__ __forceinline__ void store_vec(float* p, const float* v) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  }
 };
 struct F64 {
   typedef double T;
   typedef double A;
+  enum { vec = 2 };
   static __device__ __forceinline__ double load(const double* p) { return __ldg(p); }
   static __device__ __forceinline__ void store(double* p, double v) { *p = v; }
-};
-struct BF16 {
-  typedef unsigned short T;
-  typedef float A;
-  static __device__ __forceinline__ float load(const unsigned short* p) {
-    return __uint_as_float(static_cast<unsigned>(__ldg(p)) << 16);
+  static __device__ __forceinline__ void load_vec(const double* p, double* v) {
+    const double2 q = __ldg(reinterpret_cast<const double2*>(p));
+    v[0] = q.x, v[1] = q.y;
   }
-  static __device__ __forceinline__ void store(unsigned short* p, float v) {  // round to nearest even
-    unsigned u = __float_as_uint(v);
-    if ((u & 0x7fffffffu) > 0x7f800000u) {
-      *p = static_cast<unsigned short>((u >> 16) | 0x40u);  // NaN stays a (quiet) NaN
-      return;
+  static __device__ __forceinline__ void store_vec(double* p, const double* v) {
+    *reinterpret_cast<double2*>(p) = make_double2(v[0], v[1]);
+  }
+};
+// Eight 16-bit values in one 16-byte access, element i in bits 16 (i % 2) of word i / 2 (little-endian).
+template <class IO16>
+struct Vec16 {
+  enum { vec = 8 };
+  static __device__ __forceinline__ void load_vec(const unsigned short* p, float* v) {
+    const uint4 q = __ldg(reinterpret_cast<const uint4*>(p));
+    const unsigned w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const unsigned short lo = static_cast<unsigned short>(w[i] & 0xffffu), hi = static_cast<unsigned short>(w[i] >> 16);
+      v[2 * i] = IO16::convert(lo);
+      v[2 * i + 1] = IO16::convert(hi);
     }
-    u += 0x7fffu + ((u >> 16) & 1u);
-    *p = static_cast<unsigned short>(u >> 16);
+  }
+  static __device__ __forceinline__ void store_vec(unsigned short* p, const float* v) {
+    unsigned w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      w[i] = static_cast<unsigned>(IO16::round(v[2 * i])) | (static_cast<unsigned>(IO16::round(v[2 * i + 1])) << 16);
+    *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
   }
 };
-struct F16 {
+struct BF16 : Vec16<BF16> {
   typedef unsigned short T;
   typedef float A;
-  static __device__ __forceinline__ float load(const unsigned short* p) {
-    const unsigned short h = __ldg(p);
+  static __device__ __forceinline__ float convert(unsigned short b) { return __uint_as_float(static_cast<unsigned>(b) << 16); }
+  static __device__ __forceinline__ unsigned short round(float v) {  // to nearest even
+    unsigned u = __float_as_uint(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<unsigned short>((u >> 16) | 0x40u);  // a quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return static_cast<unsigned short>(u >> 16);
+  }
+  static __device__ __forceinline__ float load(const unsigned short* p) { return convert(__ldg(p)); }
+  static __device__ __forceinline__ void store(unsigned short* p, float v) { *p = round(v); }
+};
+struct F16 : Vec16<F16> {
+  typedef unsigned short T;
+  typedef float A;
+  static __device__ __forceinline__ float convert(unsigned short h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
   }
-  static __device__ __forceinline__ void store(unsigned short* p, float v) {
+  static __device__ __forceinline__ unsigned short round(float v) {
     unsigned short h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
-    *p = h;
+    return h;
   }
+  static __device__ __forceinline__ float load(const unsigned short* p) { return convert(__ldg(p)); }
+  static __device__ __forceinline__ void store(unsigned short* p, float v) { *p = round(v); }
 };
 
 // The host's RoiAlignKernelArgs, field for field.
@@ -85,7 +125,7 @@ struct Args {
   long long in_stride[4];   // input (forward) or input gradient (backward): n, c, h, w
   long long out_stride[4];  // output (forward) or output gradient (backward): k, c, y, x
   double spatial_scale;
-  int batch, channels, height, width, output_h, output_w, sampling_ratio, aligned, channels_fastest;
+  int batch, channels, height, width, output_h, output_w, sampling_ratio, aligned, channels_fastest, patch_cells;
 };
 
 template <class A>
@@ -203,22 +243,106 @@ __device__ void forward(const typename IO::T* __restrict__ input, const typename
   }
 }
 
+// Forward, IO::vec consecutive channels per thread with 16-byte loads and stores: channels-last input and
+// output, channels a multiple of IO::vec, 16-byte aligned (the host checks). Per channel the same arithmetic in
+// the same order as forward().
 template <class IO>
-__device__ void backward(const typename IO::T* __restrict__ grad_output, const typename IO::A* __restrict__ rois,
-                         typename IO::A* __restrict__ grad_input, const Args& a) {
+__device__ void forward_vec(const typename IO::T* __restrict__ input, const typename IO::A* __restrict__ rois,
+                            typename IO::T* __restrict__ output, const Args& a) {
   typedef typename IO::A A;
+  enum { V = IO::vec };
+  const int groups = a.channels / V;
+  const long long total = a.total / V;
   const long long step = static_cast<long long>(blockDim.x) * gridDim.x;
-  for (long long index = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; index < a.total;
+  for (long long index = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; index < total;
        index += step) {
-    long long k;
-    int c, ph, pw;
-    position(index, a, k, c, ph, pw);
+    long long rest = index;
+    const int c = static_cast<int>(rest % groups) * V;
+    rest /= groups;
+    const int pw = static_cast<int>(rest % a.output_w);
+    rest /= a.output_w;
+    const int ph = static_cast<int>(rest % a.output_h);
+    const long long k = rest / a.output_h;
     const Geometry<A> g = geometry(rois + 5 * k, a);
-    if (!g.valid) continue;
+    A sum[V];
+#pragma unroll
+    for (int i = 0; i < V; ++i) sum[i] = A(0);
+    if (g.valid) {
+      const typename IO::T* plane = input + g.batch * a.in_stride[0] + c;
+      const long long sy = a.in_stride[2], sx = a.in_stride[3];
+      for (int iy = 0; iy < g.grid_h; ++iy) {
+        const A y = g.start_h + ph * g.bin_h + static_cast<A>(iy + .5f) * g.bin_h / static_cast<A>(g.grid_h);
+        for (int ix = 0; ix < g.grid_w; ++ix) {
+          const A x = g.start_w + pw * g.bin_w + static_cast<A>(ix + .5f) * g.bin_w / static_cast<A>(g.grid_w);
+          int y0, x0, y1, x1;
+          A ly, lx;
+          if (!taps(y, x, a.height, a.width, y0, x0, y1, x1, ly, lx)) continue;
+          const A hy = A(1) - ly, hx = A(1) - lx;
+          A v0[V], v1[V], v2[V], v3[V];
+          IO::load_vec(plane + y0 * sy + x0 * sx, v0);
+          IO::load_vec(plane + y0 * sy + x1 * sx, v1);
+          IO::load_vec(plane + y1 * sy + x0 * sx, v2);
+          IO::load_vec(plane + y1 * sy + x1 * sx, v3);
+#pragma unroll
+          for (int i = 0; i < V; ++i) sum[i] += hy * hx * v0[i] + hy * lx * v1[i] + ly * hx * v2[i] + ly * lx * v3[i];
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < V; ++i) sum[i] = sum[i] / g.count;
+    IO::store_vec(output + k * a.out_stride[0] + c + ph * a.out_stride[2] + pw * a.out_stride[3], sum);
+  }
+}
+
+// Backward, one block per (RoI, group of 16 channels): the RoI's gradient is first summed in shared memory over
+// the cells it samples (its footprint), then added to the input's gradient once per cell and channel. RoIs
+// overlap heavily (proposals cluster on the people), so this takes most atomic adds off the global memory. A
+// footprint larger than `a.patch_cells` cells (and any sample outside the footprint, which rounding could in
+// principle produce) adds straight to global memory.
+enum { kPatchChannels = 16 };
+template <class IO>
+__device__ void backward_patch(const typename IO::T* __restrict__ grad_output,
+                               const typename IO::A* __restrict__ rois, typename IO::A* __restrict__ grad_input,
+                               const Args& a) {
+  typedef typename IO::A A;
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  A* patch = reinterpret_cast<A*>(shared_bytes);
+  const long long k = blockIdx.x;
+  const int c0 = blockIdx.y * kPatchChannels;
+  const Geometry<A> g = geometry(rois + 5 * k, a);
+  if (!g.valid || g.grid_h <= 0 || g.grid_w <= 0) return;
+  // The rows and columns the samples can touch (taps() clamps into the map).
+  const A y_a = g.start_h + static_cast<A>(.5f) * g.bin_h / static_cast<A>(g.grid_h);
+  const A y_b = g.start_h + (a.output_h - 1) * g.bin_h +
+                static_cast<A>(g.grid_h - .5f) * g.bin_h / static_cast<A>(g.grid_h);
+  const A x_a = g.start_w + static_cast<A>(.5f) * g.bin_w / static_cast<A>(g.grid_w);
+  const A x_b = g.start_w + (a.output_w - 1) * g.bin_w +
+                static_cast<A>(g.grid_w - .5f) * g.bin_w / static_cast<A>(g.grid_w);
+  const A y_lo = y_a < y_b ? y_a : y_b, y_hi = y_a < y_b ? y_b : y_a;
+  const A x_lo = x_a < x_b ? x_a : x_b, x_hi = x_a < x_b ? x_b : x_a;
+  if (y_hi < A(-1) || y_lo > A(a.height) || x_hi < A(-1) || x_lo > A(a.width)) return;  // nothing inside
+  const int row0 = min(static_cast<int>(y_lo > A(0) ? y_lo : A(0)), a.height - 1);
+  const int row1 = min(static_cast<int>(y_hi > A(0) ? (y_hi < A(a.height) ? y_hi : A(a.height)) : A(0)) + 1,
+                       a.height - 1);
+  const int col0 = min(static_cast<int>(x_lo > A(0) ? x_lo : A(0)), a.width - 1);
+  const int col1 = min(static_cast<int>(x_hi > A(0) ? (x_hi < A(a.width) ? x_hi : A(a.width)) : A(0)) + 1,
+                       a.width - 1);
+  const int rows = row1 - row0 + 1, cols = col1 - col0 + 1;
+  const bool local = static_cast<long long>(rows) * cols <= a.patch_cells;
+  const int cells = local ? rows * cols : 0;
+  for (int e = threadIdx.x; e < cells * kPatchChannels; e += blockDim.x) patch[e] = A(0);
+  if (local) __syncthreads();
+  A* global_plane = grad_input + g.batch * a.in_stride[0];
+  const long long sy = a.in_stride[2], sx = a.in_stride[3];
+  const int items = a.output_h * a.output_w * kPatchChannels;
+  for (int item = threadIdx.x; item < items; item += blockDim.x) {
+    const int j = item % kPatchChannels, bin = item / kPatchChannels;
+    const int c = c0 + j;
+    if (c >= a.channels) continue;
+    const int ph = bin / a.output_w, pw = bin % a.output_w;
     const A grad = IO::load(grad_output + k * a.out_stride[0] + c * a.out_stride[1] + ph * a.out_stride[2] +
                             pw * a.out_stride[3]);
-    A* plane = grad_input + g.batch * a.in_stride[0] + c * a.in_stride[1];
-    const long long sy = a.in_stride[2], sx = a.in_stride[3];
+    A* plane = global_plane + c * a.in_stride[1];
     for (int iy = 0; iy < g.grid_h; ++iy) {
       const A y = g.start_h + ph * g.bin_h + static_cast<A>(iy + .5f) * g.bin_h / static_cast<A>(g.grid_h);
       for (int ix = 0; ix < g.grid_w; ++ix) {
@@ -227,12 +351,28 @@ __device__ void backward(const typename IO::T* __restrict__ grad_output, const t
         A ly, lx;
         if (!taps(y, x, a.height, a.width, y0, x0, y1, x1, ly, lx)) continue;
         const A hy = A(1) - ly, hx = A(1) - lx;
-        atomicAdd(plane + y0 * sy + x0 * sx, grad * (hy * hx) / g.count);
-        atomicAdd(plane + y0 * sy + x1 * sx, grad * (hy * lx) / g.count);
-        atomicAdd(plane + y1 * sy + x0 * sx, grad * (ly * hx) / g.count);
-        atomicAdd(plane + y1 * sy + x1 * sx, grad * (ly * lx) / g.count);
+        if (local && y0 >= row0 && y1 <= row1 && x0 >= col0 && x1 <= col1) {
+          A* p = patch + j;
+          atomicAdd(p + ((y0 - row0) * cols + (x0 - col0)) * kPatchChannels, grad * (hy * hx) / g.count);
+          atomicAdd(p + ((y0 - row0) * cols + (x1 - col0)) * kPatchChannels, grad * (hy * lx) / g.count);
+          atomicAdd(p + ((y1 - row0) * cols + (x0 - col0)) * kPatchChannels, grad * (ly * hx) / g.count);
+          atomicAdd(p + ((y1 - row0) * cols + (x1 - col0)) * kPatchChannels, grad * (ly * lx) / g.count);
+        } else {
+          atomicAdd(plane + y0 * sy + x0 * sx, grad * (hy * hx) / g.count);
+          atomicAdd(plane + y0 * sy + x1 * sx, grad * (hy * lx) / g.count);
+          atomicAdd(plane + y1 * sy + x0 * sx, grad * (ly * hx) / g.count);
+          atomicAdd(plane + y1 * sy + x1 * sx, grad * (ly * lx) / g.count);
+        }
       }
     }
+  }
+  if (!local) return;
+  __syncthreads();
+  for (int e = threadIdx.x; e < cells * kPatchChannels; e += blockDim.x) {
+    const int j = e % kPatchChannels, cell = e / kPatchChannels;
+    const A v = patch[e];
+    if (v == A(0) || c0 + j >= a.channels) continue;  // adding 0 changes nothing
+    atomicAdd(global_plane + (c0 + j) * a.in_stride[1] + (row0 + cell / cols) * sy + (col0 + cell % cols) * sx, v);
   }
 }
 
@@ -242,9 +382,13 @@ __device__ void backward(const typename IO::T* __restrict__ grad_output, const t
     forward<IO>(input, rois, output, a);                                                                       \
   }                                                                                                            \
   extern "C" __global__ void __launch_bounds__(256)                                                            \
+      trident_roi_align_forward_vec_##SUFFIX(const IO::T* input, const IO::A* rois, IO::T* output, Args a) {   \
+    forward_vec<IO>(input, rois, output, a);                                                                   \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(256)                                                            \
       trident_roi_align_backward_##SUFFIX(const IO::T* grad_output, const IO::A* rois, IO::A* grad_input,      \
                                           Args a) {                                                            \
-    backward<IO>(grad_output, rois, grad_input, a);                                                            \
+    backward_patch<IO>(grad_output, rois, grad_input, a);                                                      \
   }
 
 TRIDENT_ROI_ALIGN_KERNELS(F32, f32)
@@ -260,16 +404,19 @@ struct RoiAlignKernelArgs {
   long long out_stride[4] = {0, 0, 0, 0};
   double spatial_scale = 1.0;
   int batch = 0, channels = 0, height = 0, width = 0, output_h = 0, output_w = 0, sampling_ratio = 0, aligned = 0,
-      channels_fastest = 0;
+      channels_fastest = 0, patch_cells = 0;
 };
 
-/// The compiled kernels (one per program).
+/// The compiled kernels (one per program): per dtype, forward (one value per thread), forward_vec (16 bytes of
+/// channels per thread) and backward (one block per RoI and 16 channels).
 inline const CudaJit& roi_align_cuda_jit() {
-  static const CudaJit jit("trident::ops::roi_align", kRoiAlignCudaSource,
-                           {"trident_roi_align_forward_f32", "trident_roi_align_backward_f32",
-                            "trident_roi_align_forward_f64", "trident_roi_align_backward_f64",
-                            "trident_roi_align_forward_f16", "trident_roi_align_backward_f16",
-                            "trident_roi_align_forward_bf16", "trident_roi_align_backward_bf16"});
+  static const CudaJit jit = [] {
+    std::vector<std::string> names;
+    for (const char* kind : {"forward", "forward_vec", "backward"})
+      for (const char* dtype : {"f32", "f64", "f16", "bf16"})
+        names.push_back(fmt::format("trident_roi_align_{}_{}", kind, dtype));
+    return CudaJit("trident::ops::roi_align", kRoiAlignCudaSource, std::move(names));
+  }();
   return jit;
 }
 
@@ -279,16 +426,16 @@ inline bool roi_align_cuda_kernels_available() {
   return available;
 }
 
-inline std::string roi_align_kernel_name(bool forward, at::ScalarType dtype) {
-  const char* suffix = dtype == at::kFloat    ? "f32"
-                       : dtype == at::kDouble ? "f64"
-                       : dtype == at::kHalf   ? "f16"
-                       : dtype == at::kBFloat16
-                           ? "bf16"
-                           : nullptr;
+/// The kernel's suffix for a dtype: f32, f64, f16 or bf16.
+inline const char* roi_align_dtype_suffix(at::ScalarType dtype) {
+  const char* suffix = dtype == at::kFloat      ? "f32"
+                       : dtype == at::kDouble   ? "f64"
+                       : dtype == at::kHalf     ? "f16"
+                       : dtype == at::kBFloat16 ? "bf16"
+                                                : nullptr;
   TRIDENT_CHECK(suffix != nullptr, "trident::ops::roi_align: no CUDA kernel for {} tensors",
                 std::string(c10::toString(dtype)));
-  return std::string(forward ? "trident_roi_align_forward_" : "trident_roi_align_backward_") + suffix;
+  return suffix;
 }
 
 inline RoiAlignKernelArgs roi_align_kernel_args(const RoiAlignParams& p, at::IntArrayRef input_sizes,
@@ -313,16 +460,29 @@ inline RoiAlignKernelArgs roi_align_kernel_args(const RoiAlignParams& p, at::Int
   return a;
 }
 
-inline void launch_roi_align(bool forward, at::ScalarType dtype, const at::Tensor& a, const at::Tensor& rois,
-                             const at::Tensor& b, RoiAlignKernelArgs args) {
-  constexpr unsigned threads = 256;
-  const auto blocks = static_cast<unsigned>(
-      std::min<long long>((args.total + threads - 1) / threads, static_cast<long long>(1) << 22));
+/// Whether forward_vec applies: channels innermost in both tensors, whole 16-byte groups of channels, and every
+/// address it reads or writes 16-byte aligned.
+inline bool roi_align_vectorizable(const at::Tensor& input, const at::Tensor& output) {
+  const int64_t vec = 16 / static_cast<int64_t>(input.element_size());
+  const auto aligned = [&](const at::Tensor& t) {
+    return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(1) == 1 && t.stride(0) % vec == 0 &&
+           t.stride(2) % vec == 0 && t.stride(3) % vec == 0;
+  };
+  return input.size(1) % vec == 0 && aligned(input) && aligned(output);
+}
+
+inline void launch_roi_align(const std::string& kernel, const at::Tensor& a, const at::Tensor& rois,
+                             const at::Tensor& b, RoiAlignKernelArgs args, std::array<unsigned, 2> blocks,
+                             unsigned shared_bytes = 0) {
   void* pa = a.data_ptr();
   void* pr = rois.data_ptr();
   void* pb = b.data_ptr();
   void* params[] = {&pa, &pr, &pb, &args};
-  roi_align_cuda_jit().launch(roi_align_kernel_name(forward, dtype), a.device(), blocks, threads, params);
+  roi_align_cuda_jit().launch(kernel, a.device(), blocks, 256, params, shared_bytes);
+}
+
+inline unsigned roi_align_grid(long long threads_needed) {
+  return static_cast<unsigned>(std::min<long long>((threads_needed + 255) / 256, static_cast<long long>(1) << 22));
 }
 
 /// Forward: [K, C, PH, PW] in the input's dtype, channels-last when the input is.
@@ -332,20 +492,36 @@ inline at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tens
                           : at::MemoryFormat::Contiguous;
   auto output = at::empty({rois.size(0), input.size(1), p.output_h, p.output_w}, input.options().memory_format(format));
   if (output.numel() == 0) return output;
-  launch_roi_align(true, input.scalar_type(), input, rois, output,
-                   roi_align_kernel_args(p, input.sizes(), input.strides(), output));
+  const auto args = roi_align_kernel_args(p, input.sizes(), input.strides(), output);
+  const char* suffix = roi_align_dtype_suffix(input.scalar_type());
+  if (roi_align_vectorizable(input, output)) {
+    const long long vec = 16 / static_cast<long long>(input.element_size());
+    launch_roi_align(fmt::format("trident_roi_align_forward_vec_{}", suffix), input, rois, output, args,
+                     {roi_align_grid(args.total / vec), 1});
+  } else {
+    launch_roi_align(fmt::format("trident_roi_align_forward_{}", suffix), input, rois, output, args,
+                     {roi_align_grid(args.total), 1});
+  }
   return output;
 }
 
 /// Backward: the input's gradient (sizes `input_sizes`, layout `format`, dtype `dtype`), accumulated in the RoIs'
-/// dtype (float32, or float64) with atomic adds.
+/// dtype (float32, or float64) with atomic adds, through 48 KiB of shared memory per block (kPatchChannels = 16
+/// channels of up to 768 float32 or 384 float64 cells).
 inline at::Tensor roi_align_backward_cuda(const at::Tensor& grad_output, const at::Tensor& rois,
                                           const RoiAlignParams& p, at::IntArrayRef input_sizes, at::ScalarType dtype,
                                           at::MemoryFormat format) {
   auto accumulated = at::zeros(input_sizes, rois.options().memory_format(format));
   if (grad_output.numel() == 0 || accumulated.numel() == 0) return accumulated.to(dtype);
-  launch_roi_align(false, grad_output.scalar_type(), grad_output, rois, accumulated,
-                   roi_align_kernel_args(p, input_sizes, accumulated.strides(), grad_output));
+  constexpr unsigned shared_bytes = 48 * 1024, channels_per_block = 16;
+  auto args = roi_align_kernel_args(p, input_sizes, accumulated.strides(), grad_output);
+  args.patch_cells = static_cast<int>(shared_bytes / (channels_per_block * accumulated.element_size()));
+  const auto groups = static_cast<unsigned>((input_sizes[1] + channels_per_block - 1) / channels_per_block);
+  TRIDENT_CHECK(rois.size(0) < (int64_t{1} << 31) && groups < 65536u,
+                "trident::ops::roi_align: {} RoIs of {} channels exceed the CUDA backward's grid", rois.size(0),
+                input_sizes[1]);
+  launch_roi_align(fmt::format("trident_roi_align_backward_{}", roi_align_dtype_suffix(grad_output.scalar_type())),
+                   grad_output, rois, accumulated, args, {static_cast<unsigned>(rois.size(0)), groups}, shared_bytes);
   return dtype == accumulated.scalar_type() ? accumulated : accumulated.to(dtype);
 }
 
