@@ -16,6 +16,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 
 using namespace trident;
@@ -283,6 +284,12 @@ TEST_CASE("roi_align: the CUDA kernels compile with NVRTC for sm_80 and sm_90, e
   CHECK(CudaJit::architecture_for(99, 0).rfind("compute_", 0) == 0);  // newer than NVRTC knows: PTX
   CHECK_THROWS_WITH_AS(ops::detail::roi_align_dtype_suffix(at::kInt),
                        "trident::ops::roi_align: no CUDA kernel for Int tensors", trident::Error);
+  // TRIDENT_CUDA_JIT=0 turns the kernels off (roi_align then takes the sampled path), and says so.
+  ::setenv("TRIDENT_CUDA_JIT", "0", 1);
+  std::string off;
+  CHECK_FALSE(CudaJit::available(&off));
+  CHECK(off == "TRIDENT_CUDA_JIT=0 in the environment");
+  ::unsetenv("TRIDENT_CUDA_JIT");
   // A source that does not compile: the error carries NVRTC's log.
   const CudaJit broken("broken", "extern \"C\" __global__ void k() { undeclared_name = 1; }", {"k"});
   CHECK_THROWS_WITH_AS(broken.compile("sm_90"), doctest::Contains("undeclared_name"), trident::Error);

@@ -51,7 +51,7 @@ def check(root):
     headers = {}
     for folder, _, files in os.walk(root):
         for name in files:
-            if name.endswith(".hpp"):
+            if name.endswith((".hpp", ".inc")):  # .inc: kernel sources included by a header
                 path = os.path.join(folder, name)
                 headers[os.path.relpath(path, root).replace(os.sep, "/")] = open(path, encoding="utf-8").read()
     problems = []
@@ -150,7 +150,7 @@ def main(argv):
     problems = check(root)
     for p in problems:
         print(p)
-    count = sum(1 for _, _, files in os.walk(root) for f in files if f.endswith(".hpp"))
+    count = sum(1 for _, _, files in os.walk(root) for f in files if f.endswith((".hpp", ".inc")))
     print(f"check_layers: {count} headers, {len(problems)} violation(s)")
     return 1 if problems else 0
 

@@ -256,24 +256,14 @@ struct RoiAlignCpuFunction : public torch::autograd::Function<RoiAlignCpuFunctio
                             int64_t output_h, int64_t output_w, double spatial_scale, int64_t sampling_ratio,
                             bool aligned) {
     const RoiAlignParams p{output_h, output_w, spatial_scale, sampling_ratio, aligned};
-    ctx->saved_data["output_h"] = output_h;
-    ctx->saved_data["output_w"] = output_w;
-    ctx->saved_data["spatial_scale"] = spatial_scale;
-    ctx->saved_data["sampling_ratio"] = sampling_ratio;
-    ctx->saved_data["aligned"] = aligned;
-    ctx->saved_data["input_sizes"] = input.sizes();
-    ctx->save_for_backward({rois});
+    save_roi_align_context(ctx, p, input, rois);
     return roi_align_forward_cpu(input, rois, p);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    const RoiAlignParams p{ctx->saved_data["output_h"].toInt(), ctx->saved_data["output_w"].toInt(),
-                           ctx->saved_data["spatial_scale"].toDouble(), ctx->saved_data["sampling_ratio"].toInt(),
-                           ctx->saved_data["aligned"].toBool()};
-    const auto rois = ctx->get_saved_variables()[0];
-    const auto sizes = ctx->saved_data["input_sizes"].toIntVector();
-    auto grad_input = roi_align_backward_cpu(grad_outputs[0], rois, p, sizes);
+    const auto c = saved_roi_align_context(ctx);
+    auto grad_input = roi_align_backward_cpu(grad_outputs[0], c.rois, c.params, c.input_sizes);
     return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };

@@ -1,7 +1,11 @@
 #pragma once
 /// \file trident/ops/roi_align_params.hpp
-/// trident::ops::RoiAlignParams: the geometry of one RoIAlign call (roi_align.hpp, roi_align_cuda.hpp).
+/// trident::ops::RoiAlignParams: the geometry of one RoIAlign call (roi_align.hpp, roi_align_cuda.hpp), and how
+/// the autograd functions of both keep it for their backward pass.
+#include <torch/csrc/autograd/custom_function.h>
+
 #include <cstdint>
+#include <vector>
 
 namespace trident::ops {
 
@@ -13,5 +17,39 @@ struct RoiAlignParams {
   int64_t sampling_ratio = -1;  ///< <= 0: adaptive, ceil(RoI size / output size) samples per bin and axis
   bool aligned = false;         ///< shift the box by -0.5 cell so that sample centres match pixel centres
 };
+
+namespace detail {
+
+/// Keeps `p`, the input's sizes, dtype and layout and the RoIs in `ctx` for the backward pass.
+inline void save_roi_align_context(torch::autograd::AutogradContext* ctx, const RoiAlignParams& p,
+                                   const at::Tensor& input, const at::Tensor& rois) {
+  ctx->saved_data["output_h"] = p.output_h;
+  ctx->saved_data["output_w"] = p.output_w;
+  ctx->saved_data["spatial_scale"] = p.spatial_scale;
+  ctx->saved_data["sampling_ratio"] = p.sampling_ratio;
+  ctx->saved_data["aligned"] = p.aligned;
+  ctx->saved_data["input_sizes"] = input.sizes();
+  ctx->saved_data["dtype"] = input.scalar_type();
+  ctx->saved_data["channels_last"] = input.is_contiguous(at::MemoryFormat::ChannelsLast) && !input.is_contiguous();
+  ctx->save_for_backward({rois});
+}
+
+/// What save_roi_align_context kept.
+struct RoiAlignContext {
+  RoiAlignParams params;
+  at::Tensor rois;
+  std::vector<int64_t> input_sizes;
+  at::ScalarType dtype;
+  at::MemoryFormat format;
+};
+inline RoiAlignContext saved_roi_align_context(torch::autograd::AutogradContext* ctx) {
+  const auto& d = ctx->saved_data;
+  return {RoiAlignParams{d.at("output_h").toInt(), d.at("output_w").toInt(), d.at("spatial_scale").toDouble(),
+                         d.at("sampling_ratio").toInt(), d.at("aligned").toBool()},
+          ctx->get_saved_variables()[0], d.at("input_sizes").toIntVector(), d.at("dtype").toScalarType(),
+          d.at("channels_last").toBool() ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous};
+}
+
+}  // namespace detail
 
 }  // namespace trident::ops
