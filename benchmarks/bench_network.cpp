@@ -169,7 +169,8 @@ struct Options {
       "  --cudnn-benchmark      cuDNN times its algorithms for each new convolution shape and keeps the fastest\n"
       "                         (at::globalContext().setBenchmarkCuDNN; torch.backends.cudnn.benchmark). CUDA only;\n"
       "                         trident only.\n"
-      "  --profile              after the timed runs, one more net.detect() (infer-HxW) or training step (train-bB)\n"
+      "  --profile              after the timed runs, one more net.detect() (infer-HxW, infer-bB-HxW) or training\n"
+      "                         step (train-bB)\n"
       "                         under LibTorch's Kineto profiler: the device's kernels by total time, its busy time\n"
       "                         against the span, and the CUDA runtime calls (launches, synchronisations). CUDA only;\n"
       "                         trident only.\n",
@@ -887,6 +888,11 @@ Record run_infer_batch(Context& c, Size size, int64_t batch_size) {
   for (int i = 0; i < o.warmup; ++i) once(false);
   reset_peak(c);
   for (int i = 0; i < o.repeat; ++i) once(true);
+#if TRIDENT_BENCH_CUDA
+  if (o.profile)
+    trident_bench::print_kernel_profile(fmt::format("net.detect(), {} batch {}", size.str(), batch_size),
+                                        [&] { once(false); });
+#endif
 
   int64_t fh = pad32(size.height), fw = pad32(size.width);
   (void)stem_flops(*net.stem(), fh, fw);  // conv4's size only

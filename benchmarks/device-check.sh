@@ -601,8 +601,8 @@ EOF
   record graphs "$(status $rc)" "$took" "${key:-no graphs.json}"
 fi
 # ---------------------------------------------------------------------------------------------------------------
-# Step 10 — where the GPU time goes: a Kineto kernel profile of one detect() and one training step (bfloat16
-# autocast, channels-last; GPU), written to profile.md.
+# Step 10 — where the GPU time goes: a Kineto kernel profile of one detect() of 1 and of 8 images and of one
+# training step (bfloat16 autocast, channels-last; GPU), written to profile.md.
 # ---------------------------------------------------------------------------------------------------------------
 if ! ready profile bench_network; then
   :
@@ -613,7 +613,7 @@ elif ! "$bench" --help 2>/dev/null | grep -- '--profile' > /dev/null; then
 else
   echo "== bench_network --profile" >> "$steps_log"
   run "$out_dir/profile.md" "$(limit 90 5)" "$bench" --device cuda --threads "$jobs" --amp bf16 --channels-last \
-    --only infer,train --sizes 900x1500 --batches 4 --repeat 3 --warmup 2 --profile
+    --only infer,train --sizes 900x1500 --infer-batches 1,8 --batches 4 --repeat 3 --warmup 2 --profile
   key=$(grep -E '^### profile:' "$out_dir/profile.md" | sed 's/^### profile: //' | paste -sd ';' -)
   record profile "$(status $rc)" "$took" "${key:-no profile (see profile.md)}"
 fi

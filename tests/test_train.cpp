@@ -3,6 +3,7 @@
 // curves picture needs trident::vision (OpenCV).
 #include "support/fixtures.hpp"
 
+#include <trident/backbone/resnet.hpp>
 #include <trident/core/threads.hpp>
 #include <trident/data/toy_scenes.hpp>
 #include <trident/model/configs.hpp>
@@ -12,6 +13,7 @@
 #include <ATen/ops/equal.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/ones.h>
+#include <ATen/ops/randn.h>
 #include <torch/nn/modules/linear.h>
 
 #if TRIDENT_TESTS_WITH_VISION
@@ -194,6 +196,45 @@ TEST_CASE("resume is exact: 3 iterations, stop, resume to 6 equals 6 uninterrupt
   CHECK(curves.cols == 1200);
 #endif
   at::set_num_threads(threads_before);
+}
+
+TEST_CASE("an evaluation between epochs sees that epoch's weights (optimizer steps re-fold the batch norms)") {
+  // LibTorch's optimizers write parameters through .data(), which does not advance their version counters; the
+  // folded weights of eval() forwards are cached by those counters. fit() marks the parameters updated after
+  // every step, so an on_epoch_end evaluation folds the current weights, not the first evaluation's.
+  using Small = SmallConfig<4, 64>;  // trainable batch norms: eval() folds them, train() does not
+  train::TrainerOptions o;
+  o.epochs = 2;
+  o.seed = 5;
+  o.print_every = 0;
+  o.out_dir = fresh_dir("evaluate_between_epochs");
+  auto source = toy_source();
+  at::manual_seed(5);
+  TridentNet<Small> net(small_options());
+  const auto images = at::randn({1, 3, 64, 96});
+  std::vector<at::Tensor> folded_outputs;
+  o.on_epoch_end = [&](int64_t) {
+    net.eval();
+    at::NoGradGuard no_grad;
+    backbone::set_batch_norm_folding(net, backbone::Folding::always);
+    const auto folded = net.stem()->forward(images);
+    backbone::set_batch_norm_folding(net, backbone::Folding::off);
+    const auto layer_by_layer = net.stem()->forward(images);
+    backbone::set_batch_norm_folding(net, backbone::Folding::always);
+    CHECK(test::max_abs_diff(folded, layer_by_layer) < 1e-4);  // epoch 2: the stale epoch-1 weights without the mark
+    folded_outputs.push_back(folded);
+  };
+  train::fit(net, source, o);
+  REQUIRE(folded_outputs.size() == 2);
+  CHECK(test::max_abs_diff(folded_outputs[0], folded_outputs[1]) > 1e-3);  // the second epoch did change them
+  CHECK(net.is_training());  // fit() switched the network back after each evaluation
+
+  // The mark itself: a parameter's version advances, its values stay.
+  auto w = at::ones({3}).requires_grad_(true);
+  const auto before = w._version();
+  train::mark_parameters_updated({w, at::Tensor()});
+  CHECK(w._version() == before + 1);
+  CHECK(at::equal(w, at::ones({3})));
 }
 
 TEST_CASE("split_into_batches: consecutive batches, the last one shorter, and mismatched inputs refused") {

@@ -61,9 +61,11 @@ inline torch::nn::Sequential shortcut(int64_t in_channels, int64_t out_channels,
 
 /// The weights of one convolution with the batch norm after it folded in, kept between forwards without autograd
 /// for as long as nothing they derive from changes: each source tensor's storage and version counter are
-/// compared on every use, so an optimizer step, a loaded checkpoint (both write in place and bump the counter) or a
-/// move to another device (new storage) recomputes them. With autograd on, they are recomputed every time, in the
-/// graph (training with frozen batch norms differentiates through the scaling). Safe for concurrent forwards.
+/// compared on every use, so a loaded checkpoint, an in-place write (both bump the counter) or a move to another
+/// device (new storage) recomputes them. LibTorch's optimizers write through .data(), which does not bump it:
+/// train::fit marks the parameters after each step (train::mark_parameters_updated). With autograd on, they are
+/// recomputed every time, in the graph (training with frozen batch norms differentiates through the scaling).
+/// Safe for concurrent forwards.
 class FoldedWeights {
  public:
   /// {weight * scale in `layout`, shift}: conv2d with these equals bn(conv(x)).

@@ -143,8 +143,21 @@ struct TrainerOptions {
   /// Called with the log at every epoch end and where the run stops, e.g. viz::training_curves_png(path) (the
   /// trainer itself draws nothing, so it needs no OpenCV); empty: nothing is drawn.
   std::function<void(const TrainingLog&)> draw_curves;
-  std::function<void(int64_t epoch)> on_epoch_end;  ///< after the epoch's checkpoint (e.g. evaluate)
+  /// After the epoch's checkpoint (e.g. an evaluation). It may switch the network to eval(): fit() switches it
+  /// back to train() before the next epoch.
+  std::function<void(int64_t epoch)> on_epoch_end;
 };
+
+/// Tells trident's caches of weights derived from `params` that the values changed. LibTorch's optimizers
+/// (torch::optim::SGD, AdamW, ...) write through Tensor::data(), which leaves a parameter's version counter as it
+/// was; the folded batch-norm weights of eval() forwards (backbone::detail::FoldedWeights) and TridentNet's CUDA
+/// graphs watch those counters, so after such a step an inference forward would use the weights it last folded.
+/// fit() calls this after every optimizer step; call it after your own steps before an inference forward (loading
+/// a checkpoint, copy_() and other in-place writes already advance the counters).
+inline void mark_parameters_updated(const std::vector<at::Tensor>& params) {
+  for (const auto& p : params)
+    if (p.defined()) p.unsafeGetTensorImpl()->bump_version();
+}
 
 /// The autocast dtype a command line names (TrainerOptions::amp_dtype): "float16" or "fp16" -> at::kHalf,
 /// "bfloat16" or "bf16" -> at::kBFloat16; anything else is an error naming the value.
@@ -321,7 +334,10 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
                                                                summary.checkpoint)));
         }
       }
-      if (finite) optimizer->step();
+      if (finite) {
+        optimizer->step();
+        mark_parameters_updated(params);
+      }
       scaler.update(finite);
       ++state.iteration;
       images_seen += static_cast<int64_t>(batch.targets.size());
@@ -346,7 +362,10 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
     write_checkpoint();  // at the epoch end, or where the run stops
     if (epoch_done) {
       draw_curves();
-      if (o.on_epoch_end) o.on_epoch_end(state.epoch - 1);
+      if (o.on_epoch_end) {
+        o.on_epoch_end(state.epoch - 1);
+        net.train();
+      }
     }
   }
   if (state.iteration % per_epoch != 0) draw_curves();
