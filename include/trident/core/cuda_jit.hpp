@@ -112,7 +112,8 @@ inline Nvrtc open_nvrtc() {
   Nvrtc api;
   const std::string soname = fmt::format("libnvrtc.so.{}", CUDART_VERSION / 1000);
   std::vector<std::string> candidates;
-  if (const auto cudart = folder_of_symbol("cudaGetDevice"); !cudart.empty()) candidates.push_back(cudart + "/" + soname);
+  if (const auto cudart = folder_of_symbol("cudaGetDevice"); !cudart.empty())
+    candidates.push_back(cudart + "/" + soname);
   candidates.insert(candidates.end(), {soname, "libnvrtc.so", "/usr/local/cuda/lib64/" + soname});
   void* library = dlopen(soname.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);  // already in the process
   if (library != nullptr) api.path = soname;

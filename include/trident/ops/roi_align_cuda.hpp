@@ -4,18 +4,21 @@
 /// run time by NVRTC (trident::CudaJit) for the GPU in use.
 ///
 /// Forward: one thread per output value, averaging its bin's grid_h x grid_w bilinear samples in torchvision's
-/// order (sample rows outer, columns inner); the samples are read straight from the feature map, whatever its
-/// strides, and nothing is materialised in between. On a channels-last map the threads of a warp take
-/// consecutive channels of one bin (coalesced reads and writes) and the output is channels-last too; otherwise
-/// they take consecutive bins of one channel and the output is contiguous.
-/// Backward: one thread per output gradient, adding each sample's four bilinear shares into the input's
-/// gradient with atomic adds (in float32, or float64 for a float64 input, then cast to the input's dtype).
+/// order (sample rows outer, columns inner), read straight from the feature map whatever its strides; nothing is
+/// materialised in between. On a channels-last map the threads of a warp take consecutive channels of one bin
+/// (coalesced reads and writes), 16 bytes of channels per thread where the layout allows it
+/// (roi_align_vectorizable), and the output is channels-last too; otherwise they take consecutive bins of one
+/// channel and the output is contiguous.
+/// Backward: one block per RoI and 16 channels sums the RoI's gradient in shared memory over the cells it samples,
+/// then adds each cell to the input's gradient once (atomic adds in float32, or float64 for a float64 input, then
+/// a cast to the input's dtype); footprints larger than the shared memory add straight to global memory.
 /// float32, float64, half and bfloat16 features; half and bfloat16 are read and accumulated in float32 with
 /// float32 RoIs. RoIs whose batch index is not one of the input's or with a non-finite coordinate pool to 0 and
 /// get no gradient (never a read outside the input). Both are asynchronous on the current stream: no
 /// host-device synchronisation, CUDA graphs capture them. Summation order and fused multiply-adds make the
 /// results differ from the CPU kernel's in the last bits; the backward's atomic adds make it non-deterministic
-/// in the last bits, as torchvision's CUDA kernel is.
+/// in the last bits, as torchvision's CUDA kernel is. The kernels' source is roi_align_kernels.inc, which the
+/// tests also compile on the host (tests/support/cuda_emulation.hpp).
 #include <trident/config.hpp>
 #include <trident/core/cuda_jit.hpp>
 #include <trident/ops/roi_align_params.hpp>
@@ -76,7 +79,8 @@ inline const CudaJit& roi_align_cuda_jit() {
     for (const char* kind : {"forward", "forward_vec", "backward"})
       for (const char* dtype : {"f32", "f64", "f16", "bf16"})
         names.push_back(fmt::format("trident_roi_align_{}_{}", kind, dtype));
-    return CudaJit("trident::ops::roi_align", std::string(kRoiAlignCudaPrelude) + kRoiAlignCudaKernels, std::move(names));
+    return CudaJit("trident::ops::roi_align", std::string(kRoiAlignCudaPrelude) + kRoiAlignCudaKernels,
+                   std::move(names));
   }();
   return jit;
 }
