@@ -16,6 +16,7 @@
 #include <trident/data/toy_scenes.hpp>
 #include <trident/model/configs.hpp>
 #include <trident/model/trident_net.hpp>
+#include <trident/train/foreach_sgd.hpp>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -100,7 +101,10 @@ int main(int argc, char** argv) {
     // --- 3. Train on four generated scenes --------------------------------------------------------------------
     auto scenes = data::make_toy_scenes(4, 2, 4);
     const double base_lr = 0.003;  // the paper's learning rate
-    torch::optim::SGD sgd(net.parameters(), torch::optim::SGDOptions(base_lr).momentum(0.9).weight_decay(5e-4));
+    // train::ForeachSgd is torch::optim::SGD (same arithmetic and state) with multi-tensor updates that write the
+    // parameters in place, so the inference below folds the trained weights (LibTorch's own optimizers write
+    // through .data(): after them call train::mark_parameters_updated before an inference forward).
+    train::ForeachSgd sgd(net.parameters(), torch::optim::SGDOptions(base_lr).momentum(0.9).weight_decay(5e-4));
     net.train();
     const int warmup = std::max(1, iterations / 3);
     for (int it = 0; it < iterations; ++it) {

@@ -20,6 +20,7 @@
 #include <trident/core/random.hpp>
 #include <trident/core/types.hpp>
 #include <trident/train/checkpoint.hpp>
+#include <trident/train/foreach_sgd.hpp>
 #include <trident/train/grad_scaler.hpp>
 #include <trident/train/log.hpp>
 #include <trident/train/progress.hpp>
@@ -210,7 +211,7 @@ inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector
         params, torch::optim::AdamWOptions(o.schedule.base_lr)
                     .betas({o.momentum, 0.999})
                     .weight_decay(o.weight_decay));
-  return std::make_unique<torch::optim::SGD>(
+  return std::make_unique<ForeachSgd>(  // SGD's arithmetic and state, multi-tensor updates (foreach_sgd.hpp)
       params, torch::optim::SGDOptions(o.schedule.base_lr).momentum(o.momentum).weight_decay(o.weight_decay));
 }
 
