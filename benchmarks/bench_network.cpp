@@ -931,7 +931,9 @@ Record run_train(Context& c, int64_t batch_size) {
   std::vector<at::Tensor> params;
   for (auto& p : net.parameters())
     if (p.requires_grad()) params.push_back(p);
-  torch::optim::SGD sgd(params, torch::optim::SGDOptions(0.003).momentum(0.9).weight_decay(5e-4));
+  // train::fit's optimizer (SGD with multi-tensor updates; the reference's torch.optim.SGD takes its foreach path
+  // on CUDA too).
+  trident::train::ForeachSgd sgd(params, torch::optim::SGDOptions(0.003).momentum(0.9).weight_decay(5e-4));
   const auto batch = make_batch(batch_size, o.train_size, c.dev.device, o.channels_last);
   const auto targets = make_targets(batch_size, o.train_size, c.dev.device);
   const auto& opt = net.options();
