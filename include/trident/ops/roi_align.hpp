@@ -250,23 +250,16 @@ inline at::Tensor roi_align_backward_cpu(const at::Tensor& grad_output, const at
   return grad_input;
 }
 
-/// Autograd wrapper of the CPU kernels.
-struct RoiAlignCpuFunction : public torch::autograd::Function<RoiAlignCpuFunction> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& rois,
-                            int64_t output_h, int64_t output_w, double spatial_scale, int64_t sampling_ratio,
-                            bool aligned) {
-    const RoiAlignParams p{output_h, output_w, spatial_scale, sampling_ratio, aligned};
-    save_roi_align_context(ctx, p, input, rois);
+/// The CPU kernels as a RoIAlignFunction implementation (autograd: RoiAlignCpuFunction::apply).
+struct RoiAlignCpu {
+  static at::Tensor forward(const at::Tensor& input, const at::Tensor& rois, const RoiAlignParams& p) {
     return roi_align_forward_cpu(input, rois, p);
   }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad_outputs) {
-    const auto c = saved_roi_align_context(ctx);
-    auto grad_input = roi_align_backward_cpu(grad_outputs[0], c.rois, c.params, c.input_sizes);
-    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  static at::Tensor backward(const at::Tensor& grad_output, const RoiAlignContext& c) {
+    return roi_align_backward_cpu(grad_output, c.rois, c.params, c.input_sizes);
   }
 };
+using RoiAlignCpuFunction = RoiAlignFunction<RoiAlignCpu>;
 
 /// Per-axis bilinear sampling of a group of RoIs that share (grid, output) sizes, as index/weight tensors:
 /// coordinates [K, P, G] -> indices and weights [K, P, G, 2] (low and high neighbour).

@@ -190,24 +190,16 @@ inline at::Tensor roi_align_backward_cuda(const at::Tensor& grad_output, const a
   return dtype == accumulated.scalar_type() ? accumulated : accumulated.to(dtype);
 }
 
-/// Autograd wrapper of the CUDA kernels (gradients to the input only, as torchvision).
-struct RoiAlignCudaFunction : public torch::autograd::Function<RoiAlignCudaFunction> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& rois,
-                            int64_t output_h, int64_t output_w, double spatial_scale, int64_t sampling_ratio,
-                            bool aligned) {
-    const RoiAlignParams p{output_h, output_w, spatial_scale, sampling_ratio, aligned};
-    save_roi_align_context(ctx, p, input, rois);
+/// The CUDA kernels as a RoIAlignFunction implementation (autograd: RoiAlignCudaFunction::apply).
+struct RoiAlignCuda {
+  static at::Tensor forward(const at::Tensor& input, const at::Tensor& rois, const RoiAlignParams& p) {
     return roi_align_forward_cuda(input, rois, p);
   }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad_outputs) {
-    const auto c = saved_roi_align_context(ctx);
-    auto grad_output = grad_outputs[0];
-    if (grad_output.scalar_type() != c.dtype) grad_output = grad_output.to(c.dtype);
-    auto grad_input = roi_align_backward_cuda(grad_output, c.rois, c.params, c.input_sizes, c.dtype, c.format);
-    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  static at::Tensor backward(const at::Tensor& grad_output, const RoiAlignContext& c) {
+    const auto grad = grad_output.scalar_type() == c.dtype ? grad_output : grad_output.to(c.dtype);
+    return roi_align_backward_cuda(grad, c.rois, c.params, c.input_sizes, c.dtype, c.format);
   }
 };
+using RoiAlignCudaFunction = RoiAlignFunction<RoiAlignCuda>;
 
 }  // namespace trident::ops::detail

@@ -1,7 +1,7 @@
 #pragma once
 /// \file trident/ops/roi_align_params.hpp
-/// trident::ops::RoiAlignParams: the geometry of one RoIAlign call (roi_align.hpp, roi_align_cuda.hpp), and how
-/// the autograd functions of both keep it for their backward pass.
+/// trident::ops::RoiAlignParams: the geometry of one RoIAlign call (roi_align.hpp, roi_align_cuda.hpp), and the
+/// autograd function both implementations share (detail::RoiAlignFunction).
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cstdint>
@@ -49,6 +49,27 @@ inline RoiAlignContext saved_roi_align_context(torch::autograd::AutogradContext*
           ctx->get_saved_variables()[0], d.at("input_sizes").toIntVector(), d.at("dtype").toScalarType(),
           d.at("channels_last").toBool() ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous};
 }
+
+/// The autograd function of one RoIAlign implementation: `Impl` provides
+///   static at::Tensor forward(const at::Tensor& input, const at::Tensor& rois, const RoiAlignParams&);
+///   static at::Tensor backward(const at::Tensor& grad_output, const RoiAlignContext&);   // the input's gradient
+/// Gradients flow to the input only, as torchvision's (RoIs are constants).
+template <class Impl>
+struct RoiAlignFunction : public torch::autograd::Function<RoiAlignFunction<Impl>> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& rois,
+                            int64_t output_h, int64_t output_w, double spatial_scale, int64_t sampling_ratio,
+                            bool aligned) {
+    const RoiAlignParams p{output_h, output_w, spatial_scale, sampling_ratio, aligned};
+    save_roi_align_context(ctx, p, input, rois);
+    return Impl::forward(input, rois, p);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    auto grad_input = Impl::backward(grad_outputs[0], saved_roi_align_context(ctx));
+    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
 
 }  // namespace detail
 
