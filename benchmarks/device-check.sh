@@ -378,6 +378,18 @@ ready() {
   if [ -n "${2:-}" ] && [ -z "$(binary "$2")" ]; then record "$1" - 0 "skipped: $2 was not built"; return 1; fi
   return 0
 }
+# gpu_ready STEP WHY NAME OPTION COMMAND...: ready STEP bench_network, on a GPU (else "skipped: WHY"), and
+# `COMMAND --help` lists OPTION (else NAME has no such option: an older checkout); otherwise records why.
+gpu_ready() {
+  local step=$1 why=$2 name=$3 option=$4
+  shift 4
+  ready "$step" bench_network || return 1
+  if [ "$gpu" -eq 0 ]; then record "$step" - 0 "skipped: $why"; return 1; fi
+  if ! "$@" --help 2>/dev/null | grep -- "$option" > /dev/null; then
+    record "$step" - 0 "skipped: $name has no $option option"
+    return 1
+  fi
+}
 
 # ---------------------------------------------------------------------------------------------------------------
 # Step 4 — the CUDA tests (label `cuda`).
@@ -537,13 +549,7 @@ fi
 # ---------------------------------------------------------------------------------------------------------------
 # Step 8 — the same comparison under bfloat16 autocast with channels-last inputs (GPU only), batched inference.
 # ---------------------------------------------------------------------------------------------------------------
-if ! ready compare-amp bench_network; then
-  :
-elif [ "$gpu" -eq 0 ]; then
-  record compare-amp - 0 "skipped: autocast is timed on a GPU only"
-elif ! "$python" "$compare" --help 2>/dev/null | grep -- '--amp' > /dev/null; then
-  record compare-amp - 0 "skipped: compare.py has no --amp option"
-else
+if gpu_ready compare-amp "autocast is timed on a GPU only" compare.py --amp "$python" "$compare"; then
   rm -f "$build/compare-amp.json" "$build/compare-amp.md"
   echo "== compare.py --amp bf16" >> "$steps_log"
   amp_repeat=(--repeat 10 --warmup 3)
@@ -563,13 +569,7 @@ fi
 # Step 9 — trident's detect() with its stages replayed as CUDA graphs (bfloat16 autocast, channels-last, cuDNN's
 # benchmark mode; GPU): the fastest configuration trident has.
 # ---------------------------------------------------------------------------------------------------------------
-if ! ready graphs bench_network; then
-  :
-elif [ "$gpu" -eq 0 ]; then
-  record graphs - 0 "skipped: CUDA graphs need a GPU"
-elif ! "$bench" --help 2>/dev/null | grep -- '--cuda-graphs' > /dev/null; then
-  record graphs - 0 "skipped: bench_network has no --cuda-graphs option"
-else
+if gpu_ready graphs "CUDA graphs need a GPU" bench_network --cuda-graphs "$bench"; then
   rm -f "$build/graphs.json"
   echo "== bench_network --cuda-graphs" >> "$steps_log"
   graph_flags=(--cuda-graphs)
@@ -604,13 +604,7 @@ fi
 # Step 10 — where the GPU time goes: a Kineto kernel profile of one detect() of 1 and of 8 images and of one
 # training step (bfloat16 autocast, channels-last; GPU), written to profile.md.
 # ---------------------------------------------------------------------------------------------------------------
-if ! ready profile bench_network; then
-  :
-elif [ "$gpu" -eq 0 ]; then
-  record profile - 0 "skipped: the kernel profile needs a GPU"
-elif ! "$bench" --help 2>/dev/null | grep -- '--profile' > /dev/null; then
-  record profile - 0 "skipped: bench_network has no --profile option"
-else
+if gpu_ready profile "the kernel profile needs a GPU" bench_network --profile "$bench"; then
   echo "== bench_network --profile" >> "$steps_log"
   run "$out_dir/profile.md" "$(limit 90 5)" "$bench" --device cuda --threads "$jobs" --amp bf16 --channels-last \
     --only infer,train --sizes 900x1500 --infer-batches 1,8 --batches 4 --repeat 3 --warmup 2 --profile

@@ -274,11 +274,18 @@ TEST_CASE("roi_align: the CUDA kernels compile with NVRTC for sm_80 and sm_90, e
   REQUIRE(cubin.size() > 4);
   CHECK(cubin.compare(0, 4, "\x7f" "ELF") == 0);  // machine code: an ELF image
   const auto ptx = jit.compile("compute_80");
-  for (const char* kind : {"forward", "forward_vec", "backward"})
+  using Kind = ops::detail::RoiAlignKernel;
+  const std::pair<Kind, const char*> kinds[] = {
+      {Kind::forward, "forward"}, {Kind::forward_vec, "forward_vec"}, {Kind::backward, "backward"}};
+  for (const auto& [kind, kind_name] : kinds)
     for (const auto dtype : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}) {
-      const auto name = fmt::format("trident_roi_align_{}_{}", kind, ops::detail::roi_align_dtype_suffix(dtype));
+      const auto name = fmt::format("trident_roi_align_{}_{}", kind_name, ops::detail::roi_align_dtype_suffix(dtype));
       CHECK_MESSAGE(ptx.find(".entry " + name + "(") != std::string::npos, name);
+      // roi_align launches by index: the index of (kind, dtype) must be that name's.
+      CHECK_MESSAGE(ops::detail::roi_align_kernel(kind, dtype) == jit.kernel_index(name), name);
     }
+  CHECK_THROWS_WITH_AS(jit.kernel_index("trident_roi_align_sideways_f32"),
+                       "trident::ops::roi_align: no kernel named trident_roi_align_sideways_f32", trident::Error);
   CHECK(std::string(ops::detail::roi_align_dtype_suffix(at::kBFloat16)) == "bf16");
   CHECK(CudaJit::architecture_for(9, 0) == "sm_90");
   CHECK(CudaJit::architecture_for(99, 0).rfind("compute_", 0) == 0);  // newer than NVRTC knows: PTX

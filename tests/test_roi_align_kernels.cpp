@@ -60,44 +60,40 @@ TRIDENT_EMULATED_KERNELS(BF16, bf16)
 TRIDENT_EMULATED_KERNELS(F16, f16)
 #undef TRIDENT_EMULATED_KERNELS
 
+static_assert(test::emu::kPatchChannels == ops::detail::kRoiAlignPatchChannels,
+              "the host plans the backward's grid for the kernels' channels per block");
+
 constexpr unsigned kThreads = 8;  // any block size works (grid- and block-stride loops); small keeps it quick
 
-/// The forward as roi_align_forward_cuda launches it (per-value or vectorised, as the host decides).
+/// The forward as roi_align_forward_cuda plans it (per-value or vectorised, the host's grid).
 template <class IO>
 at::Tensor emulated_forward(const at::Tensor& input, const at::Tensor& rois, const ops::RoiAlignParams& p,
                             bool& vectorised) {
-  const auto format = input.is_contiguous(at::MemoryFormat::ChannelsLast) && !input.is_contiguous()
-                          ? at::MemoryFormat::ChannelsLast
-                          : at::MemoryFormat::Contiguous;
-  auto output = at::empty({rois.size(0), input.size(1), p.output_h, p.output_w}, input.options().memory_format(format));
-  const auto args = device_args(ops::detail::roi_align_kernel_args(p, input.sizes(), input.strides(), output));
+  const auto l = ops::detail::roi_align_forward_launch(input, rois, p);
   using T = typename IO::T;
   using A = typename IO::A;
-  const auto* in = static_cast<const T*>(input.data_ptr());
-  const auto* r = static_cast<const A*>(rois.data_ptr());
-  auto* out = static_cast<T*>(output.data_ptr());
-  vectorised = ops::detail::roi_align_vectorizable(input, output);
-  const long long values = vectorised ? args.total / IO::vec : args.total;
-  const unsigned blocks = static_cast<unsigned>(std::min<long long>((values + kThreads - 1) / kThreads, 64));
-  test::emu::launch(vectorised ? Kernels<IO>::forward_vec : Kernels<IO>::forward, {blocks, 1, 1}, kThreads, 0, in,
-                    r, out, args);
-  return output;
+  vectorised = l.kind == ops::detail::RoiAlignKernel::forward_vec;
+  test::emu::launch(vectorised ? Kernels<IO>::forward_vec : Kernels<IO>::forward, {l.blocks[0], l.blocks[1], 1},
+                    kThreads, l.shared_bytes, static_cast<const T*>(input.data_ptr()),
+                    static_cast<const A*>(rois.data_ptr()), static_cast<T*>(l.out.data_ptr()), device_args(l.args));
+  return l.out;
 }
 
-/// The backward as roi_align_backward_cuda launches it, with `patch_cells` of shared memory per block.
+/// The backward as roi_align_backward_cuda plans it, with `patch_cells` of shared memory per block instead of
+/// the host's 48 KiB (small patches exercise the global fallback).
 template <class IO>
 at::Tensor emulated_backward(const at::Tensor& grad_output, const at::Tensor& rois, const ops::RoiAlignParams& p,
                              at::IntArrayRef input_sizes, at::MemoryFormat format, int patch_cells) {
-  auto accumulated = at::zeros(input_sizes, rois.options().memory_format(format));
-  auto args = device_args(ops::detail::roi_align_kernel_args(p, input_sizes, accumulated.strides(), grad_output));
-  args.patch_cells = patch_cells;
+  auto l = ops::detail::roi_align_backward_launch(grad_output, rois, p, input_sizes, format);
   using T = typename IO::T;
   using A = typename IO::A;
-  const unsigned groups = static_cast<unsigned>((input_sizes[1] + 15) / 16);
-  test::emu::launch(Kernels<IO>::backward, {static_cast<unsigned>(rois.size(0)), groups, 1}, kThreads,
-                    static_cast<size_t>(patch_cells) * 16 * sizeof(A), static_cast<const T*>(grad_output.data_ptr()),
-                    static_cast<const A*>(rois.data_ptr()), static_cast<A*>(accumulated.data_ptr()), args);
-  return accumulated;
+  CHECK(l.args.patch_cells * ops::detail::kRoiAlignPatchChannels * sizeof(A) == l.shared_bytes);
+  l.args.patch_cells = patch_cells;
+  test::emu::launch(Kernels<IO>::backward, {l.blocks[0], l.blocks[1], 1}, kThreads,
+                    static_cast<size_t>(patch_cells) * ops::detail::kRoiAlignPatchChannels * sizeof(A),
+                    static_cast<const T*>(grad_output.data_ptr()), static_cast<const A*>(rois.data_ptr()),
+                    static_cast<A*>(l.out.data_ptr()), device_args(l.args));
+  return l.out;
 }
 
 /// The CPU kernel's output and input gradient (float32 or float64).

@@ -5,7 +5,8 @@
 /// the user's build, no library to link beyond LibTorch's own.
 ///
 ///   static trident::CudaJit jit("trident::ops::roi_align", kSource, {"roi_align_forward_f32", ...});
-///   jit.launch("roi_align_forward_f32", device, blocks, threads, args);   // void* args[], CUDA's convention
+///   static const size_t forward = jit.kernel_index("roi_align_forward_f32");   // once: launches take indices
+///   jit.launch(forward, device, {blocks, 1}, threads, args);   // void* args[], CUDA's convention
 ///
 /// NVRTC and the CUDA driver are opened with dlopen on first use: NVRTC of the CUDA major version LibTorch was
 /// built with, found where LibTorch's CUDA runtime was loaded from (pip's wheels keep it in nvidia/cu*/lib),
@@ -169,25 +170,29 @@ inline Driver open_driver() {
 }
 #endif
 
-inline const Nvrtc& nvrtc() {
-#if TRIDENT_HAS_CUDA_JIT
-  static const Nvrtc api = open_nvrtc();
-#else
-  static const Nvrtc api = [] {
-    Nvrtc a;
-    a.error = "this build has no CUDA (TRIDENT_WITH_CUDA unset or the CUDA runtime's headers missing)";
-    return a;
-  }();
-#endif
+#if !TRIDENT_HAS_CUDA_JIT
+inline constexpr const char* no_cuda =
+    "this build has no CUDA (TRIDENT_WITH_CUDA unset or the CUDA runtime's headers missing)";
+inline Nvrtc open_nvrtc() {
+  Nvrtc api;
+  api.error = no_cuda;
   return api;
 }
+inline Driver open_driver() {
+  Driver api;
+  api.error = no_cuda;
+  return api;
+}
+#endif
 
-#if TRIDENT_HAS_CUDA_JIT
+inline const Nvrtc& nvrtc() {
+  static const Nvrtc api = open_nvrtc();
+  return api;
+}
 inline const Driver& driver() {
   static const Driver api = open_driver();
   return api;
 }
-#endif
 
 inline std::string nvrtc_message(int code) {
   const auto& api = nvrtc();
@@ -211,14 +216,9 @@ class CudaJit {
       return false;
     };
     if (jit_detail::disabled_by_environment()) return say("TRIDENT_CUDA_JIT=0 in the environment");
-    const auto& api = jit_detail::nvrtc();
-    if (!api.error.empty()) return say(api.error);
-#if TRIDENT_HAS_CUDA_JIT
+    if (!jit_detail::nvrtc().error.empty()) return say(jit_detail::nvrtc().error);
     if (!jit_detail::driver().error.empty()) return say(jit_detail::driver().error);
     return true;
-#else
-    return say("this build has no CUDA");
-#endif
   }
 
   /// Whether compile() works here (NVRTC found; no GPU needed); otherwise `why` says why.
@@ -287,26 +287,31 @@ class CudaJit {
     return fmt::format("compute_{}", newest_below);
   }
 
-  /// Launches `kernel` (one of the constructor's names) on `device` with CUDA's argument convention (an array of
-  /// pointers to the arguments), asynchronously on the device's current stream: a grid of blocks.x * blocks.y
-  /// blocks of `threads` threads, with `shared_bytes` of dynamic shared memory per block (at most 48 KiB).
-  void launch(std::string_view kernel, const c10::Device& device, std::array<unsigned, 2> blocks, unsigned threads,
+  /// The position of the kernel named `name` among the constructor's names: what launch() takes.
+  size_t kernel_index(std::string_view name) const {
+    for (size_t k = 0; k < kernels_.size(); ++k)
+      if (kernels_[k] == name) return k;
+    trident::fail("{}: no kernel named {}", name_, name);
+  }
+
+  /// Launches kernel number `kernel` (kernel_index; the constructor's order) on `device` with CUDA's argument
+  /// convention (an array of pointers to the arguments), asynchronously on the device's current stream: a grid
+  /// of blocks.x * blocks.y blocks of `threads` threads, with `shared_bytes` of dynamic shared memory per block
+  /// (at most 48 KiB).
+  void launch(size_t kernel, const c10::Device& device, std::array<unsigned, 2> blocks, unsigned threads,
               void** args, unsigned shared_bytes = 0) const {
+    TRIDENT_CHECK(kernel < kernels_.size(), "{}: no kernel number {} (it has {})", name_, kernel, kernels_.size());
 #if TRIDENT_HAS_CUDA_JIT
     TRIDENT_CHECK(device.is_cuda(), "{}: kernels launch on a CUDA device, not {}", name_, device.str());
     const c10::cuda::CUDAGuard guard(device);
     const auto& functions = loaded(device.index());
-    size_t k = 0;
-    while (k < kernels_.size() && kernels_[k] != kernel) ++k;
-    TRIDENT_CHECK(k < kernels_.size(), "{}: no kernel named {}", name_, kernel);
-    const auto& drv = jit_detail::driver();
     const auto stream = c10::cuda::getCurrentCUDAStream(device.index());
-    const int rc = drv.LaunchKernel(functions[k], blocks[0], blocks[1], 1, threads, 1, 1, shared_bytes,
-                                    static_cast<void*>(stream.stream()), args, nullptr);
-    TRIDENT_CHECK(rc == 0, "{}: launching {} ({} x {} blocks of {}, {} bytes shared) failed: {}", name_, kernel,
-                  blocks[0], blocks[1], threads, shared_bytes, driver_message(rc));
+    const int rc = jit_detail::driver().LaunchKernel(functions[kernel], blocks[0], blocks[1], 1, threads, 1, 1,
+                                                     shared_bytes, static_cast<void*>(stream.stream()), args, nullptr);
+    TRIDENT_CHECK(rc == 0, "{}: launching {} ({} x {} blocks of {}, {} bytes shared) failed: {}", name_,
+                  kernels_[kernel], blocks[0], blocks[1], threads, shared_bytes, driver_message(rc));
 #else
-    (void)kernel, (void)device, (void)blocks, (void)threads, (void)args, (void)shared_bytes;
+    (void)device, (void)blocks, (void)threads, (void)args, (void)shared_bytes;
     trident::fail("{}: this build has no CUDA", name_);
 #endif
   }

@@ -71,36 +71,46 @@ struct RoiAlignKernelArgs {
       channels_fastest = 0, patch_cells = 0;
 };
 
+/// The kernels' kinds and dtypes, in the order of their entry points' names (trident_roi_align_<kind>_<dtype>).
+enum class RoiAlignKernel : size_t { forward, forward_vec, backward };
+inline constexpr std::array<const char*, 3> kRoiAlignKinds{"forward", "forward_vec", "backward"};
+inline constexpr std::array<at::ScalarType, 4> kRoiAlignDtypes{at::kFloat, at::kDouble, at::kHalf, at::kBFloat16};
+inline constexpr std::array<const char*, 4> kRoiAlignSuffixes{"f32", "f64", "f16", "bf16"};
+
+/// The position of `dtype` in kRoiAlignDtypes; an error for a dtype without kernels.
+inline size_t roi_align_dtype_slot(at::ScalarType dtype) {
+  for (size_t i = 0; i < kRoiAlignDtypes.size(); ++i)
+    if (kRoiAlignDtypes[i] == dtype) return i;
+  trident::fail("trident::ops::roi_align: no CUDA kernel for {} tensors", std::string(c10::toString(dtype)));
+}
+
+/// The kernel's suffix for a dtype: f32, f64, f16 or bf16.
+inline const char* roi_align_dtype_suffix(at::ScalarType dtype) {
+  return kRoiAlignSuffixes[roi_align_dtype_slot(dtype)];
+}
+
 /// The compiled kernels (one per program): per dtype, forward (one value per thread), forward_vec (16 bytes of
 /// channels per thread) and backward (one block per RoI and 16 channels).
 inline const CudaJit& roi_align_cuda_jit() {
   static const CudaJit jit = [] {
     std::vector<std::string> names;
-    for (const char* kind : {"forward", "forward_vec", "backward"})
-      for (const char* dtype : {"f32", "f64", "f16", "bf16"})
-        names.push_back(fmt::format("trident_roi_align_{}_{}", kind, dtype));
+    for (const char* kind : kRoiAlignKinds)
+      for (const char* dtype : kRoiAlignSuffixes) names.push_back(fmt::format("trident_roi_align_{}_{}", kind, dtype));
     return CudaJit("trident::ops::roi_align", std::string(kRoiAlignCudaPrelude) + kRoiAlignCudaKernels,
                    std::move(names));
   }();
   return jit;
 }
 
+/// CudaJit's index of the kernel of `kind` for `dtype` (the order of roi_align_cuda_jit's names).
+inline size_t roi_align_kernel(RoiAlignKernel kind, at::ScalarType dtype) {
+  return static_cast<size_t>(kind) * kRoiAlignDtypes.size() + roi_align_dtype_slot(dtype);
+}
+
 /// Whether roi_align runs these kernels for CUDA tensors (NVRTC and the driver found, TRIDENT_CUDA_JIT not 0).
 inline bool roi_align_cuda_kernels_available() {
   static const bool available = CudaJit::available();
   return available;
-}
-
-/// The kernel's suffix for a dtype: f32, f64, f16 or bf16.
-inline const char* roi_align_dtype_suffix(at::ScalarType dtype) {
-  const char* suffix = dtype == at::kFloat      ? "f32"
-                       : dtype == at::kDouble   ? "f64"
-                       : dtype == at::kHalf     ? "f16"
-                       : dtype == at::kBFloat16 ? "bf16"
-                                                : nullptr;
-  TRIDENT_CHECK(suffix != nullptr, "trident::ops::roi_align: no CUDA kernel for {} tensors",
-                std::string(c10::toString(dtype)));
-  return suffix;
 }
 
 inline RoiAlignKernelArgs roi_align_kernel_args(const RoiAlignParams& p, at::IntArrayRef input_sizes,
@@ -136,58 +146,85 @@ inline bool roi_align_vectorizable(const at::Tensor& input, const at::Tensor& ou
   return input.size(1) % vec == 0 && aligned(input) && aligned(output);
 }
 
-inline void launch_roi_align(const std::string& kernel, const at::Tensor& a, const at::Tensor& rois,
-                             const at::Tensor& b, RoiAlignKernelArgs args, std::array<unsigned, 2> blocks,
-                             unsigned shared_bytes = 0) {
-  void* pa = a.data_ptr();
-  void* pr = rois.data_ptr();
-  void* pb = b.data_ptr();
-  void* params[] = {&pa, &pr, &pb, &args};
-  roi_align_cuda_jit().launch(kernel, a.device(), blocks, 256, params, shared_bytes);
-}
+/// One launch of a RoIAlign kernel, planned on the host: the tensor it writes (the output, or the float32 /
+/// float64 gradient buffer), the kernel's arguments, which kernel and its grid. roi_align_forward_cuda and
+/// roi_align_backward_cuda launch these plans; the tests run the same plans through the emulated kernels.
+struct RoiAlignLaunch {
+  at::Tensor out;
+  RoiAlignKernelArgs args;
+  RoiAlignKernel kind = RoiAlignKernel::forward;
+  std::array<unsigned, 2> blocks{1, 1};
+  unsigned shared_bytes = 0;
+};
+/// Threads per block, shared memory per backward block, and channels per backward block (the kernels' own
+/// kPatchChannels: tests/test_roi_align_kernels.cpp asserts they agree).
+inline constexpr unsigned kRoiAlignThreads = 256, kRoiAlignSharedBytes = 48 * 1024, kRoiAlignPatchChannels = 16;
 
 inline unsigned roi_align_grid(long long threads_needed) {
-  return static_cast<unsigned>(std::min<long long>((threads_needed + 255) / 256, static_cast<long long>(1) << 22));
+  return static_cast<unsigned>(std::min<long long>((threads_needed + kRoiAlignThreads - 1) / kRoiAlignThreads,
+                                                   static_cast<long long>(1) << 22));
 }
 
-/// Forward: [K, C, PH, PW] in the input's dtype, channels-last when the input is.
-inline at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& rois, const RoiAlignParams& p) {
+/// Forward: [K, C, PH, PW] in the input's dtype, channels-last when the input is (out.numel() == 0: no launch).
+inline RoiAlignLaunch roi_align_forward_launch(const at::Tensor& input, const at::Tensor& rois,
+                                              const RoiAlignParams& p) {
   const auto format = input.is_contiguous(at::MemoryFormat::ChannelsLast) && !input.is_contiguous()
                           ? at::MemoryFormat::ChannelsLast
                           : at::MemoryFormat::Contiguous;
-  auto output = at::empty({rois.size(0), input.size(1), p.output_h, p.output_w}, input.options().memory_format(format));
-  if (output.numel() == 0) return output;
-  const auto args = roi_align_kernel_args(p, input.sizes(), input.strides(), output);
-  const char* suffix = roi_align_dtype_suffix(input.scalar_type());
-  if (roi_align_vectorizable(input, output)) {
-    const long long vec = 16 / static_cast<long long>(input.element_size());
-    launch_roi_align(fmt::format("trident_roi_align_forward_vec_{}", suffix), input, rois, output, args,
-                     {roi_align_grid(args.total / vec), 1});
-  } else {
-    launch_roi_align(fmt::format("trident_roi_align_forward_{}", suffix), input, rois, output, args,
-                     {roi_align_grid(args.total), 1});
-  }
-  return output;
+  RoiAlignLaunch l;
+  l.out = at::empty({rois.size(0), input.size(1), p.output_h, p.output_w}, input.options().memory_format(format));
+  l.args = roi_align_kernel_args(p, input.sizes(), input.strides(), l.out);
+  const bool vectorised = roi_align_vectorizable(input, l.out);
+  l.kind = vectorised ? RoiAlignKernel::forward_vec : RoiAlignKernel::forward;
+  l.blocks = {roi_align_grid(vectorised ? l.args.total / (16 / input.element_size()) : l.args.total), 1};
+  return l;
 }
 
-/// Backward: the input's gradient (sizes `input_sizes`, layout `format`, dtype `dtype`), accumulated in the RoIs'
-/// dtype (float32, or float64) with atomic adds, through 48 KiB of shared memory per block (kPatchChannels = 16
-/// channels of up to 768 float32 or 384 float64 cells).
-inline at::Tensor roi_align_backward_cuda(const at::Tensor& grad_output, const at::Tensor& rois,
-                                          const RoiAlignParams& p, at::IntArrayRef input_sizes, at::ScalarType dtype,
-                                          at::MemoryFormat format) {
-  auto accumulated = at::zeros(input_sizes, rois.options().memory_format(format));
-  if (grad_output.numel() == 0 || accumulated.numel() == 0) return accumulated.to(dtype);
-  constexpr unsigned shared_bytes = 48 * 1024, channels_per_block = 16;
-  auto args = roi_align_kernel_args(p, input_sizes, accumulated.strides(), grad_output);
-  args.patch_cells = static_cast<int>(shared_bytes / (channels_per_block * accumulated.element_size()));
-  const auto groups = static_cast<unsigned>((input_sizes[1] + channels_per_block - 1) / channels_per_block);
+/// Backward: the zeroed gradient buffer (sizes `input_sizes`, layout `format`, the RoIs' dtype) and one block
+/// per RoI and kRoiAlignPatchChannels channels with kRoiAlignSharedBytes of shared memory (768 float32 or 384
+/// float64 cells of the RoI's footprint).
+inline RoiAlignLaunch roi_align_backward_launch(const at::Tensor& grad_output, const at::Tensor& rois,
+                                               const RoiAlignParams& p, at::IntArrayRef input_sizes,
+                                               at::MemoryFormat format) {
+  RoiAlignLaunch l;
+  l.out = at::zeros(input_sizes, rois.options().memory_format(format));
+  l.args = roi_align_kernel_args(p, input_sizes, l.out.strides(), grad_output);
+  l.args.patch_cells = static_cast<int>(kRoiAlignSharedBytes / (kRoiAlignPatchChannels * l.out.element_size()));
+  l.kind = RoiAlignKernel::backward;
+  const auto groups = static_cast<unsigned>((input_sizes[1] + kRoiAlignPatchChannels - 1) / kRoiAlignPatchChannels);
   TRIDENT_CHECK(rois.size(0) < (int64_t{1} << 31) && groups < 65536u,
                 "trident::ops::roi_align: {} RoIs of {} channels exceed the CUDA backward's grid", rois.size(0),
                 input_sizes[1]);
-  launch_roi_align(fmt::format("trident_roi_align_backward_{}", roi_align_dtype_suffix(grad_output.scalar_type())),
-                   grad_output, rois, accumulated, args, {static_cast<unsigned>(rois.size(0)), groups}, shared_bytes);
-  return dtype == accumulated.scalar_type() ? accumulated : accumulated.to(dtype);
+  l.blocks = {static_cast<unsigned>(rois.size(0)), groups};
+  l.shared_bytes = kRoiAlignSharedBytes;
+  return l;
+}
+
+/// Runs `l` for kernels of `dtype` reading `in` (the input, or the output's gradient) and the RoIs.
+inline void launch_roi_align(const RoiAlignLaunch& l, at::ScalarType dtype, const at::Tensor& in,
+                             const at::Tensor& rois) {
+  void* pa = in.data_ptr();
+  void* pr = rois.data_ptr();
+  void* pb = l.out.data_ptr();
+  auto args = l.args;
+  void* params[] = {&pa, &pr, &pb, &args};
+  roi_align_cuda_jit().launch(roi_align_kernel(l.kind, dtype), in.device(), l.blocks, kRoiAlignThreads, params,
+                              l.shared_bytes);
+}
+
+inline at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& rois, const RoiAlignParams& p) {
+  const auto l = roi_align_forward_launch(input, rois, p);
+  if (l.out.numel() > 0) launch_roi_align(l, input.scalar_type(), input, rois);
+  return l.out;
+}
+
+/// The input's gradient in `dtype`, accumulated in the RoIs' dtype (float32, or float64) with atomic adds.
+inline at::Tensor roi_align_backward_cuda(const at::Tensor& grad_output, const at::Tensor& rois,
+                                          const RoiAlignParams& p, at::IntArrayRef input_sizes, at::ScalarType dtype,
+                                          at::MemoryFormat format) {
+  const auto l = roi_align_backward_launch(grad_output, rois, p, input_sizes, format);
+  if (grad_output.numel() > 0 && l.out.numel() > 0) launch_roi_align(l, grad_output.scalar_type(), grad_output, rois);
+  return dtype == l.out.scalar_type() ? l.out : l.out.to(dtype);
 }
 
 /// The CUDA kernels as a RoIAlignFunction implementation (autograd: RoiAlignCudaFunction::apply).

@@ -39,15 +39,22 @@ struct RoiAlignContext {
   RoiAlignParams params;
   at::Tensor rois;
   std::vector<int64_t> input_sizes;
-  at::ScalarType dtype;
-  at::MemoryFormat format;
+  at::ScalarType dtype = at::kFloat;
+  at::MemoryFormat format = at::MemoryFormat::Contiguous;
 };
 inline RoiAlignContext saved_roi_align_context(torch::autograd::AutogradContext* ctx) {
   const auto& d = ctx->saved_data;
-  return {RoiAlignParams{d.at("output_h").toInt(), d.at("output_w").toInt(), d.at("spatial_scale").toDouble(),
-                         d.at("sampling_ratio").toInt(), d.at("aligned").toBool()},
-          ctx->get_saved_variables()[0], d.at("input_sizes").toIntVector(), d.at("dtype").toScalarType(),
-          d.at("channels_last").toBool() ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous};
+  RoiAlignContext c;
+  c.params.output_h = d.at("output_h").toInt();
+  c.params.output_w = d.at("output_w").toInt();
+  c.params.spatial_scale = d.at("spatial_scale").toDouble();
+  c.params.sampling_ratio = d.at("sampling_ratio").toInt();
+  c.params.aligned = d.at("aligned").toBool();
+  c.rois = ctx->get_saved_variables()[0];
+  c.input_sizes = d.at("input_sizes").toIntVector();
+  c.dtype = d.at("dtype").toScalarType();
+  if (d.at("channels_last").toBool()) c.format = at::MemoryFormat::ChannelsLast;
+  return c;
 }
 
 /// The autograd function of one RoIAlign implementation: `Impl` provides
