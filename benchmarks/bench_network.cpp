@@ -8,6 +8,7 @@
 //                 [--sizes 900x1500,600x1000] [--infer-batches 1] [--batches 2,4] [--train-size 900x1500]
 //                 [--gallery 10000,100000,1000000] [--detections 20] [--yardstick-batch 1]
 //                 [--amp off|bf16|fp16] [--channels-last] [--tf32] [--cuda-graphs] [--cudnn-benchmark]
+//                 [--cudnn-fusion]
 //                 [--only infer,train,search,resnet50] [--case NAME] [--json OUT]
 //
 // Cases (each is one --case NAME): infer-HxW, infer-bB-HxW (B > 1 of --infer-batches), train-bB, search-N,
@@ -32,6 +33,7 @@
 //   --cuda-graphs     (trident only) net.detect() with NetOptions::cuda_graphs: its three stages replayed as CUDA
 //                     graphs; affects detect_ms and the batched cases, not the (eager) stage breakdown.
 //   --cudnn-benchmark (trident only) cuDNN times its convolution algorithms per shape and keeps the fastest.
+//   --cudnn-fusion    (trident only) inference with cuDNN's fused epilogues (backbone::set_cudnn_epilogue_fusion).
 //   --profile         (trident only) a Kineto kernel profile of one more detect() / training step (kernel_profile.hpp).
 #include <trident/core/threads.hpp>
 #include <trident/model/configs.hpp>
@@ -122,6 +124,7 @@ struct Options {
   bool tf32 = false;           // TF32 in cuBLAS and cuDNN (else LibTorch's defaults)
   bool cuda_graphs = false;    // NetOptions::cuda_graphs for net.detect() (CUDA only)
   bool cudnn_benchmark = false;  // cuDNN picks its convolution algorithms by timing them (CUDA only)
+  bool cudnn_fusion = false;     // backbone::set_cudnn_epilogue_fusion for inference (CUDA only)
   bool profile = false;          // a kernel profile of one detect() / one training step (CUDA only)
   std::string case_name;
   std::string json;
@@ -169,6 +172,8 @@ struct Options {
       "  --cudnn-benchmark      cuDNN times its algorithms for each new convolution shape and keeps the fastest\n"
       "                         (at::globalContext().setBenchmarkCuDNN; torch.backends.cudnn.benchmark). CUDA only;\n"
       "                         trident only.\n"
+      "  --cudnn-fusion         inference with cuDNN's fused epilogues (backbone::set_cudnn_epilogue_fusion: each\n"
+      "                         folded convolution adds its bias, residual and ReLU itself). CUDA only; trident only.\n"
       "  --profile              after the timed runs, one more net.detect() (infer-HxW, infer-bB-HxW) or training\n"
       "                         step (train-bB)\n"
       "                         under LibTorch's Kineto profiler: the device's kernels by total time, its busy time\n"
@@ -263,6 +268,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--tf32") o.tf32 = true;
     else if (a == "--cuda-graphs") o.cuda_graphs = true;
     else if (a == "--cudnn-benchmark") o.cudnn_benchmark = true;
+    else if (a == "--cudnn-fusion") o.cudnn_fusion = true;
     else if (a == "--profile") o.profile = true;
     else if (a == "--record") o.record = value();
     else if (a == "-h" || a == "--help") usage(stdout, 0);
@@ -286,8 +292,9 @@ Options parse(int argc, char** argv) {
     std::fprintf(stderr, "bench_network: --tf32 needs --device cuda: TF32 is a cuBLAS / cuDNN setting\n");
     std::exit(2);
   }
-  if ((o.cuda_graphs || o.cudnn_benchmark || o.profile) && o.device != "cuda") {
-    std::fprintf(stderr, "bench_network: --cuda-graphs, --cudnn-benchmark and --profile need --device cuda\n");
+  if ((o.cuda_graphs || o.cudnn_benchmark || o.cudnn_fusion || o.profile) && o.device != "cuda") {
+    std::fprintf(stderr,
+                 "bench_network: --cuda-graphs, --cudnn-benchmark, --cudnn-fusion and --profile need --device cuda\n");
     std::exit(2);
   }
   return o;
@@ -660,6 +667,7 @@ void add_precision(Record& r, const Context& c, bool applies) {
   r.text("tf32", tf32_state(c));
   r.text("cuda_graphs", applies && c.options.cuda_graphs ? "on" : "off");
   r.text("cudnn_benchmark", c.options.cudnn_benchmark ? "on" : "off");
+  r.text("cudnn_fusion", applies && c.options.cudnn_fusion ? "on" : "off");
 }
 
 void print_precision(const Context& c, bool applies) {
@@ -713,6 +721,7 @@ void prepare_for_inference(Net& net, const Context& c) {
   net.to(c.dev.device);
   net.eval();
   trident::backbone::set_batch_norm_folding(net, c.options.folding);
+  trident::backbone::set_cudnn_epilogue_fusion(c.options.cudnn_fusion);
 }
 
 Record run_infer(Context& c, Size size) {

@@ -570,34 +570,53 @@ fi
 # benchmark mode; GPU): the fastest configuration trident has.
 # ---------------------------------------------------------------------------------------------------------------
 if gpu_ready graphs "CUDA graphs need a GPU" bench_network --cuda-graphs "$bench"; then
-  rm -f "$build/graphs.json"
+  rm -f "$build/graphs.json" "$build/graphs-fused.json"
   echo "== bench_network --cuda-graphs" >> "$steps_log"
   graph_flags=(--cuda-graphs)
   "$bench" --help 2>/dev/null | grep -- '--cudnn-benchmark' > /dev/null && graph_flags+=(--cudnn-benchmark)
   run "$steps_log" "$(limit 120 5)" "$bench" --device cuda --threads "$jobs" --amp bf16 --channels-last \
     "${graph_flags[@]}" --only infer --sizes 900x1500 --infer-batches 1,8 --repeat 10 --warmup 3 \
     --json "$build/graphs.json"
-  key=$("$python" - "$build/graphs.json" <<'EOF' 2>/dev/null
+  graphs_rc=$rc graphs_took=$took
+  # The same with cuDNN's fused epilogues (backbone::set_cudnn_epilogue_fusion), where this bench_network has them.
+  if "$bench" --help 2>/dev/null | grep -- '--cudnn-fusion' > /dev/null; then
+    echo "== bench_network --cuda-graphs --cudnn-fusion" >> "$steps_log"
+    run "$steps_log" "$(limit 120 5)" "$bench" --device cuda --threads "$jobs" --amp bf16 --channels-last \
+      "${graph_flags[@]}" --cudnn-fusion --only infer --sizes 900x1500 --infer-batches 1,8 --repeat 10 \
+      --warmup 3 --json "$build/graphs-fused.json"
+    graphs_took=$((graphs_took + took))
+  fi
+  key=$("$python" - "$build/graphs.json" "$build/graphs-fused.json" <<'EOF' 2>/dev/null
 import json, sys
-try:
-    cases = {c["case"]: c for c in json.load(open(sys.argv[1]))["cases"]}
-except (OSError, ValueError, KeyError):
+def figures(path):
+    try:
+        cases = {c["case"]: c for c in json.load(open(path))["cases"]}
+    except (OSError, ValueError, KeyError):
+        return None, ""
+    parts = []
+    one = cases.get("infer-900x1500", {}).get("figures", {})
+    if one:
+        parts.append(f"detect() 900x1500 b1 {one.get('detect_ms', float('nan')):.2f} ms"
+                     f" (eager stages {one.get('total_ms', float('nan')):.2f} ms)")
+    eight = cases.get("infer-b8-900x1500", {}).get("figures", {})
+    if eight:
+        parts.append(f"b8 {eight.get('images_per_s', float('nan')):.0f} img/s")
+    syncs = one.get("detect_syncs")
+    if syncs is not None:
+        parts.append(f"{syncs:.0f} syncs per detect()")
+    flags = " + cuDNN benchmark" if cases.get("infer-900x1500", {}).get("cudnn_benchmark") == "on" else ""
+    return "; ".join(parts) or None, flags
+plain, flags = figures(sys.argv[1])
+fused, _ = figures(sys.argv[2])
+if plain is None:
     print("no graphs.json"); sys.exit()
-parts = []
-one = cases.get("infer-900x1500", {}).get("figures", {})
-if one:
-    parts.append(f"detect() 900x1500 b1 {one.get('detect_ms', float('nan')):.2f} ms"
-                 f" (eager stages {one.get('total_ms', float('nan')):.2f} ms)")
-eight = cases.get("infer-b8-900x1500", {}).get("figures", {})
-if eight:
-    parts.append(f"b8 {eight.get('images_per_s', float('nan')):.0f} img/s")
-flags = " + cuDNN benchmark" if cases.get("infer-900x1500", {}).get("cudnn_benchmark") == "on" else ""
-syncs = one.get("detect_syncs")
-if syncs is not None:
-    parts.append(f"{syncs:.0f} syncs per detect()")
-print(f"bf16 + channels-last + CUDA graphs{flags}: " + "; ".join(parts) if parts else "no figures")
+text = f"bf16 + channels-last + CUDA graphs{flags}: {plain}"
+if fused:
+    text += f" | + cuDNN fused epilogues: {fused}"
+print(text)
 EOF
 )
+  rc=$graphs_rc took=$graphs_took
   record graphs "$(status $rc)" "$took" "${key:-no graphs.json}"
 fi
 # ---------------------------------------------------------------------------------------------------------------

@@ -23,9 +23,12 @@
 
 #include <trident/backbone/frozen_batch_norm.hpp>
 #include <trident/config.hpp>
+#include <trident/core/autocast.hpp>
 
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/conv2d.h>
+#include <ATen/ops/cudnn_convolution_add_relu.h>
+#include <ATen/ops/cudnn_convolution_relu.h>
 #include <ATen/ops/max_pool2d.h>
 #include <torch/enum.h>
 #include <torch/nn/init.h>
@@ -35,10 +38,13 @@
 #include <torch/nn/pimpl.h>
 
 #include <array>
+#include <atomic>
 #include <concepts>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string_view>
 #include <tuple>
 #include <utility>
 
@@ -68,23 +74,26 @@ inline torch::nn::Sequential shortcut(int64_t in_channels, int64_t out_channels,
 /// Safe for concurrent forwards.
 class FoldedWeights {
  public:
-  /// {weight * scale in `layout`, shift}: conv2d with these equals bn(conv(x)).
+  /// {weight * scale in `layout`, shift}: conv2d with these equals bn(conv(x)). `dtype`: both cast to it (the
+  /// parameters' dtype when unset).
   std::pair<at::Tensor, at::Tensor> get(const torch::nn::Conv2dImpl& conv, const FrozenBatchNorm2dImpl& bn,
-                                        at::MemoryFormat layout) const {
-    if (at::GradMode::is_enabled()) return compute(conv, bn, layout);
+                                        at::MemoryFormat layout,
+                                        std::optional<at::ScalarType> dtype = std::nullopt) const {
+    if (at::GradMode::is_enabled()) return compute(conv, bn, layout, dtype);
     const std::array<const at::Tensor*, 5> sources{&conv.weight, &bn.weight, &bn.bias, &bn.running_mean,
                                                    &bn.running_var};
     std::array<int64_t, 5> versions{};
     std::array<const void*, 5> storage{};
     for (size_t i = 0; i < sources.size(); ++i) {
-      if (sources[i]->is_inference()) return compute(conv, bn, layout);  // no version counter to watch
+      if (sources[i]->is_inference()) return compute(conv, bn, layout, dtype);  // no version counter to watch
       versions[i] = sources[i]->_version();
       storage[i] = sources[i]->data_ptr();
     }
     const std::lock_guard<std::mutex> lock(*mutex_);
-    if (!weight_.defined() || layout != layout_ || versions != versions_ || storage != storage_) {
-      std::tie(weight_, shift_) = compute(conv, bn, layout);
+    if (!weight_.defined() || layout != layout_ || dtype != dtype_ || versions != versions_ || storage != storage_) {
+      std::tie(weight_, shift_) = compute(conv, bn, layout, dtype);
       layout_ = layout;
+      dtype_ = dtype;
       versions_ = versions;
       storage_ = storage;
     }
@@ -93,14 +102,20 @@ class FoldedWeights {
 
  private:
   static std::pair<at::Tensor, at::Tensor> compute(const torch::nn::Conv2dImpl& conv, const FrozenBatchNorm2dImpl& bn,
-                                                   at::MemoryFormat layout) {
+                                                   at::MemoryFormat layout, std::optional<at::ScalarType> dtype) {
     auto [scale, shift] = bn.affine();
-    return {(conv.weight * scale.reshape({-1, 1, 1, 1})).contiguous(layout), std::move(shift)};
+    auto weight = conv.weight * scale.reshape({-1, 1, 1, 1});
+    if (dtype) {
+      weight = weight.to(*dtype);
+      shift = shift.to(*dtype);
+    }
+    return {weight.contiguous(layout), std::move(shift)};
   }
 
   std::shared_ptr<std::mutex> mutex_ = std::make_shared<std::mutex>();
   mutable at::Tensor weight_, shift_;
   mutable at::MemoryFormat layout_ = at::MemoryFormat::Contiguous;
+  mutable std::optional<at::ScalarType> dtype_;
   mutable std::array<int64_t, 5> versions_{};
   mutable std::array<const void*, 5> storage_{};
 };
@@ -119,7 +134,54 @@ inline at::Tensor conv_bn(const at::Tensor& x, const torch::nn::Conv2dImpl& conv
   return at::conv2d(x.contiguous(layout), weight, shift, *conv.options.stride(), {pad, pad});
 }
 
+/// The process-wide switch of cuDNN's fused epilogues (set_cudnn_epilogue_fusion).
+inline std::atomic<bool>& cudnn_epilogue_fusion_setting() {
+  static std::atomic<bool> on = [] {
+    const char* text = std::getenv("TRIDENT_CUDNN_FUSION");
+    return text != nullptr && std::string_view(text) == "1";
+  }();
+  return on;
+}
+
+/// Whether conv_bn_relu hands `x`'s convolution, bias, residual and ReLU to cuDNN as one call.
+inline bool fuses_epilogue(const at::Tensor& x) {
+  return cudnn_epilogue_fusion_setting().load() && x.is_cuda() && !at::GradMode::is_enabled() && x.dim() == 4 &&
+         x.size(0) > 0;
+}
+
+/// relu(conv_bn(x) + residual) (residual optional). With cuDNN epilogue fusion on (set_cudnn_epilogue_fusion),
+/// on CUDA and without autograd, one call: cuDNN adds the folded batch norm's shift, the residual and the ReLU
+/// in the convolution's epilogue (`at::cudnn_convolution_relu`, `at::cudnn_convolution_add_relu`) instead of
+/// three more passes over the output. These operators are outside autocast's lists, so under autocast the input,
+/// the residual and the cached folded weights are cast to autocast's dtype here, as at::conv2d would be.
+/// Elsewhere: conv_bn, then the in-place add and ReLU.
+inline at::Tensor conv_bn_relu(const at::Tensor& x, const torch::nn::Conv2dImpl& conv, const FrozenBatchNorm2dImpl& bn,
+                               const FoldedWeights& folded, const at::Tensor& residual = {}) {
+  if (fuses_epilogue(x)) {
+    constexpr auto layout = at::MemoryFormat::ChannelsLast;
+    const auto dtype = Autocast::enabled() ? Autocast::dtype() : x.scalar_type();
+    const auto [weight, shift] = folded.get(conv, bn, layout, dtype);
+    const int64_t pad = conv.weight.size(-1) / 2;
+    const auto in = x.to(dtype).contiguous(layout);
+    const auto stride = *conv.options.stride();
+    if (residual.defined())
+      return at::cudnn_convolution_add_relu(in, weight, residual.to(dtype).contiguous(layout), 1.0, shift, stride,
+                                            {pad, pad}, {1, 1}, 1);
+    return at::cudnn_convolution_relu(in, weight, shift, stride, {pad, pad}, {1, 1}, 1);
+  }
+  auto out = conv_bn(x, conv, bn, folded);
+  if (residual.defined()) out += residual;
+  return out.relu_();
+}
+
 }  // namespace detail
+
+/// cuDNN's fused epilogues for the folded convolutions of inference on CUDA (detail::conv_bn_relu): the bias,
+/// the residual and the ReLU computed by the convolution itself. Off by default until a device check has
+/// measured it (docs/performance.md); the environment variable TRIDENT_CUDNN_FUSION=1 turns it on at start-up.
+/// Training (autograd on) and the CPU never use it.
+inline void set_cudnn_epilogue_fusion(bool on) { detail::cudnn_epilogue_fusion_setting().store(on); }
+inline bool cudnn_epilogue_fusion() { return detail::cudnn_epilogue_fusion_setting().load(); }
 
 /// When a ResNet folds each batch norm into the convolution before it (detail::conv_bn), see
 /// set_batch_norm_folding. Folding needs the batch norm to be a fixed affine map: frozen, or in eval() mode.
@@ -140,14 +202,12 @@ bool can_fold(Folding folding, bool training, const Norms&... norms) {
   return (norms->is_affine() && ...);
 }
 
-/// out += the block's shortcut of x, folded: the projection (`downsample` = conv + bn) or x itself.
-inline void add_folded_shortcut(at::Tensor& out, const at::Tensor& x, const torch::nn::Sequential& downsample,
-                                const FoldedWeights& folded) {
-  if (downsample)
-    out += conv_bn(x, *downsample->ptr(0)->as<torch::nn::Conv2dImpl>(), *downsample->ptr(1)->as<FrozenBatchNorm2dImpl>(),
-                   folded);
-  else
-    out += x;
+/// The block's shortcut of x, folded: the projection (`downsample` = conv + bn) or x itself.
+inline at::Tensor folded_shortcut(const at::Tensor& x, const torch::nn::Sequential& downsample,
+                                  const FoldedWeights& folded) {
+  if (!downsample) return x;
+  return conv_bn(x, *downsample->ptr(0)->as<torch::nn::Conv2dImpl>(), *downsample->ptr(1)->as<FrozenBatchNorm2dImpl>(),
+                 folded);
 }
 
 inline void check_block_arguments(const char* block, int64_t in_channels, int64_t planes, int64_t stride) {
@@ -186,11 +246,9 @@ class BottleneckImpl : public torch::nn::Module {
 
   /// The same function with each batch norm folded into its convolution, channels-last (detail::conv_bn).
   at::Tensor forward_folded(const at::Tensor& x) {
-    auto out = detail::conv_bn(x, *conv1, *bn1, folded_[0]).relu_();
-    out = detail::conv_bn(out, *conv2, *bn2, folded_[1]).relu_();
-    out = detail::conv_bn(out, *conv3, *bn3, folded_[2]);
-    detail::add_folded_shortcut(out, x, downsample, folded_[3]);
-    return out.relu_();
+    auto out = detail::conv_bn_relu(x, *conv1, *bn1, folded_[0]);
+    out = detail::conv_bn_relu(out, *conv2, *bn2, folded_[1]);
+    return detail::conv_bn_relu(out, *conv3, *bn3, folded_[2], detail::folded_shortcut(x, downsample, folded_[3]));
   }
 
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
@@ -229,10 +287,8 @@ class BasicBlockImpl : public torch::nn::Module {
 
   /// The same function with each batch norm folded into its convolution, channels-last (detail::conv_bn).
   at::Tensor forward_folded(const at::Tensor& x) {
-    auto out = detail::conv_bn(x, *conv1, *bn1, folded_[0]).relu_();
-    out = detail::conv_bn(out, *conv2, *bn2, folded_[1]);
-    detail::add_folded_shortcut(out, x, downsample, folded_[2]);
-    return out.relu_();
+    const auto out = detail::conv_bn_relu(x, *conv1, *bn1, folded_[0]);
+    return detail::conv_bn_relu(out, *conv2, *bn2, folded_[1], detail::folded_shortcut(x, downsample, folded_[2]));
   }
 
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
@@ -334,8 +390,8 @@ class ResNetStemImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& images) {
     TRIDENT_CHECK(images.dim() == 4 && images.size(1) == 3,
                   "trident::backbone::ResNetStem::forward: images must be [N, 3, H, W], got {}", shape_of(images));
-    auto x = detail::can_fold(folding, is_training(), bn1) ? detail::conv_bn(images, *conv1, *bn1, folded_).relu_()
-                                                                       : bn1(conv1(images)).relu_();
+    auto x = detail::can_fold(folding, is_training(), bn1) ? detail::conv_bn_relu(images, *conv1, *bn1, folded_)
+                                                           : bn1(conv1(images)).relu_();
     x = at::max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
     return layer3->forward(layer2->forward(layer1->forward(x)));
   }
