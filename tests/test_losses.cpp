@@ -228,8 +228,8 @@ TEST_CASE("re-id terms: L_id (7), L_bin (8), S-bar (10), L_un (9) and L_re-id (6
   const auto label_tensor = at::tensor(labels, i64);
   const auto alpha_tensor = at::tensor(alpha, f64);
   const auto terms = losses::reid_loss<Agwf>(scores, label_tensor, alpha_tensor, lut, o);
-  CHECK(terms.num_labeled == 2);
-  CHECK(terms.num_unlabeled == 2);
+  CHECK(terms.num_labeled.item<int64_t>() == 2);
+  CHECK(terms.num_unlabeled.item<int64_t>() == 2);
   CHECK(terms.id.item<double>() == doctest::Approx(id).epsilon(1e-12));
   CHECK(terms.bin.item<double>() == doctest::Approx(bin).epsilon(1e-12));
   CHECK(terms.mean_positive.item<double>() == doctest::Approx(s_bar).epsilon(1e-12));
@@ -512,7 +512,7 @@ TEST_CASE("re-id loss: batches without labeled or unlabeled proposals give finit
     return terms;
   };
   const auto no_labeled = run({-1, -1, -2});
-  CHECK(no_labeled.num_labeled == 0);
+  CHECK(no_labeled.num_labeled.item<int64_t>() == 0);
   CHECK(no_labeled.total.item<double>() == 0.0);
   CHECK(no_labeled.un.item<double>() == 0.0);
   CHECK(no_labeled.mean_positive.item<double>() == 0.0);

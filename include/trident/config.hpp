@@ -10,6 +10,8 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/TensorOperators.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -49,6 +51,67 @@ inline std::string shape_of(const at::Tensor& t) {
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> fmt_str, Args&&... args) {
   throw Error(fmt::format(fmt_str, std::forward<Args>(args)...));
+}
+
+/// Which tensors trident's argument checks read the values of (finite boxes, labels in range, ...). Reading a
+/// value on the host waits for the device that holds it, so by default only CPU tensors are read: on a GPU the
+/// library's own intermediate values are valid by construction, and the inputs from outside were checked on
+/// the host when they were read. `all_tensors` reads device tensors too (debugging a GPU run); `none` reads
+/// none, so the CPU takes a GPU's path through the checks (the tests use it to prove a path never reads the
+/// device). Safety checks that guard a CPU kernel's memory accesses (RoIs' batch indices) always run. The
+/// environment variable TRIDENT_VALUE_CHECKS (host, all, none) sets the starting value.
+enum class ValueChecks { host_tensors, all_tensors, none };
+
+namespace detail {
+inline std::atomic<ValueChecks>& value_checks_setting() {
+  static std::atomic<ValueChecks> setting = [] {
+    const char* text = std::getenv("TRIDENT_VALUE_CHECKS");
+    const std::string_view value = text == nullptr ? "host" : text;
+    if (value == "host" || value.empty()) return ValueChecks::host_tensors;
+    if (value == "all") return ValueChecks::all_tensors;
+    if (value == "none") return ValueChecks::none;
+    throw Error(fmt::format("TRIDENT_VALUE_CHECKS must be host, all or none, got '{}'", value));
+  }();
+  return setting;
+}
+
+/// Depth of the host-only code paths on this thread (CPU kernels reading their own inputs): a host read there
+/// is not a wait for a device. HostPath marks them for tests/support/host_reads.hpp.
+inline int& host_path_depth() {
+  thread_local int depth = 0;
+  return depth;
+}
+struct HostPath {
+  HostPath() { ++host_path_depth(); }
+  ~HostPath() { --host_path_depth(); }
+  HostPath(const HostPath&) = delete;
+  HostPath& operator=(const HostPath&) = delete;
+};
+}  // namespace detail
+
+inline ValueChecks value_checks() { return detail::value_checks_setting().load(); }
+inline void set_value_checks(ValueChecks checks) { detail::value_checks_setting().store(checks); }
+
+/// Sets value_checks() for its lifetime.
+class ValueChecksScope {
+ public:
+  explicit ValueChecksScope(ValueChecks checks) : previous_(value_checks()) { set_value_checks(checks); }
+  ~ValueChecksScope() { set_value_checks(previous_); }
+  ValueChecksScope(const ValueChecksScope&) = delete;
+  ValueChecksScope& operator=(const ValueChecksScope&) = delete;
+
+ private:
+  ValueChecks previous_;
+};
+
+/// Whether an argument check reads the values of `t` (see ValueChecks).
+inline bool checks_values(const at::Tensor& t) {
+  switch (value_checks()) {
+    case ValueChecks::all_tensors: return true;
+    case ValueChecks::none: return false;
+    case ValueChecks::host_tensors: break;
+  }
+  return t.defined() && t.device().is_cpu();
 }
 
 }  // namespace trident

@@ -11,6 +11,7 @@
 #include <ATen/ops/cross_entropy_loss.h>
 #include <ATen/ops/smooth_l1_loss.h>
 #include <ATen/ops/softmax.h>
+#include <ATen/ops/where.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/linear.h>
 
@@ -42,11 +43,10 @@ class DetectionBranch : public torch::nn::Module {
     const auto fg = ctx.sampled->is_foreground();
     const auto& d = ctx.detection;
     losses.add("det_cls", at::cross_entropy_loss(d.logits, fg.to(at::kLong)));
-    const auto fg_idx = fg.nonzero().select(1, 0);
-    const auto reg = at::smooth_l1_loss(d.deltas.index_select(0, fg_idx),
-                                        ctx.sampled->regression_targets.index_select(0, fg_idx).to(d.deltas.scalar_type()),
-                                        at::Reduction::Sum, 1.0 / 9.0);
-    losses.add("det_reg", reg / std::max<int64_t>(ctx.size(), 1));
+    // The foreground rows by mask, not by index: their number stays on the device.
+    const auto rows = at::smooth_l1_loss(d.deltas, ctx.sampled->regression_targets.to(d.deltas.scalar_type()),
+                                         at::Reduction::None, 1.0 / 9.0);
+    losses.add("det_reg", at::where(fg.unsqueeze(1), rows, 0.0).sum() / std::max<int64_t>(ctx.size(), 1));
   }
 
   /// Nothing per box: the model reports the detection boxes and scores itself (Detections::boxes, ::scores).

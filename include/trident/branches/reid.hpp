@@ -80,7 +80,9 @@ class ReidBranch : public torch::nn::Module {
       out.add("bin", terms.bin);
       out.add("un", options_.lambda_unlabeled * terms.un);
     }
-    memory_->update(x.detach(), labels);  // safe before backward(): scores() used a copy of the memory
+    // Safe before backward(): scores() used a copy of the memory. The labels are read on the host from the
+    // sampler's early copy, so the update does not wait for the device to finish the forward pass.
+    memory_->update(x.detach(), ctx.sampled->pids_on_host.defined() ? ctx.sampled->pids_on_host.get() : labels);
   }
 
   void infer(const RoiContext& ctx, RoiOutputs& outputs) { outputs["embedding"] = embed(ctx); }

@@ -5,11 +5,19 @@
 /// (torchvision.models.detection._utils.Matcher and BalancedPositiveNegativeSampler semantics).
 
 #include <trident/config.hpp>
+#include <trident/core/host_copy.hpp>
 
+#include <ATen/ops/arange.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
-#include <ATen/ops/randperm.h>
+#include <ATen/ops/maximum.h>
+#include <ATen/ops/minimum.h>
+#include <ATen/ops/rand.h>
+#include <ATen/ops/topk.h>
 #include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 
@@ -42,25 +50,72 @@ inline at::Tensor match_proposals(const at::Tensor& iou, double high, double low
   return out;
 }
 
-/// Indices of a random balanced sample from `labels` (1 positive, 0 negative, -1 ignored): at most
-/// batch_size * positive_fraction positives, negatives filling the rest. Draws from LibTorch's default
-/// generator (at::manual_seed makes it reproducible). Returns (positive indices, negative indices).
-inline std::pair<at::Tensor, at::Tensor> sample_balanced(const at::Tensor& labels, int64_t batch_size,
-                                                         double positive_fraction) {
+/// A balanced sample of a fixed size: `index` [S] into the labels, with S = min(batch_size, N) known on the host.
+/// The sampled positives come first (`positive` marks them), then the sampled negatives; `valid` marks the entries
+/// that are part of the sample (the others, present only when too few labels are usable, point at some element
+/// and must be left out). Every count stays on the device.
+struct BalancedSample {
+  at::Tensor index;     ///< [S] int64
+  at::Tensor positive;  ///< [S] bool: a sampled positive
+  at::Tensor valid;     ///< [S] bool: a sampled positive or negative
+};
+
+/// A random balanced sample from `labels` (>= 1 positive, 0 negative, < 0 ignored; any dtype): at most
+/// batch_size * positive_fraction positives, chosen uniformly among the positives, and negatives, chosen
+/// uniformly, filling the rest of the batch (torchvision's BalancedPositiveNegativeSampler). With
+/// `fill_with_positives`, positives beyond that fraction fill what the negatives cannot, so the sample is full
+/// whenever min(batch_size, N) labels are usable (the RoI head's case: its thresholds ignore nothing).
+/// `max_size` >= 0 caps the sample size further (the RoI sampler passes the usable count it read).
+///
+/// Shapes depend only on N and batch_size, so on a GPU nothing waits for the device: each element draws a key,
+/// the positives and the negatives with the smallest keys are taken (top-k), and the counts stay device tensors.
+/// The keys come from LibTorch's default CPU generator (at::manual_seed makes them reproducible) and go to the
+/// labels' device without a wait (to_device): the same seed samples the same elements on every device.
+inline BalancedSample sample_balanced(const at::Tensor& labels, int64_t batch_size, double positive_fraction,
+                                      bool fill_with_positives = false, int64_t max_size = -1) {
   TRIDENT_CHECK(labels.defined() && labels.dim() == 1, "trident::detector::sample_balanced: labels must be [N], got {}",
                 shape_of(labels));
   TRIDENT_CHECK(batch_size > 0 && positive_fraction >= 0 && positive_fraction <= 1,
                 "trident::detector::sample_balanced: batch_size {} must be > 0 and positive_fraction {} in [0, 1]",
                 batch_size, positive_fraction);
-  const auto positive = (labels >= 1).nonzero().select(1, 0);
-  const auto negative = (labels == 0).nonzero().select(1, 0);
-  const int64_t num_pos = std::min(static_cast<int64_t>(batch_size * positive_fraction), positive.size(0));
-  const int64_t num_neg = std::min(batch_size - num_pos, negative.size(0));
-  const auto pick = [&](const at::Tensor& from, int64_t n) {
-    const auto perm = at::randperm(from.size(0), at::TensorOptions().dtype(at::kLong)).to(from.device());
-    return from.index_select(0, perm.narrow(0, 0, n));
+  const int64_t n = labels.size(0);
+  const int64_t size = std::min({batch_size, n, max_size >= 0 ? max_size : n});
+  const auto long_opts = labels.options().dtype(at::kLong);
+  BalancedSample out;
+  if (size == 0) {
+    out.index = at::empty({0}, long_opts);
+    out.positive = out.valid = at::empty({0}, long_opts.dtype(at::kBool));
+    return out;
+  }
+  const auto is_positive = labels >= 1;
+  const auto is_negative = labels == 0;
+  // Keys in [0, 1) for the wanted class, 2 for the others: the k smallest keys are a uniform sample of the class
+  // followed, when the class has fewer than k members, by elements of other classes (never counted as taken).
+  const auto keys = to_device(at::rand({n}, at::TensorOptions().dtype(at::kFloat)), labels.device());
+  const auto smallest = [&](const at::Tensor& member, int64_t k) {
+    return std::get<1>(at::where(member, keys, 2.0f).topk(k, /*dim=*/0, /*largest=*/false, /*sorted=*/true));
   };
-  return {pick(positive, num_pos), pick(negative, num_neg)};
+  const int64_t cap = std::min(static_cast<int64_t>(batch_size * positive_fraction), size);
+  const int64_t positive_slots = fill_with_positives ? size : cap;
+  const auto available_positive = is_positive.sum();
+  const auto available_negative = is_negative.sum();
+  auto taken_positive = available_positive.clamp_max(cap);
+  if (fill_with_positives)  // positives beyond the fraction take the places the negatives leave
+    taken_positive = at::maximum(taken_positive, at::minimum(available_positive, size - available_negative));
+  const auto taken_negative = at::minimum(size - taken_positive, available_negative);
+  const auto slot = at::arange(size, long_opts);
+  const auto negatives = smallest(is_negative, size);
+  const auto from_negatives = negatives.index_select(0, (slot - taken_positive).clamp_min(0));
+  if (positive_slots > 0) {
+    const auto positives = smallest(is_positive, positive_slots);
+    out.positive = slot < taken_positive;
+    out.index = at::where(out.positive, positives.index_select(0, slot.clamp_max(positive_slots - 1)), from_negatives);
+  } else {
+    out.positive = at::zeros({size}, long_opts.dtype(at::kBool));
+    out.index = from_negatives;
+  }
+  out.valid = slot < taken_positive + taken_negative;
+  return out;
 }
 
 }  // namespace trident::detector

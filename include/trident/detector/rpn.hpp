@@ -17,6 +17,7 @@
 #include <ATen/ops/relu.h>
 #include <ATen/ops/smooth_l1_loss.h>
 #include <ATen/ops/topk.h>
+#include <ATen/ops/where.h>
 #include <torch/nn/init.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/conv.h>
@@ -150,7 +151,9 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
     TRIDENT_CHECK(targets != nullptr && static_cast<int64_t>(targets->size()) == batch,
                   "trident::detector::RegionProposalNetwork: training needs one Target per image ({}), got {}", batch,
                   targets ? targets->size() : 0);
-    std::vector<at::Tensor> sampled_pos, sampled_all, all_labels, all_targets;
+    // A fixed-size sample per image (sample_balanced): the losses weight its entries instead of gathering a
+    // number of rows only the device knows, so nothing here waits for the device.
+    std::vector<at::Tensor> sampled, positive, valid, all_labels, all_targets;
     const int64_t per_image = anchors.size(0);
     for (int64_t i = 0; i < batch; ++i) {
       const auto& gt = (*targets)[i].boxes.to(anchors.scalar_type());
@@ -165,20 +168,24 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
         labels.masked_fill_(matches == between_thresholds, -1.0);
         regression = coder.encode(gt.index_select(0, matches.clamp_min(0)), anchors);
       }
-      const auto [pos, neg] = sample_balanced(labels, options_.batch_size_per_image, options_.positive_fraction);
-      sampled_pos.push_back(pos + i * per_image);
-      sampled_all.push_back(at::cat({pos, neg}) + i * per_image);
+      auto sample = sample_balanced(labels, options_.batch_size_per_image, options_.positive_fraction);
+      sampled.push_back(sample.index + i * per_image);
+      positive.push_back(sample.positive);
+      valid.push_back(sample.valid);
       all_labels.push_back(labels);
       all_targets.push_back(regression);
     }
-    const auto pos = at::cat(sampled_pos), all = at::cat(sampled_all);
-    const auto labels = at::cat(all_labels), regression = at::cat(all_targets);
+    const auto index = at::cat(sampled);
+    const auto is_positive = at::cat(positive), is_valid = at::cat(valid);
+    const auto labels = at::cat(all_labels).index_select(0, index), regression = at::cat(all_targets);
     const auto flat_deltas = deltas.reshape({-1, 4}), flat_obj = objectness.reshape({-1});
-    out.loss_box = at::smooth_l1_loss(flat_deltas.index_select(0, pos), regression.index_select(0, pos),
-                                      at::Reduction::Sum, 1.0 / 9.0) /
-                   std::max<int64_t>(all.size(0), 1);
-    out.loss_objectness =
-        at::binary_cross_entropy_with_logits(flat_obj.index_select(0, all), labels.index_select(0, all));
+    const auto count = is_valid.sum().clamp_min(1).to(flat_obj.scalar_type());
+    const auto box = at::smooth_l1_loss(flat_deltas.index_select(0, index), regression.index_select(0, index),
+                                        at::Reduction::None, 1.0 / 9.0);
+    out.loss_box = at::where(is_positive.unsqueeze(1), box, 0.0).sum() / count;
+    const auto objectness_rows = at::binary_cross_entropy_with_logits(
+        flat_obj.index_select(0, index), at::where(is_valid, labels, 0.0), {}, {}, at::Reduction::None);
+    out.loss_objectness = at::where(is_valid, objectness_rows, 0.0).sum() / count;
     return out;
   }
 

@@ -62,7 +62,7 @@ at::Tensor part_loss(const at::Tensor& scores, const at::Tensor& labels, const a
 
   // Eq. (11): (1 / (Np |Psi|)) sum_{i, j} log(1 + sum_{k != z_ij} exp(alpha_i (P_ijk - P_ijz_ij) / tau_3))
   const auto rows = detail::weighted_cross_entropy(scores.reshape({m * parts, parts + 1}), labels.reshape({-1}),
-                                                   weight.defined() ? weight.repeat_interleave(parts) : weight,
+                                                   weight.defined() ? weight.unsqueeze(1).expand({m, parts}).reshape({-1}) : weight,
                                                    options.tau_part);
   return rows.sum() / static_cast<double>(std::max<int64_t>(rows.numel(), 1));
 }

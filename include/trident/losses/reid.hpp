@@ -29,8 +29,8 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/cat.h>
-#include <ATen/ops/nonzero.h>
 #include <ATen/ops/softplus.h>
+#include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
@@ -56,8 +56,8 @@ struct ReidLossTerms {
   at::Tensor bin;            ///< mean over labeled proposals of L_bin (0 without any)
   at::Tensor un;             ///< mean over unlabeled proposals of L_un, before lambda (0 without any)
   at::Tensor mean_positive;  ///< S-bar, detached (0 without labeled proposals)
-  int64_t num_labeled = 0;
-  int64_t num_unlabeled = 0;
+  at::Tensor num_labeled;    ///< 0-d int64 on the device of the scores: |Psi_L|
+  at::Tensor num_unlabeled;  ///< 0-d int64: |Psi_U|
 };
 
 namespace detail {
@@ -175,33 +175,31 @@ ReidLossTerms reid_loss(const at::Tensor& scores, const at::Tensor& labels, cons
                 "{}: options.lambda_unlabeled must be finite and >= 0, got {}", caller, options.lambda_unlabeled);
   const auto weight = detail::effective_confidence<Weighting, Confidence>(alpha, scores.size(0), scores, caller);
 
-  const auto labeled = at::nonzero(labels >= 0).view({-1});
-  const auto unlabeled = at::nonzero(labels == unlabeled_identity).view({-1});
-  const auto weight_of = [&](const at::Tensor& rows) {
-    return weight.defined() ? weight.index_select(0, rows) : weight;
-  };
-
   ReidLossTerms terms;
-  terms.num_labeled = labeled.size(0);
-  terms.num_unlabeled = unlabeled.size(0);
+  // Rows are selected by mask, never by index: the numbers of labeled and unlabeled rows stay on the device,
+  // so on a GPU nothing here waits. Every row is scored; a row outside a term contributes an exact 0 to its sum
+  // and to its gradient.
+  const auto labeled = labels >= 0;
+  const auto unlabeled = labels == unlabeled_identity;
+  terms.num_labeled = labeled.sum();
+  terms.num_unlabeled = unlabeled.sum();
+  const auto masked_mean = [](const at::Tensor& mask, const at::Tensor& rows, const at::Tensor& count) {
+    return at::where(mask, rows, 0.0).sum() / count.clamp_min(1).to(rows.scalar_type());
+  };
+  const auto identities = labels.clamp_min(0);
+  const auto positive = scores.gather(1, identities.unsqueeze(1)).squeeze(1);
+  terms.id = masked_mean(labeled, detail::identity_rows(scores, identities, weight, options.tau_id), terms.num_labeled);
+  terms.bin = masked_mean(labeled, detail::binary_rows(positive, weight, options.tau_bin, options.s_kappa),
+                          terms.num_labeled);
 
-  const auto labeled_scores = scores.index_select(0, labeled);
-  const auto identities = labels.index_select(0, labeled);
-  const auto labeled_weight = weight_of(labeled);
-  const auto positive = labeled_scores.gather(1, identities.unsqueeze(1)).squeeze(1);
-  terms.id =
-      detail::mean_or_zero(detail::identity_rows(labeled_scores, identities, labeled_weight, options.tau_id));
-  terms.bin = detail::mean_or_zero(detail::binary_rows(positive, labeled_weight, options.tau_bin, options.s_kappa));
-
-  const auto mean_positive = detail::mean_positive(positive);
+  // Eq. (10): S-bar over the labeled rows (0 without any)
+  const auto mean_positive = masked_mean(labeled, positive, terms.num_labeled);
   terms.mean_positive = mean_positive.detach();
-  if (terms.num_labeled > 0 && terms.num_unlabeled > 0) {
-    const auto target = options.detach_mean_positive ? mean_positive.detach() : mean_positive;
-    const auto lut_scores = scores.index_select(0, unlabeled).narrow(1, 0, lut_size);
-    terms.un = detail::unlabeled_rows(lut_scores, target, weight_of(unlabeled), options.tau_id).mean();
-  } else {
-    terms.un = scores.narrow(0, 0, 0).sum();  // an exact 0 in the graph of scores
-  }
+  // L_un needs both kinds of rows; without them it is an exact 0 in the graph of scores.
+  const auto target = options.detach_mean_positive ? mean_positive.detach() : mean_positive;
+  const auto un_rows = detail::unlabeled_rows(scores.narrow(1, 0, lut_size), target, weight, options.tau_id);
+  const auto both = (terms.num_labeled > 0) & (terms.num_unlabeled > 0);
+  terms.un = at::where(both, masked_mean(unlabeled, un_rows, terms.num_unlabeled), 0.0);
   // Eq. (6)
   terms.total = terms.id + terms.bin + options.lambda_unlabeled * terms.un;
   return terms;

@@ -88,7 +88,8 @@ inline void check_scores(const at::Tensor& scores, std::string_view caller, std:
                 std::string(c10::toString(scores.scalar_type())));
 }
 
-/// labels must be an int64 [rows] tensor on the device of `like`, every value in [low, high).
+/// labels must be an int64 [rows] tensor on the device of `like`, every value in [low, high). The values are
+/// read on the host: checked where checks_values() says (CPU tensors by default).
 inline void check_labels(const at::Tensor& labels, int64_t rows, int64_t low, int64_t high, const at::Tensor& like,
                          std::string_view caller, std::string_view arg) {
   TRIDENT_CHECK(labels.defined() && labels.dim() == 1 && labels.size(0) == rows,
@@ -97,7 +98,7 @@ inline void check_labels(const at::Tensor& labels, int64_t rows, int64_t low, in
                 std::string(c10::toString(labels.scalar_type())));
   TRIDENT_CHECK(labels.device() == like.device(), "{}: {} must be on {}, got {}", caller, arg, like.device().str(),
                 labels.device().str());
-  if (rows == 0) return;
+  if (rows == 0 || !checks_values(labels)) return;
   const auto range = at::stack({at::min(labels), at::max(labels)}).cpu();
   const auto lo = range[0].item<int64_t>(), hi = range[1].item<int64_t>();
   TRIDENT_CHECK(lo >= low && hi < high, "{}: {} must lie in [{}, {}), got values in [{}, {}]", caller, arg, low, high,

@@ -27,6 +27,7 @@
 /// the gathered batch on every process, which keeps the memories identical.
 
 #include <trident/config.hpp>
+#include <trident/core/host_copy.hpp>
 #include <trident/core/identity.hpp>
 
 #include <ATen/core/Tensor.h>
@@ -74,8 +75,9 @@ inline std::vector<int64_t> host_labels(const at::Tensor& labels, int64_t rows, 
   return out;
 }
 
+/// Host indices on `device`, without waiting for it (core/host_copy.hpp).
 inline at::Tensor index_tensor(const std::vector<int64_t>& values, const at::Device& device) {
-  return at::tensor(c10::ArrayRef<int64_t>(values), at::TensorOptions().dtype(at::kLong)).to(device);
+  return to_device(at::tensor(c10::ArrayRef<int64_t>(values), at::TensorOptions().dtype(at::kLong)), device);
 }
 
 }  // namespace detail
@@ -185,7 +187,10 @@ class CircularQueueImpl : public torch::nn::Module {
 
   const at::Tensor& features() const { return features_; }
   /// The next slot to be written.
-  int64_t head() const { return head_.item<int64_t>(); }
+  int64_t head() const {
+    const trident::detail::HostPath host_path;  // the head lives on the host: reading it waits for nothing
+    return head_.item<int64_t>();
+  }
   int64_t size() const { return features_.size(0); }
   int64_t dim() const { return features_.size(1); }
 
@@ -224,8 +229,9 @@ TORCH_MODULE(CircularQueue);
 
 /// Applies one batch to the memory: rows labeled with an identity (>= 0) update the look-up table (in batch
 /// order), unlabeled (-1) and background (-2) rows are pushed into the queue (in batch order). features [B, dim],
-/// labels [B] int64 in {-2, -1} U [0, num_identities). This is the hook a distributed trainer calls with the
-/// all-gathered batch.
+/// labels [B] int64 in {-2, -1} U [0, num_identities), on the host or on the features' device (read on the host:
+/// pass a host copy, such as SampledProposals::pids_on_host, where waiting for the device matters). This is the
+/// hook a distributed trainer calls with the all-gathered batch.
 /// With `queue_background` false, background rows are left out of the queue (OIM's and SeqNet's choice).
 inline void update(LookupTableImpl& lookup_table, CircularQueueImpl& queue, const at::Tensor& features,
                    const at::Tensor& labels, bool queue_background = true) {

@@ -218,7 +218,7 @@ class TridentNet : public torch::nn::Module {
       TRIDENT_CHECK(boxes[i].device() == batch.images.device(),
                     "trident::TridentNet::describe: boxes[{}] is on {}, the images on {}", i, boxes[i].device().str(),
                     batch.images.device().str());
-      if (boxes[i].device().is_cpu()) ops::validate_boxes(boxes[i], "trident::TridentNet::describe",
+      if (checks_values(boxes[i])) ops::validate_boxes(boxes[i], "trident::TridentNet::describe",
                                                           fmt::format("boxes[{}]", i));
     }
     const bool graphed = graphs_enabled(batch.images);

@@ -9,6 +9,7 @@
 /// multiple of 32, as trident's batching does, that is exactly the stride 16 of conv4.
 
 #include <trident/config.hpp>
+#include <trident/core/host_copy.hpp>
 
 #include <ATen/ops/arange.h>
 #include <ATen/ops/round.h>
@@ -59,9 +60,8 @@ struct AnchorGenerator {
         for (float v : {-ws, -hs, ws, hs}) data.push_back(std::nearbyint(v / 2.0f));
       }
     }
-    return at::tensor(data, at::TensorOptions().dtype(at::kFloat))
-        .view({num_anchors_per_location(), 4})
-        .to(options.device());
+    return to_device(at::tensor(data, at::TensorOptions().dtype(at::kFloat)).view({num_anchors_per_location(), 4}),
+                     options.device());
   }
 
   /// All anchors of a feature map of `height` x `width` cells: [height * width * A, 4] float32.

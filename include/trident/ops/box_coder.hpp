@@ -34,7 +34,7 @@ struct BoxCoder {
   }
 
   /// Regression targets of `matched` boxes relative to `proposals`: [N, 4] x [N, 4] -> [N, 4].
-  /// Every proposal must have positive width and height (it is divided by).
+  /// Every proposal must have positive width and height (it is divided by; checked where checks_values() says).
   at::Tensor encode(const at::Tensor& matched, const at::Tensor& proposals) const {
     check_box_shape(matched, "trident::ops::BoxCoder::encode", "matched");
     check_box_shape(proposals, "trident::ops::BoxCoder::encode", "proposals");
@@ -43,7 +43,7 @@ struct BoxCoder {
                   shape_of(matched), shape_of(proposals));
     const auto pw = proposals.select(1, 2) - proposals.select(1, 0);
     const auto ph = proposals.select(1, 3) - proposals.select(1, 1);
-    if (proposals.size(0) > 0) {
+    if (proposals.size(0) > 0 && checks_values(proposals)) {
       TRIDENT_CHECK(((pw > 0) & (ph > 0)).all().item<bool>(),
                     "trident::ops::BoxCoder::encode: proposals must have positive width and height");
     }

@@ -48,13 +48,13 @@ namespace detail {
 
 inline void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor* groups,
                              double iou_threshold, std::string_view caller) {
-  if (boxes.defined() && boxes.device().is_cpu()) validate_boxes(boxes, caller, "boxes");
+  if (checks_values(boxes)) validate_boxes(boxes, caller, "boxes");
   else check_box_shape(boxes, caller, "boxes");
   TRIDENT_CHECK(scores.defined() && scores.dim() == 1 && scores.size(0) == boxes.size(0),
                 "{}: scores must be a [N] tensor matching boxes {}, got {}", caller, shape_of(boxes), shape_of(scores));
   TRIDENT_CHECK(scores.is_floating_point(), "{}: scores must be floating point", caller);
   TRIDENT_CHECK(scores.device() == boxes.device(), "{}: scores and boxes must be on the same device", caller);
-  if (scores.numel() > 0 && scores.device().is_cpu())
+  if (scores.numel() > 0 && checks_values(scores))
     TRIDENT_CHECK(scores.isfinite().all().item<bool>(), "{}: scores contain NaN or Inf", caller);
   TRIDENT_CHECK(iou_threshold == iou_threshold, "{}: iou_threshold is NaN", caller);
   if (groups != nullptr) {
@@ -217,6 +217,7 @@ inline std::vector<at::Tensor> nms_each(const std::vector<NmsProblem>& problems,
     return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;  // autocast: IoUs in float32
   };
   if (device.is_cpu() && !force_tensor_path) {
+    const trident::detail::HostPath host_path;
     for (size_t k = 0; k < problems.size(); ++k) {
       const auto& p = problems[k];
       auto boxes = reduced(p.boxes) ? p.boxes.to(at::kFloat) : p.boxes;

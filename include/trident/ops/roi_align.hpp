@@ -512,7 +512,10 @@ inline at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, std
   detail::check_roi_align_shapes(input, rois, p);
   const bool reduced = input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16;
   if (input.device().is_cpu()) {
-    check_rois(input, rois);
+    {
+      const trident::detail::HostPath host_path;  // guards the CPU kernel's reads: always checked
+      check_rois(input, rois);
+    }
     const auto in = reduced ? input.to(at::kFloat) : input;
     const auto r = rois.to(in.scalar_type());
     auto out = detail::RoiAlignCpuFunction::apply(in, r, p.output_h, p.output_w, p.spatial_scale, p.sampling_ratio,

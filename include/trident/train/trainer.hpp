@@ -17,6 +17,7 @@
 /// Needs only trident::trident (LibTorch, fmt): nothing here reads pictures or draws.
 #include <trident/config.hpp>
 #include <trident/core/autocast.hpp>
+#include <trident/core/host_copy.hpp>
 #include <trident/core/random.hpp>
 #include <trident/core/types.hpp>
 #include <trident/train/checkpoint.hpp>
@@ -26,6 +27,8 @@
 #include <trident/train/progress.hpp>
 #include <trident/train/schedule.hpp>
 
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/randperm.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
@@ -197,8 +200,8 @@ inline Batch to_device(Batch b, c10::Device device) {
   if (b.images.images.device() == device) return b;
   b.images.images = b.images.images.to(device, /*non_blocking=*/true);
   for (auto& t : b.targets) {
-    t.boxes = t.boxes.to(device);
-    t.pids = t.pids.to(device);
+    t.boxes = trident::to_device(t.boxes, device);  // without waiting for the device (core/host_copy.hpp)
+    t.pids = trident::to_device(t.pids, device);
   }
   return b;
 }
@@ -303,24 +306,31 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
         detail::AutocastScope autocast(o.mixed_precision, o.amp_dtype);
         losses = net.losses(batch.images, batch.targets);
       }
+      // The losses' values reach the host through one copy started now (HostCopy); the backward pass is queued
+      // before they are read, so on a GPU the host waits for the end of the forward pass only while the device
+      // has the backward pass to run. A non-finite loss still stops training before the optimizer step.
       std::vector<std::string> names;
-      std::vector<double> values;
+      std::vector<at::Tensor> parts;
       for (const auto& [name, value] : losses) {
-        const double v = value.template item<double>();
-        if (!std::isfinite(v)) {
-          bar.newline();
-          throw TrainingDiverged(fmt::format(
-              "{}: training diverged at iteration {} (epoch {}): loss '{}' is {}; {}", caller, state.iteration,
-              epoch + 1, name, v,
-              summary.checkpoint.empty() ? std::string("no checkpoint was written yet")
-                                         : fmt::format("the last good checkpoint '{}' is intact", summary.checkpoint)));
-        }
         names.push_back(name);
-        values.push_back(v);
+        parts.push_back(value.detach().to(at::kDouble).reshape({1}));
       }
+      const HostCopy loss_values(parts.empty() ? at::empty({0}, at::kDouble) : at::cat(parts));
       const at::Tensor loss = losses.total();
       optimizer->zero_grad();
       scaler.scale_loss(loss).backward();
+      const auto host_values = loss_values.get().contiguous();
+      std::vector<double> values(host_values.data_ptr<double>(), host_values.data_ptr<double>() + host_values.numel());
+      for (size_t i = 0; i < values.size(); ++i) {
+        if (!std::isfinite(values[i])) {
+          bar.newline();
+          throw TrainingDiverged(fmt::format(
+              "{}: training diverged at iteration {} (epoch {}): loss '{}' is {}; {}", caller, state.iteration,
+              epoch + 1, names[i], values[i],
+              summary.checkpoint.empty() ? std::string("no checkpoint was written yet")
+                                         : fmt::format("the last good checkpoint '{}' is intact", summary.checkpoint)));
+        }
+      }
       const bool finite = scaler.unscale(params);
       if (finite && o.clip_grad_norm > 0) {
         const double norm = torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm);
