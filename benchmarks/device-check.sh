@@ -249,8 +249,15 @@ mode=$([ "$gpu" -eq 1 ] && echo cuda || echo cpu)
 [ -z "$budget" ] && budget=$([ "$gpu" -eq 1 ] && echo 470 || echo 3600)
 [ -z "$iterations" ] && iterations=$([ "$gpu" -eq 0 ] && echo 20 || { [ "$quick" -eq 1 ] && echo 150 || echo 300; })
 deadline=$((started + budget))
-commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "unknown (no git)")
-changed=$(git -C "$root" status --porcelain 2>/dev/null | wc -l)
+# A copy of a working tree may carry a stale .git (the device tool copies the files, not the history): the commit
+# is best given by the side that made the copy, TRIDENT_COMMIT=<rev> (docs/device-check.md).
+if [ -n "${TRIDENT_COMMIT:-}" ]; then
+  commit="$TRIDENT_COMMIT (given)"
+  changed="-"
+else
+  commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "unknown (no git)") (the copy's git: may be stale)"
+  changed=$(git -C "$root" status --porcelain 2>/dev/null | wc -l)
+fi
 gpu_name=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1)
 {
   echo "# trident device check, $(date -u '+%Y-%m-%d %H:%M:%S UTC'):" \
