@@ -58,7 +58,7 @@ class HostReadProbe {
   /// Host reads by operator name.
   std::map<std::string, int64_t> by_operator() const {
     std::map<std::string, int64_t> out;
-    for (const auto& r : names_) ++out[r];
+    for (const auto& r : reads_) ++out[r.substr(0, r.find(' '))];  // the operator: the entry's first word
     return out;
   }
   int64_t context = 0;
@@ -78,7 +78,6 @@ class HostReadProbe {
         for (size_t i = recent_.size() - n; i < recent_.size(); ++i) entry += " " + recent_[i];
       }
       reads_.push_back(entry);
-      names_.push_back(op);
     }
     if (context > 0) {
       recent_.push_back(op);
@@ -88,7 +87,7 @@ class HostReadProbe {
 
   at::CallbackHandle handle_ = 0;
   HostReadProbe* previous_ = nullptr;
-  std::vector<std::string> reads_, names_, recent_;
+  std::vector<std::string> reads_, recent_;
 };
 
 }  // namespace trident::test
