@@ -20,7 +20,7 @@ import tempfile
 # The folders in the order of the data's path; "." is config.hpp (below everything) and trident.hpp (the
 # umbrella of the core, above everything).
 LAYERS = ["core", "io", "data", "ops", "backbone", "detector", "roi", "losses", "memory", "branches", "model",
-          "search", "eval", "train", "viz"]
+          "search", "eval", "train", "distributed", "viz"]
 LIBRARIES = {"vision": re.compile(r"^opencv2/"), "mat": re.compile(r"^matio\.h$"),
              "json": re.compile(r"^nlohmann/")}
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)

@@ -7,8 +7,10 @@
 /// foreground RoIs, normalised by the number of sampled RoIs, as torchvision's Fast R-CNN loss).
 
 #include <trident/branches/concepts.hpp>
+#include <trident/core/data_parallel.hpp>
 
 #include <ATen/ops/cross_entropy_loss.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/smooth_l1_loss.h>
 #include <ATen/ops/softmax.h>
 #include <ATen/ops/where.h>
@@ -42,11 +44,14 @@ class DetectionBranch : public torch::nn::Module {
     TRIDENT_CHECK(ctx.sampled != nullptr, "trident::branches::DetectionBranch: training needs sampled proposals");
     const auto fg = ctx.sampled->is_foreground();
     const auto& d = ctx.detection;
-    losses.add("det_cls", at::cross_entropy_loss(d.logits, fg.to(at::kLong)));
+    // Means over the sampled RoIs of the whole batch (core/data_parallel.hpp: over every process's images).
+    const auto sampled = at::scalar_tensor(static_cast<double>(ctx.size()), at::kDouble);
+    losses.add("det_cls", batch_mean(at::cross_entropy_loss(d.logits, fg.to(at::kLong), {}, at::Reduction::Sum),
+                                     sampled));
     // The foreground rows by mask, not by index: their number stays on the device.
     const auto rows = at::smooth_l1_loss(d.deltas, ctx.sampled->regression_targets.to(d.deltas.scalar_type()),
                                          at::Reduction::None, 1.0 / 9.0);
-    losses.add("det_reg", at::where(fg.unsqueeze(1), rows, 0.0).sum() / std::max<int64_t>(ctx.size(), 1));
+    losses.add("det_reg", batch_mean(at::where(fg.unsqueeze(1), rows, 0.0).sum(), sampled));
   }
 
   /// Nothing per box: the model reports the detection boxes and scores itself (Detections::boxes, ::scores).

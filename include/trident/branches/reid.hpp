@@ -9,6 +9,7 @@
 /// sum of the logged losses is Eq. (6)).
 
 #include <trident/branches/concepts.hpp>
+#include <trident/core/data_parallel.hpp>
 #include <trident/core/policies.hpp>
 #include <trident/losses/reid.hpp>
 #include <trident/memory/reid_memory.hpp>
@@ -81,8 +82,11 @@ class ReidBranch : public torch::nn::Module {
       out.add("un", options_.lambda_unlabeled * terms.un);
     }
     // Safe before backward(): scores() used a copy of the memory. The labels are read on the host from the
-    // sampler's early copy, so the update does not wait for the device to finish the forward pass.
-    memory_->update(x.detach(), ctx.sampled->pids_on_host.defined() ? ctx.sampled->pids_on_host.get() : labels);
+    // sampler's early copy, so the update does not wait for the device to finish the forward pass. When the batch
+    // is split over processes, every process applies the rows of all of them in rank order (gather_rows,
+    // core/data_parallel.hpp), so the memories stay identical and equal to one process's with the whole batch.
+    const auto& own_labels = ctx.sampled->pids_on_host.defined() ? ctx.sampled->pids_on_host.get() : labels;
+    memory_->update(gather_rows(x.detach()), gather_rows(own_labels));
   }
 
   void infer(const RoiContext& ctx, RoiOutputs& outputs) { outputs["embedding"] = embed(ctx); }

@@ -86,6 +86,12 @@ struct LoaderOptions {
   int worker_intra_op_threads = 1;
   /// With workers: the value given to cv::setNumThreads (process-wide); -1 leaves OpenCV's setting alone.
   int opencv_threads = 0;
+  /// Data parallelism: `batch_size` is then the global batch, shared by `shard_count` processes, and this loader
+  /// loads part `shard_rank` of each: of a batch of n images, images [rank * n / count, (rank + 1) * n / count)
+  /// (train::Shard). Every process sees the same order and flips as one process would. A last batch with fewer
+  /// images than processes is left out (by every process alike).
+  int64_t shard_rank = 0;
+  int64_t shard_count = 1;
 };
 
 /// Where a loader stands: the next batch next() returns is batch `next_batch` of epoch `epoch`
@@ -105,6 +111,7 @@ struct LoadedBatch {
   std::vector<ImageSize> original_sizes; ///< {H, W} of each picture on disk
   std::vector<bool> flipped;             ///< whether each image was mirrored (its target boxes are)
   LoaderState position;                  ///< this batch: {epoch, batch index}
+  int64_t first_position = 0;            ///< its first image's place in the global batch (LoaderOptions::shard_rank)
 };
 
 /// Options for running a model over images in their given order: one image per batch, no shuffle, no flip
@@ -156,8 +163,17 @@ class Loader {
                     dataset.images.size());
       records_.push_back(dataset.images[static_cast<size_t>(index)]);
     }
-    batches_per_epoch_ = options_.drop_last ? num / options_.batch_size
-                                            : (num + options_.batch_size - 1) / options_.batch_size;
+    TRIDENT_CHECK(options_.shard_count >= 1 && options_.shard_rank >= 0 && options_.shard_rank < options_.shard_count,
+                  "{}: options.shard_rank {} must lie in [0, shard_count = {})", fn, options_.shard_rank,
+                  options_.shard_count);
+    TRIDENT_CHECK(options_.batch_size >= options_.shard_count,
+                  "{}: a batch of {} images cannot be shared by {} processes (batch_size is the global batch)", fn,
+                  options_.batch_size, options_.shard_count);
+    const bool partial_last = num % options_.batch_size != 0 &&
+                              (options_.drop_last || num % options_.batch_size < options_.shard_count);
+    batches_per_epoch_ = num / options_.batch_size + (num % options_.batch_size != 0 && !partial_last ? 1 : 0);
+    TRIDENT_CHECK(batches_per_epoch_ > 0, "{}: {} images make no batch of {} for {} process(es)", fn, num,
+                  options_.batch_size, options_.shard_count);
     start_workers();
   }
 
@@ -246,10 +262,13 @@ class Loader {
   /// Loads batch `at` given its epoch's slots (epoch_slots). Throws trident::Error naming the image.
   LoadedBatch load_batch(LoaderState at, const std::vector<int64_t>& slots) const {
     const auto num = static_cast<int64_t>(slots.size());
-    const int64_t begin = at.next_batch * options_.batch_size;
-    const int64_t end = std::min(num, begin + options_.batch_size);
+    const int64_t whole_begin = at.next_batch * options_.batch_size;
+    const int64_t whole = std::min(num, whole_begin + options_.batch_size) - whole_begin;
+    const int64_t begin = whole_begin + options_.shard_rank * whole / options_.shard_count;
+    const int64_t end = whole_begin + (options_.shard_rank + 1) * whole / options_.shard_count;
     LoadedBatch out;
     out.position = at;
+    out.first_position = begin - whole_begin;
     std::vector<at::Tensor> images;
     std::vector<Target> targets;
     for (int64_t p = begin; p < end; ++p) {

@@ -7,6 +7,9 @@
 #include <trident/config.hpp>
 #include <trident/core/host_copy.hpp>
 
+#include <ATen/core/Generator.h>
+#include <c10/util/Optional.h>
+
 #include <ATen/ops/arange.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
@@ -69,10 +72,12 @@ struct BalancedSample {
 ///
 /// Shapes depend only on N and batch_size, so on a GPU nothing waits for the device: each element draws a key,
 /// the positives and the negatives with the smallest keys are taken (top-k), and the counts stay device tensors.
-/// The keys come from LibTorch's default CPU generator (at::manual_seed makes them reproducible) and go to the
-/// labels' device without a wait (to_device): the same seed samples the same elements on every device.
+/// The keys come from `generator`, a CPU generator (by default LibTorch's default one, which at::manual_seed makes
+/// reproducible; the samplers pass image_generator(i) of core/data_parallel.hpp), and go to the labels' device
+/// without a wait (to_device): the same seed samples the same elements on every device.
 inline BalancedSample sample_balanced(const at::Tensor& labels, int64_t batch_size, double positive_fraction,
-                                      bool fill_with_positives = false, int64_t max_size = -1) {
+                                      bool fill_with_positives = false, int64_t max_size = -1,
+                                      c10::optional<at::Generator> generator = c10::nullopt) {
   TRIDENT_CHECK(labels.defined() && labels.dim() == 1, "trident::detector::sample_balanced: labels must be [N], got {}",
                 shape_of(labels));
   TRIDENT_CHECK(batch_size > 0 && positive_fraction >= 0 && positive_fraction <= 1,
@@ -91,7 +96,7 @@ inline BalancedSample sample_balanced(const at::Tensor& labels, int64_t batch_si
   const auto is_negative = labels == 0;
   // Keys in [0, 1) for the wanted class, 2 for the others: the k smallest keys are a uniform sample of the class
   // followed, when the class has fewer than k members, by elements of other classes (never counted as taken).
-  const auto keys = to_device(at::rand({n}, at::TensorOptions().dtype(at::kFloat)), labels.device());
+  const auto keys = to_device(at::rand({n}, generator, at::TensorOptions().dtype(at::kFloat)), labels.device());
   const auto smallest = [&](const at::Tensor& member, int64_t k) {
     return std::get<1>(at::where(member, keys, 2.0f).topk(k, /*dim=*/0, /*largest=*/false, /*sorted=*/true));
   };

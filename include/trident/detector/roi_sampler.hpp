@@ -8,6 +8,7 @@
 /// background_identity.
 
 #include <trident/core/host_copy.hpp>
+#include <trident/core/data_parallel.hpp>
 #include <trident/core/types.hpp>
 #include <trident/detector/matching.hpp>
 #include <trident/ops/box_coder.hpp>
@@ -94,7 +95,8 @@ inline SampledProposals sample_proposals(const std::vector<at::Tensor>& proposal
   for (size_t i = 0; i < images.size(); ++i) {
     const auto& l = images[i];
     const auto sample = sample_balanced(l.labels, options.batch_size_per_image, options.positive_fraction,
-                                        /*fill_with_positives=*/true, sizes[i]);
+                                        /*fill_with_positives=*/true, sizes[i],
+                                        image_generator(static_cast<int64_t>(i), ImageStream::roi_sample));
     const auto chosen = std::get<0>(sample.index.sort());  // candidate order
     const auto boxes = l.candidates.index_select(0, chosen);
     const auto own = l.gt.size(0) ? l.gt.index_select(0, l.matched_idx.index_select(0, chosen)) : boxes;

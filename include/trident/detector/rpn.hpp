@@ -6,6 +6,7 @@
 /// smooth-L1 (beta 1/9) and binary cross-entropy losses, and proposals from the top 12000 / 6000 anchors
 /// (train / test) through NMS at 0.7, keeping 2000 / 300.
 
+#include <trident/core/data_parallel.hpp>
 #include <trident/core/types.hpp>
 #include <trident/detector/matching.hpp>
 #include <trident/ops/anchors.hpp>
@@ -168,7 +169,9 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
         labels.masked_fill_(matches == between_thresholds, -1.0);
         regression = coder.encode(gt.index_select(0, matches.clamp_min(0)), anchors);
       }
-      auto sample = sample_balanced(labels, options_.batch_size_per_image, options_.positive_fraction);
+      auto sample = sample_balanced(labels, options_.batch_size_per_image, options_.positive_fraction,
+                                    /*fill_with_positives=*/false, /*max_size=*/-1,
+                                    image_generator(i, ImageStream::rpn_sample));
       sampled.push_back(sample.index + i * per_image);
       positive.push_back(sample.positive);
       valid.push_back(sample.valid);
@@ -179,13 +182,14 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
     const auto is_positive = at::cat(positive), is_valid = at::cat(valid);
     const auto labels = at::cat(all_labels).index_select(0, index), regression = at::cat(all_targets);
     const auto flat_deltas = deltas.reshape({-1, 4}), flat_obj = objectness.reshape({-1});
-    const auto count = is_valid.sum().clamp_min(1).to(flat_obj.scalar_type());
+    // Means over the sampled anchors of the whole batch (core/data_parallel.hpp: over every process's images).
+    const auto count = is_valid.sum();
     const auto box = at::smooth_l1_loss(flat_deltas.index_select(0, index), regression.index_select(0, index),
                                         at::Reduction::None, 1.0 / 9.0);
-    out.loss_box = at::where(is_positive.unsqueeze(1), box, 0.0).sum() / count;
+    out.loss_box = batch_mean(at::where(is_positive.unsqueeze(1), box, 0.0).sum(), count);
     const auto objectness_rows = at::binary_cross_entropy_with_logits(
         flat_obj.index_select(0, index), at::where(is_valid, labels, 0.0), {}, {}, at::Reduction::None);
-    out.loss_objectness = at::where(is_valid, objectness_rows, 0.0).sum() / count;
+    out.loss_objectness = batch_mean(at::where(is_valid, objectness_rows, 0.0).sum(), count);
     return out;
   }
 

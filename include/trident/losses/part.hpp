@@ -7,11 +7,13 @@
 /// the proposal's confidence alpha_i on every one of its partitions, averaged over all M * Np partitions.
 /// An empty batch (M = 0) gives an exact 0 in the graph of the scores.
 
+#include <trident/core/data_parallel.hpp>
 #include <trident/losses/weighting.hpp>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/where.h>
 
 #include <algorithm>
@@ -64,7 +66,8 @@ at::Tensor part_loss(const at::Tensor& scores, const at::Tensor& labels, const a
   const auto rows = detail::weighted_cross_entropy(scores.reshape({m * parts, parts + 1}), labels.reshape({-1}),
                                                    weight.defined() ? weight.unsqueeze(1).expand({m, parts}).reshape({-1}) : weight,
                                                    options.tau_part);
-  return rows.sum() / static_cast<double>(std::max<int64_t>(rows.numel(), 1));
+  // The mean over the partitions of the whole batch (core/data_parallel.hpp: over every process's proposals).
+  return batch_mean(rows.sum(), at::scalar_tensor(static_cast<double>(rows.numel()), at::kDouble));
 }
 
 }  // namespace trident::losses

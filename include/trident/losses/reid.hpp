@@ -24,6 +24,7 @@
 ///    data-parallel gradient reduction behave the same on every batch.
 ///  - The terms are returned separately (ReidLossTerms) for logging; `un` is the mean of L_un before lambda.
 
+#include <trident/core/data_parallel.hpp>
 #include <trident/core/identity.hpp>
 #include <trident/losses/weighting.hpp>
 
@@ -183,23 +184,31 @@ ReidLossTerms reid_loss(const at::Tensor& scores, const at::Tensor& labels, cons
   const auto unlabeled = labels == unlabeled_identity;
   terms.num_labeled = labeled.sum();
   terms.num_unlabeled = unlabeled.sum();
+  // Means over the rows of the whole batch (core/data_parallel.hpp: over every process's proposals when a batch is
+  // split over processes; the counts are summed over them, in the same order on every process).
+  const auto total_labeled = batch_sum(terms.num_labeled.to(at::kDouble));
+  const auto total_unlabeled = batch_sum(terms.num_unlabeled.to(at::kDouble));
   const auto masked_mean = [](const at::Tensor& mask, const at::Tensor& rows, const at::Tensor& count) {
-    return at::where(mask, rows, 0.0).sum() / count.clamp_min(1).to(rows.scalar_type());
+    return batch_mean_of_total(at::where(mask, rows, 0.0).sum(), count);
   };
   const auto identities = labels.clamp_min(0);
   const auto positive = scores.gather(1, identities.unsqueeze(1)).squeeze(1);
-  terms.id = masked_mean(labeled, detail::identity_rows(scores, identities, weight, options.tau_id), terms.num_labeled);
+  terms.id = masked_mean(labeled, detail::identity_rows(scores, identities, weight, options.tau_id), total_labeled);
   terms.bin = masked_mean(labeled, detail::binary_rows(positive, weight, options.tau_bin, options.s_kappa),
-                          terms.num_labeled);
+                          total_labeled);
 
-  // Eq. (10): S-bar over the labeled rows (0 without any)
-  const auto mean_positive = masked_mean(labeled, positive, terms.num_labeled);
+  // Eq. (10): S-bar over the labeled rows of the whole batch (0 without any). Its value is the whole batch's;
+  // undetached, its gradient reaches this process's rows only.
+  const auto local_positive = at::where(labeled, positive, 0.0).sum();
+  const auto others_positive = batch_sum(local_positive.detach()) - local_positive.detach();
+  const auto mean_positive =
+      (local_positive + others_positive) / total_labeled.clamp_min(1).to(positive.scalar_type());
   terms.mean_positive = mean_positive.detach();
   // L_un needs both kinds of rows; without them it is an exact 0 in the graph of scores.
   const auto target = options.detach_mean_positive ? mean_positive.detach() : mean_positive;
   const auto un_rows = detail::unlabeled_rows(scores.narrow(1, 0, lut_size), target, weight, options.tau_id);
-  const auto both = (terms.num_labeled > 0) & (terms.num_unlabeled > 0);
-  terms.un = at::where(both, masked_mean(unlabeled, un_rows, terms.num_unlabeled), 0.0);
+  const auto both = (total_labeled > 0) & (total_unlabeled > 0);
+  terms.un = at::where(both, masked_mean(unlabeled, un_rows, total_unlabeled), 0.0);
   // Eq. (6)
   terms.total = terms.id + terms.bin + options.lambda_unlabeled * terms.un;
   return terms;

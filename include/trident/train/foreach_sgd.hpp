@@ -73,6 +73,13 @@ class ForeachSgd : public torch::optim::SGD {
     return loss;
   }
 
+  /// The momentum buffer of parameter `p`; undefined before its first step.
+  at::Tensor momentum_buffer(const at::Tensor& p) const {
+    const auto found = state_.find(state_key(state_, p));
+    if (found == state_.end()) return {};
+    return static_cast<const torch::optim::SGDParamState&>(*found->second).momentum_buffer();
+  }
+
  private:
   /// The optimizer state's key of a parameter, as torch::optim::SGD spells it (LibTorch 1.13: the address as
   /// text; 2.x: the address). A template, so that only the branch of the LibTorch at hand is compiled.

@@ -15,7 +15,7 @@ class LoaderSource {
   Batch next() {
     auto loaded = loader_.next();
     TRIDENT_CHECK(loaded.has_value(), "trident::train::LoaderSource::next: the loader's epoch is over");
-    return {std::move(loaded->collated.batch), std::move(loaded->collated.targets)};
+    return {std::move(loaded->collated.batch), std::move(loaded->collated.targets), loaded->first_position};
   }
 
  private:

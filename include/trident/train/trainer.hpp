@@ -20,7 +20,9 @@
 #include <trident/core/host_copy.hpp>
 #include <trident/core/random.hpp>
 #include <trident/core/types.hpp>
+#include <trident/core/data_parallel.hpp>
 #include <trident/train/checkpoint.hpp>
+#include <trident/train/data_parallel.hpp>
 #include <trident/train/foreach_sgd.hpp>
 #include <trident/train/grad_scaler.hpp>
 #include <trident/train/log.hpp>
@@ -51,10 +53,13 @@
 
 namespace trident::train {
 
-/// A batch as the trainer consumes it: the padded images and one Target per image.
+/// A batch as the trainer consumes it: the padded images and one Target per image. Under data parallelism each
+/// process holds a consecutive part of the global batch, starting at image `first_position` of it (the samplers'
+/// random streams are numbered by position in the global batch: core/data_parallel.hpp).
 struct Batch {
   ImageBatch images;
   std::vector<Target> targets;
+  int64_t first_position = 0;
 };
 
 /// What the trainer needs from a data source: its length, a way to position it (epoch e, batch b: the next
@@ -87,13 +92,30 @@ inline std::vector<Batch> split_into_batches(const ImageBatch& images, const std
   return out;
 }
 
+/// Which part of every global batch a process takes under data parallelism: of a batch of n images, process
+/// `rank` of `count` takes images [rank * n / count, (rank + 1) * n / count) (rounded down), so the parts follow
+/// each other in rank order and differ in size by one image at most.
+struct Shard {
+  int64_t rank = 0;
+  int64_t count = 1;
+  int64_t first(int64_t n) const { return rank * n / count; }
+  int64_t size(int64_t n) const { return (rank + 1) * n / count - first(n); }
+};
+
 /// Batches held in memory (generated scenes, tests). Each epoch visits them in an order drawn from
-/// (seed, epoch) when `shuffle` is set.
+/// (seed, epoch) when `shuffle` is set. With a `shard`, each batch is a global batch of which this process takes
+/// its part (every batch must then hold at least shard.count images).
 class InMemorySource {
  public:
-  InMemorySource(std::vector<Batch> batches, bool shuffle = false, uint64_t seed = 0)
-      : batches_(std::move(batches)), shuffle_(shuffle), seed_(seed) {
+  InMemorySource(std::vector<Batch> batches, bool shuffle = false, uint64_t seed = 0, Shard shard = {})
+      : batches_(std::move(batches)), shuffle_(shuffle), seed_(seed), shard_(shard) {
     TRIDENT_CHECK(!batches_.empty(), "trident::train::InMemorySource: no batches");
+    TRIDENT_CHECK(shard_.count >= 1 && shard_.rank >= 0 && shard_.rank < shard_.count,
+                  "trident::train::InMemorySource: shard {} of {} does not exist", shard_.rank, shard_.count);
+    for (size_t i = 0; i < batches_.size(); ++i)
+      TRIDENT_CHECK(static_cast<int64_t>(batches_[i].targets.size()) >= shard_.count,
+                    "trident::train::InMemorySource: batch {} has {} images, fewer than the {} processes sharing it",
+                    i, batches_[i].targets.size(), shard_.count);
   }
   int64_t batches_per_epoch() const { return static_cast<int64_t>(batches_.size()); }
   void seek(int64_t epoch, int64_t batch) {
@@ -109,13 +131,23 @@ class InMemorySource {
   }
   Batch next() {
     TRIDENT_CHECK(next_ < order_.size(), "trident::train::InMemorySource::next: the epoch is over (seek first)");
-    return batches_[order_[next_++]];
+    const Batch& whole = batches_[order_[next_++]];
+    if (shard_.count == 1) return whole;
+    const auto n = static_cast<int64_t>(whole.targets.size());
+    const int64_t first = shard_.first(n), count = shard_.size(n);
+    Batch part;
+    part.images.images = whole.images.images.narrow(0, first, count);
+    part.images.sizes.assign(whole.images.sizes.begin() + first, whole.images.sizes.begin() + first + count);
+    part.targets.assign(whole.targets.begin() + first, whole.targets.begin() + first + count);
+    part.first_position = whole.first_position + first;
+    return part;
   }
 
  private:
   std::vector<Batch> batches_;
   bool shuffle_;
   uint64_t seed_;
+  Shard shard_;
   std::vector<size_t> order_;
   size_t next_ = 0;
 };
@@ -148,8 +180,17 @@ struct TrainerOptions {
   /// trainer itself draws nothing, so it needs no OpenCV); empty: nothing is drawn.
   std::function<void(const TrainingLog&)> draw_curves;
   /// After the epoch's checkpoint (e.g. an evaluation). It may switch the network to eval(): fit() switches it
-  /// back to train() before the next epoch.
+  /// back to train() before the next epoch. Under data parallelism it runs on every process (a hook that
+  /// evaluates on rank 0 only keeps the others waiting in the next step's first collective, within the group's
+  /// timeout).
   std::function<void(int64_t epoch)> on_epoch_end;
+  /// Data parallelism: the processes that share every batch (trident/distributed/ makes one over c10d; see
+  /// train/data_parallel.hpp and docs/design.md). Each process runs fit() with its part of every batch (a
+  /// sharded source); parameters start as rank 0's, gradients are averaged, every loss is a mean over the whole
+  /// batch, the re-id memory is updated with every process's rows in rank order, and rank 0 alone writes the
+  /// checkpoint, the log and the curves. nullptr: one process.
+  std::shared_ptr<DataParallelGroup> group;
+  int64_t bucket_bytes = 25 << 20;     ///< data parallelism: the size of a gradient bucket (train/data_parallel.hpp)
 };
 
 /// Tells trident's caches of weights derived from `params` that the values changed. LibTorch's optimizers
@@ -218,6 +259,12 @@ inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector
       params, torch::optim::SGDOptions(o.schedule.base_lr).momentum(o.momentum).weight_decay(o.weight_decay));
 }
 
+/// The failure of a collective, rethrown with the process and the iteration (and what the group found out about
+/// the other processes: trident/distributed/ names the ranks that stopped answering).
+[[noreturn]] inline void rethrow_collective_failure(int64_t iteration, const std::exception& e) {
+  fail("trident::train::fit: training stopped at iteration {}: {}", iteration, e.what());
+}
+
 inline std::vector<at::Tensor> trainable(torch::nn::Module& net) {
   std::vector<at::Tensor> out;
   for (auto& p : net.parameters())
@@ -248,6 +295,9 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
   TRIDENT_CHECK(per_epoch > 0, "{}: the data source has no batches", caller);
   const int64_t total = o.epochs * per_epoch;
   const int64_t stop = o.max_iterations < 0 ? total : std::min(total, o.max_iterations);
+  DataParallelGroup* const group = o.group.get();
+  const bool leader = group == nullptr || group->rank() == 0;  // writes the checkpoint, the log, the curves
+  const int64_t processes = group ? group->size() : 1;
 
   net.to(o.device);
   net.train();
@@ -263,9 +313,30 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
   state.iterations_per_epoch = per_epoch;
   state.seed = o.seed;
   TrainSummary summary;
+  std::unique_ptr<GradientBuckets> buckets;
+  if (group != nullptr) {
+    check_same_everywhere(*group,
+                          {{"the network's parameter and buffer shapes (fingerprint)", shape_fingerprint(net)},
+                           {"iterations per epoch", per_epoch},
+                           {"epochs", o.epochs},
+                           {"max_iterations", o.max_iterations},
+                           {"seed", o.seed},
+                           {"resume", o.resume ? 1 : 0},
+                           {"optimizer", static_cast<int64_t>(o.optimizer)},
+                           {"mixed_precision", o.mixed_precision ? 1 + static_cast<int64_t>(o.amp_dtype) : 0}},
+                          caller);
+    buckets = std::make_unique<GradientBuckets>(*group, params, o.bucket_bytes);
+  }
   if (o.resume) {
-    TRIDENT_CHECK(fs::exists(checkpoint), "{}: resume asked for, but '{}' does not exist", caller, checkpoint);
-    state = load_checkpoint(checkpoint, net, *optimizer);
+    // Under data parallelism rank 0 reads the file and sends its bytes: the other processes need no access to it.
+    std::vector<char> bytes;
+    if (leader) {
+      TRIDENT_CHECK(fs::exists(checkpoint), "{}: resume asked for, but '{}' does not exist", caller, checkpoint);
+      if (group != nullptr) bytes = read_file_bytes(checkpoint, caller);
+    }
+    if (group != nullptr) bytes = detail::broadcast_bytes(*group, std::move(bytes));
+    state = group != nullptr ? load_checkpoint_from(bytes, checkpoint, net, *optimizer)
+                             : load_checkpoint(checkpoint, net, *optimizer);
     TRIDENT_CHECK(state.iterations_per_epoch == per_epoch,
                   "{}: '{}' was written with {} iterations per epoch, the data source now gives {} (another dataset "
                   "or batch size?)",
@@ -275,109 +346,145 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
     summary.checkpoint = checkpoint;
   } else {
     at::manual_seed(static_cast<uint64_t>(o.seed));
+    if (group != nullptr) {
+      // Initialised from the same seed already; rank 0's values make it certain (and cover a user's own init).
+      broadcast_state(*group, net);
+    }
   }
-  TrainingLog log(o.out_dir, o.resume ? state.iteration : -1);
-  ProgressBar bar(stop, o.print_every);
+  TrainingLog log = leader ? TrainingLog(o.out_dir, o.resume ? state.iteration : -1) : TrainingLog();
+  ProgressBar bar(stop, o.print_every, leader ? stderr : nullptr);
 
   auto write_checkpoint = [&] {
+    if (!leader) return;
     state.loss_scale = scaler.scale();
     state.good_steps = scaler.good_steps();
     save_checkpoint(checkpoint, net, *optimizer, state);
     summary.checkpoint = checkpoint;
   };
   auto draw_curves = [&] {
-    if (o.draw_curves) o.draw_curves(log);
+    if (leader && o.draw_curves) o.draw_curves(log);
+  };
+  auto diverged = [&](int64_t epoch, const std::string& what) {
+    bar.newline();
+    throw TrainingDiverged(fmt::format(
+        "{}: training diverged at iteration {} (epoch {}): {}; {}", caller, state.iteration, epoch + 1, what,
+        summary.checkpoint.empty() || !leader
+            ? std::string(leader ? "no checkpoint was written yet" : "rank 0 keeps the last good checkpoint")
+            : fmt::format("the last good checkpoint '{}' is intact", summary.checkpoint)));
   };
 
   const auto start = clock::now();
   int64_t images_seen = 0;
   const int64_t first = state.iteration;
-  while (state.iteration < stop) {
-    const int64_t epoch = state.iteration / per_epoch;
-    source.seek(epoch, state.iteration - epoch * per_epoch);
-    state.epoch = epoch;
-    for (int64_t b = state.iteration - epoch * per_epoch; b < per_epoch && state.iteration < stop; ++b) {
-      const double lr = learning_rate(o.schedule, state.iteration, per_epoch);
-      for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
-      Batch batch = detail::to_device(source.next(), o.device);
+  try {
+    while (state.iteration < stop) {
+      const int64_t epoch = state.iteration / per_epoch;
+      source.seek(epoch, state.iteration - epoch * per_epoch);
+      state.epoch = epoch;
+      for (int64_t b = state.iteration - epoch * per_epoch; b < per_epoch && state.iteration < stop; ++b) {
+        const double lr = learning_rate(o.schedule, state.iteration, per_epoch);
+        for (auto& group_options : optimizer->param_groups()) group_options.options().set_lr(lr);
+        Batch batch = detail::to_device(source.next(), o.device);
 
-      LossMap losses;
-      {
-        detail::AutocastScope autocast(o.mixed_precision, o.amp_dtype);
-        losses = net.losses(batch.images, batch.targets);
-      }
-      // The losses' values reach the host through one copy started now (HostCopy); the backward pass is queued
-      // before they are read, so on a GPU the host waits for the end of the forward pass only while the device
-      // has the backward pass to run. A non-finite loss still stops training before the optimizer step.
-      std::vector<std::string> names;
-      std::vector<at::Tensor> parts;
-      for (const auto& [name, value] : losses) {
-        names.push_back(name);
-        parts.push_back(value.detach().to(at::kDouble).reshape({1}));
-      }
-      const HostCopy loss_values(parts.empty() ? at::empty({0}, at::kDouble) : at::cat(parts));
-      const at::Tensor loss = losses.total();
-      optimizer->zero_grad();
-      scaler.scale_loss(loss).backward();
-      const auto host_values = loss_values.get().contiguous();
-      std::vector<double> values(host_values.data_ptr<double>(), host_values.data_ptr<double>() + host_values.numel());
-      for (size_t i = 0; i < values.size(); ++i) {
-        if (!std::isfinite(values[i])) {
+        std::vector<std::string> names;
+        std::vector<double> values;
+        bool finite = true;
+        try {
+          // The samplers' random streams are those of this iteration's images (core/data_parallel.hpp), and the
+          // losses' means and the memory's update span the whole batch of every process.
+          const DataParallelScope scope(group, static_cast<uint64_t>(o.seed), state.iteration, batch.first_position);
+          LossMap losses;
+          {
+            detail::AutocastScope autocast(o.mixed_precision, o.amp_dtype);
+            losses = net.losses(batch.images, batch.targets);
+          }
+          // The losses' values reach the host through one copy started now (HostCopy); the backward pass is queued
+          // before they are read, so on a GPU the host waits for the end of the forward pass only while the device
+          // has the backward pass to run. A non-finite loss still stops training before the optimizer step.
+          std::vector<at::Tensor> parts;
+          for (const auto& [name, value] : losses) {
+            names.push_back(name);
+            parts.push_back(value.detach().to(at::kDouble).reshape({1}));
+          }
+          const auto loss_vector = parts.empty() ? at::empty({0}, at::kDouble) : at::cat(parts);
+          const HostCopy loss_values(loss_vector);
+          const at::Tensor loss = losses.total();
+          optimizer->zero_grad();
+          if (buckets) buckets->arm();
+          scaler.scale_loss(loss).backward();
+          if (buckets) buckets->finish();  // every gradient is now the mean over the processes
+          if (group == nullptr) {
+            const auto host_values = loss_values.get().contiguous();
+            values.assign(host_values.data_ptr<double>(), host_values.data_ptr<double>() + host_values.numel());
+            for (size_t i = 0; i < values.size(); ++i)
+              if (!std::isfinite(values[i])) diverged(epoch, fmt::format("loss '{}' is {}", names[i], values[i]));
+          } else {
+            // Every process's losses: each is its share of the whole batch's mean (core/data_parallel.hpp), so their
+            // mean over the processes is the batch's loss. A non-finite loss anywhere stops every process.
+            const auto all = group->all_gather(loss_vector);
+            values.assign(names.size(), 0.0);
+            std::string bad;
+            for (size_t r = 0; r < all.size(); ++r) {
+              const auto v = all[r].cpu().contiguous();
+              for (size_t i = 0; i < names.size(); ++i) {
+                const double x = v.data_ptr<double>()[i];
+                if (!std::isfinite(x) && bad.empty()) bad = fmt::format("loss '{}' is {} on rank {}", names[i], x, r);
+                values[i] += x / static_cast<double>(processes);
+              }
+            }
+            if (!bad.empty()) diverged(epoch, bad);
+          }
+        } catch (const TrainingDiverged&) {
+          throw;
+        } catch (const std::exception& e) {
+          if (group == nullptr) throw;
           bar.newline();
-          throw TrainingDiverged(fmt::format(
-              "{}: training diverged at iteration {} (epoch {}): loss '{}' is {}; {}", caller, state.iteration,
-              epoch + 1, names[i], values[i],
-              summary.checkpoint.empty() ? std::string("no checkpoint was written yet")
-                                         : fmt::format("the last good checkpoint '{}' is intact", summary.checkpoint)));
+          detail::rethrow_collective_failure(state.iteration, e);
+        }
+        finite = scaler.unscale(params);
+        if (finite && o.clip_grad_norm > 0) {
+          const double norm = torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm);
+          if (!std::isfinite(norm)) diverged(epoch, fmt::format("the gradient norm is {}", norm));
+        }
+        if (finite) {
+          optimizer->step();
+          mark_parameters_updated(params);
+        }
+        scaler.update(finite);
+        ++state.iteration;
+        images_seen += static_cast<int64_t>(batch.targets.size()) * processes;
+
+        const double seconds = std::chrono::duration<double>(clock::now() - start).count();
+        const double ips = seconds > 0 ? static_cast<double>(images_seen) / seconds : 0.0;
+        double total_loss = 0;
+        for (double v : values) total_loss += v;
+        if (leader) log.add(names, {state.iteration - 1, epoch, lr, values, total_loss, ips, seconds});
+        std::string text = fmt::format("loss {:.3f}", total_loss);
+        for (size_t i = 0; i < names.size(); ++i) text += fmt::format(" {} {:.3f}", names[i], values[i]);
+        text += fmt::format(" | lr {:.2e}", lr);
+        const double per_iteration = seconds / static_cast<double>(state.iteration - first);
+        const double left = per_iteration * static_cast<double>(stop - state.iteration);
+        bar.update(state.iteration, epoch, o.epochs, ips, left, text);
+        summary.last_losses.clear();
+        for (size_t i = 0; i < names.size(); ++i) summary.last_losses.emplace_back(names[i], values[i]);
+
+        if (o.checkpoint_every > 0 && state.iteration % o.checkpoint_every == 0) write_checkpoint();
+      }
+      state.epoch = state.iteration / per_epoch;
+      const bool epoch_done = state.iteration % per_epoch == 0;
+      write_checkpoint();  // at the epoch end, or where the run stops
+      if (epoch_done) {
+        draw_curves();
+        if (o.on_epoch_end) {
+          o.on_epoch_end(state.epoch - 1);
+          net.train();
         }
       }
-      const bool finite = scaler.unscale(params);
-      if (finite && o.clip_grad_norm > 0) {
-        const double norm = torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm);
-        if (!std::isfinite(norm)) {
-          bar.newline();
-          throw TrainingDiverged(fmt::format("{}: training diverged at iteration {} (epoch {}): the gradient norm is "
-                                             "{}; {}",
-                                             caller, state.iteration, epoch + 1, norm,
-                                             summary.checkpoint.empty()
-                                                 ? std::string("no checkpoint was written yet")
-                                                 : fmt::format("the last good checkpoint '{}' is intact",
-                                                               summary.checkpoint)));
-        }
-      }
-      if (finite) {
-        optimizer->step();
-        mark_parameters_updated(params);
-      }
-      scaler.update(finite);
-      ++state.iteration;
-      images_seen += static_cast<int64_t>(batch.targets.size());
-
-      const double seconds = std::chrono::duration<double>(clock::now() - start).count();
-      const double ips = seconds > 0 ? static_cast<double>(images_seen) / seconds : 0.0;
-      double total_loss = 0;
-      for (double v : values) total_loss += v;
-      log.add(names, {state.iteration - 1, epoch, lr, values, total_loss, ips, seconds});
-      std::string text = fmt::format("loss {:.3f}", total_loss);
-      for (size_t i = 0; i < names.size(); ++i) text += fmt::format(" {} {:.3f}", names[i], values[i]);
-      text += fmt::format(" | lr {:.2e}", lr);
-      const double per_iteration = seconds / static_cast<double>(state.iteration - first);
-      bar.update(state.iteration, epoch, o.epochs, ips, per_iteration * static_cast<double>(stop - state.iteration), text);
-      summary.last_losses.clear();
-      for (size_t i = 0; i < names.size(); ++i) summary.last_losses.emplace_back(names[i], values[i]);
-
-      if (o.checkpoint_every > 0 && state.iteration % o.checkpoint_every == 0) write_checkpoint();
     }
-    state.epoch = state.iteration / per_epoch;
-    const bool epoch_done = state.iteration % per_epoch == 0;
-    write_checkpoint();  // at the epoch end, or where the run stops
-    if (epoch_done) {
-      draw_curves();
-      if (o.on_epoch_end) {
-        o.on_epoch_end(state.epoch - 1);
-        net.train();
-      }
-    }
+  } catch (const std::exception& e) {
+    // The others learn why this process stops (a picture that cannot be read, a diverged loss, ...).
+    if (group != nullptr) group->abandon(fmt::format("iteration {}: {}", state.iteration, e.what()));
+    throw;
   }
   if (state.iteration % per_epoch != 0) draw_curves();
   summary.iterations = state.iteration;
