@@ -5,6 +5,8 @@
 //   ./build/examples/02_train --dataset prw --root /data/PRW --config paper --weights resnet50.pt --device cuda --amp
 //   ./build/examples/02_train --config-file train.toml          (any option, as `name = value` lines)
 //   ./build/examples/02_train ... --resume                      (continue exactly where the last run stopped)
+//   ./build/examples/02_train ... --nproc 2                     (data parallelism: 2 processes on this machine)
+//   torchrun --nnodes 2 --nproc-per-node 8 ./build/examples/02_train ... --device cuda   (many machines)
 //
 // What it does:
 //   1. reads the dataset with its own reader (CUHK-SYSU's .mat files, PRW's, or the JSON format of your data);
@@ -13,8 +15,15 @@
 //   3. trains with train::fit: SGD (paper) or AdamW (small), warm-up to --lr, x0.1 at --milestone, fed by
 //      data::Loader's worker threads; checkpoint.pt, train_log.csv/.jsonl and curves.png go into --out;
 //   4. (--evaluate) scores the trained model on the test split with the dataset's protocol.
+// Data parallelism (docs/training.md, "Several processes"): under torchrun or SLURM (their variables: RANK,
+// WORLD_SIZE, MASTER_ADDR, ...), or with --nproc N (this program starts N processes of itself), every process
+// trains on its part of each batch of --batch-size images (the global batch) through a c10d group (Gloo on the
+// CPU, NCCL on CUDA, one GPU per process: cuda:LOCAL_RANK); rank 0 writes the checkpoint, the log and the
+// curves, and evaluates.
 #include <trident/core/threads.hpp>
 #include <trident/data/read_dataset.hpp>
+#include <trident/distributed/launch.hpp>
+#include <trident/distributed/process_group.hpp>
 #include <trident/eval/inference.hpp>
 #include <trident/eval/protocol.hpp>
 #include <trident/model/configs.hpp>
@@ -25,7 +34,9 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <iostream>
+#include <thread>
 
 namespace {
 using namespace trident;
@@ -38,7 +49,8 @@ struct Options {
   int gallery_size = 50;
   int64_t epochs = 0, batch_size = 4, min_size = 0, max_size = 0, checkpoint_every = 0, max_iterations = -1;
   int64_t warmup = -1, milestone = 0, rois_per_image = 0;
-  int workers = 2, threads = 0;
+  int workers = 2, threads = 0, nproc = 1;
+  double dist_timeout = 600;
   double lr = 0, clip = 0, flip = 0.5, momentum = 0.9, weight_decay = 5e-4;
   int64_t seed = 0;
   bool resume = false, amp = false, evaluate = false, queue_background = true;
@@ -58,13 +70,28 @@ int run(const Options& o, NetOptions net_options, const data::Dataset& dataset, 
   TRIDENT_CHECK(dataset.num_train_ids <= lut_rows,
                 "02_train: '{}' has {} training identities, the {} configuration's look-up table has {} rows",
                 o.root, dataset.num_train_ids, o.config, lut_rows);
-  const c10::Device device(o.device);
+  // Data parallelism: the launch this process belongs to (one process when no launcher set its variables).
+  const auto launch = distributed::LaunchEnvironment::from_environment();
+  const bool leader = launch.rank == 0;
+  c10::Device device(o.device);
+  if (device.is_cuda() && !device.has_index() && launch.world_size > 1)  // one GPU per process
+    device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
+  std::shared_ptr<distributed::C10dGroup> group;
+  if (launch.world_size > 1) {
+    distributed::GroupOptions go;
+    go.device = device;
+    go.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.dist_timeout * 1000));
+    group = distributed::join(launch, go);
+    if (leader)
+      std::cout << fmt::format("data parallelism: {} processes (launched by {}), each with its part of every "
+                               "batch of {} images\n", launch.world_size, launch.source, o.batch_size);
+  }
   // 2. The network. The seed fixes the initialisation here and, inside fit(), the proposal sampling.
   at::manual_seed(static_cast<uint64_t>(o.seed));
   TridentNet<Cfg> net(net_options);
   if (!o.weights.empty() && !o.resume) {
     backbone::load_torchvision_weights(o.weights, net.stem(), net.head());
-    std::cout << fmt::format("ImageNet weights from {}\n", o.weights);
+    if (leader) std::cout << fmt::format("ImageNet weights from {}\n", o.weights);
   }
 
   // 3. Data: worker threads decode, resize, flip and normalise; the order is a function of (seed, epoch).
@@ -72,6 +99,8 @@ int run(const Options& o, NetOptions net_options, const data::Dataset& dataset, 
   lo.batch_size = o.batch_size;
   lo.workers = o.workers;
   lo.seed = static_cast<uint64_t>(o.seed);
+  lo.shard_rank = launch.rank;  // --batch-size is the global batch: this process loads its part of each
+  lo.shard_count = launch.world_size;
   lo.transform.flip_probability = o.flip;
   if (o.min_size > 0) lo.transform.min_size = o.min_size;
   if (o.max_size > 0) lo.transform.max_size = o.max_size;
@@ -96,11 +125,14 @@ int run(const Options& o, NetOptions net_options, const data::Dataset& dataset, 
   to.amp_dtype = train::amp_dtype_named(o.amp_dtype);  // bfloat16 needs no loss scaling
   to.max_iterations = o.max_iterations;
   to.draw_curves = viz::training_curves_png((std::filesystem::path(o.out) / "curves.png").string());
-  std::cout << fmt::format("{}: {} training images, {} identities; {} config, {} epochs of {} iterations (batch {}), "
+  to.group = group;
+  if (leader)
+    std::cout << fmt::format("{}: {} training images, {} identities; {} config, {} epochs of {} iterations (batch {}), "
                            "{} lr {} -> {}\n",
                            dataset.name, dataset.train.size(), dataset.num_train_ids, o.config, o.epochs,
                            loader.batches_per_epoch(), o.batch_size, o.optimizer, o.lr, o.out);
   const auto summary = train::fit(net, source, to);
+  if (!leader) return 0;  // rank 0 reports and evaluates
   std::cout << fmt::format("trained {} iterations ({} in this run) in {}, {:.2f} images/s; checkpoint {}\n",
                            summary.iterations, summary.iterations_this_run, train::format_duration(summary.seconds),
                            summary.images_per_second, summary.checkpoint);
@@ -133,7 +165,7 @@ int main(int argc, char** argv) {
   app.add_option("--weights", o.weights, "torchvision ResNet-50 weights for the paper configuration (see README)");
   app.add_option("--gallery-size", o.gallery_size, "CUHK-SYSU protocol used for --evaluate")->capture_default_str();
   app.add_option("--epochs", o.epochs, "epochs (default: CUHK-SYSU 14, PRW 10; small: 12)");
-  app.add_option("--batch-size", o.batch_size, "images per iteration")->capture_default_str();
+  app.add_option("--batch-size", o.batch_size, "images per iteration (with several processes: all of theirs)")->capture_default_str();
   app.add_option("--lr", o.lr, "learning rate after warm-up (default: paper 0.003; small: adamw 0.001, sgd 0.01)");
   app.add_option("--optimizer", o.optimizer, "sgd or adamw (default: paper sgd, small adamw)")
       ->check(CLI::IsMember({"sgd", "adamw"}));
@@ -157,11 +189,41 @@ int main(int argc, char** argv) {
   auto* amp = app.add_flag("--amp", o.amp, "mixed precision: CUDA autocast to --amp-dtype (CUDA only)");
   app.add_option("--amp-dtype", o.amp_dtype, "with --amp: float16 (with dynamic loss scaling) or bfloat16 (fp16, bf16)")
       ->check(CLI::IsMember({"float16", "bfloat16", "fp16", "bf16"}))->needs(amp)->capture_default_str();
-  app.add_option("--threads", o.threads, "intra-op threads (0: all cores)")->capture_default_str();
+  app.add_option("--threads", o.threads, "intra-op threads (0: all cores, shared by the local processes)")
+      ->capture_default_str();
+  app.add_option("--nproc", o.nproc, "data parallelism: start this many processes on this machine (not under "
+                 "torchrun/SLURM, which start them)")->capture_default_str()->check(CLI::Range(1, 1024));
+  app.add_option("--dist-timeout", o.dist_timeout, "data parallelism: seconds any collective may take before "
+                 "the processes stop (a rank that died or hangs)")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_flag("--evaluate", o.evaluate, "score the trained model on the test split");
   CLI11_PARSE(app, argc, argv);
   try {
-    std::cout << fmt::format("trident example 02, {} threads\n", use_all_cores(o.threads));
+    if (o.nproc > 1 && std::getenv("RANK") == nullptr) {
+      // This program again, as o.nproc processes with torchrun's variables, without --nproc.
+      std::vector<std::string> args{distributed::this_program()};
+      for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--nproc") {
+          ++i;
+          continue;
+        }
+        if (a.rfind("--nproc=", 0) == 0) continue;
+        args.push_back(a);
+      }
+      distributed::LocalLaunchOptions lo;
+      lo.processes = o.nproc;
+      std::cout << fmt::format("trident example 02: starting {} processes\n", o.nproc) << std::flush;
+      const auto result = distributed::launch_local(args, lo);
+      if (result.first_failed >= 0)
+        std::cerr << fmt::format("error: rank {} failed (exit status {})\n", result.first_failed, result.exit_code());
+      return result.exit_code();
+    }
+    if (o.threads == 0)  // processes of one machine share its cores
+      if (const char* local = std::getenv("LOCAL_WORLD_SIZE"); local != nullptr && std::atoi(local) > 1)
+        o.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / std::atoi(local));
+    const int threads = use_all_cores(o.threads);
+    if (std::getenv("RANK") == nullptr || std::string(std::getenv("RANK")) == "0")
+      std::cout << fmt::format("trident example 02, {} threads\n", threads);
     // 1. The dataset, through its own reader.
     data::ReadOptions read_options;
     read_options.gallery_size = o.gallery_size;

@@ -26,6 +26,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cmath>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -102,16 +103,22 @@ int64_t env_int(const char* name, int64_t fallback) {
   return v && *v ? std::stoll(v) : fallback;
 }
 
-/// A source that kills its own process (SIGKILL, no goodbye) when asked for batch `die_at` (counted in this run).
-struct DyingSource {
+/// A source that misbehaves when asked for batch `at` (counted in this run) as TRIDENT_TEST_FAULT says: "die"
+/// kills its own process (SIGKILL, no goodbye), "hang" sleeps for an hour, "nan" returns pictures of NaN.
+struct FaultySource {
   train::InMemorySource inner;
-  int64_t die_at = -1;
+  std::string fault;
+  int64_t at = -1;
   int64_t served = 0;
   int64_t batches_per_epoch() const { return inner.batches_per_epoch(); }
   void seek(int64_t e, int64_t b) { inner.seek(e, b); }
   train::Batch next() {
-    if (served++ == die_at) ::raise(SIGKILL);
-    return inner.next();
+    auto batch = inner.next();
+    if (served++ != at) return batch;
+    if (fault == "die") ::raise(SIGKILL);
+    if (fault == "hang") std::this_thread::sleep_for(std::chrono::hours(1));
+    if (fault == "nan") batch.images.images = batch.images.images.clone().fill_(std::nan(""));
+    return batch;
   }
 };
 
@@ -132,9 +139,11 @@ TRIDENT_TEST_WORKER("train") {
     }
     at::manual_seed(99);
     const auto scenes = data::make_toy_scenes(8, 2, 4, 128, 192, 11);
-    DyingSource source{train::InMemorySource(train::split_into_batches(scenes.batch, scenes.targets, 4),
-                                             /*shuffle=*/true, /*seed=*/3, train::Shard{env.rank, env.world_size}),
-                       env_int("TRIDENT_TEST_DIE_RANK", -1) == env.rank ? env_int("TRIDENT_TEST_DIE_AT", -1) : -1};
+    const char* fault = std::getenv("TRIDENT_TEST_FAULT");
+    FaultySource source{train::InMemorySource(train::split_into_batches(scenes.batch, scenes.targets, 4),
+                                              /*shuffle=*/true, /*seed=*/3, train::Shard{env.rank, env.world_size}),
+                        fault ? fault : "",
+                        env_int("TRIDENT_TEST_FAULT_RANK", -1) == env.rank ? env_int("TRIDENT_TEST_FAULT_AT", -1) : -1};
     o.epochs = 2;  // 2 global batches of 4 per epoch: 4 iterations
     o.schedule.warmup_iterations = 2;
     o.schedule.milestones = {1};
@@ -164,10 +173,11 @@ TRIDENT_TEST_WORKER("train") {
 
 /// Starts the worker as `processes` ranks with `env` added; returns the launch's result.
 distributed::LocalLaunchResult launch(int processes, const std::string& out,
-                                      std::vector<std::pair<std::string, std::string>> env = {}) {
+                                      std::vector<std::pair<std::string, std::string>> env = {},
+                                      std::chrono::milliseconds stop_after = std::chrono::seconds(60)) {
   distributed::LocalLaunchOptions o;
   o.processes = processes;
-  o.stop_after = std::chrono::seconds(60);
+  o.stop_after = stop_after;
   o.environment = std::move(env);
   o.environment.emplace_back("TRIDENT_TEST_WORKER", "train");
   o.environment.emplace_back("TRIDENT_TEST_OUT", out);
@@ -419,8 +429,8 @@ TEST_CASE("data parallel: a rank killed mid-run stops the other within the time 
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   // Rank 1 dies (SIGKILL) when it asks for its third batch; a checkpoint is written every iteration by rank 0.
-  const auto r = launch(2, out, {{"TRIDENT_TEST_DIE_RANK", "1"}, {"TRIDENT_TEST_DIE_AT", "2"},
-                                 {"TRIDENT_TEST_TIMEOUT_MS", "20000"}});
+  const auto r = launch(2, out, {{"TRIDENT_TEST_FAULT", "die"}, {"TRIDENT_TEST_FAULT_RANK", "1"},
+                                 {"TRIDENT_TEST_FAULT_AT", "2"}, {"TRIDENT_TEST_TIMEOUT_MS", "20000"}});
   const double seconds = std::chrono::duration<double>(clock::now() - start).count();
   CHECK(r.exit_codes[1] == 128 + SIGKILL);
   CHECK(r.exit_codes[0] == 1);
@@ -431,6 +441,45 @@ TEST_CASE("data parallel: a rank killed mid-run stops the other within the time 
   CHECK(message.find("rank 1 did not answer") != std::string::npos);
   // The checkpoint of the first epoch's end (iteration 2) is whole and loads.
   CHECK(test::partial_files(out).empty());
+  DistNet net(dist_options());
+  train::ForeachSgd sgd(train::detail::trainable(net), torch::optim::SGDOptions(0.1).momentum(0.9));
+  CHECK(train::load_checkpoint((fs::path(out) / "checkpoint.pt").string(), net, sgd).iteration == 2);
+}
+
+TEST_CASE("data parallel: a rank that hangs stops the other after the collective timeout, naming it") {
+  const auto out = fresh_dir("hung");
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  // Rank 1 sleeps for an hour at its second batch; rank 0's next collective gives up after 3 s (the timeout), it
+  // waits 1 s for the others in the store, names rank 1 and exits; the launcher then stops rank 1 (SIGTERM).
+  const auto r = launch(2, out, {{"TRIDENT_TEST_FAULT", "hang"}, {"TRIDENT_TEST_FAULT_RANK", "1"},
+                                 {"TRIDENT_TEST_FAULT_AT", "1"}, {"TRIDENT_TEST_TIMEOUT_MS", "3000"}},
+                        std::chrono::seconds(2));
+  const double seconds = std::chrono::duration<double>(clock::now() - start).count();
+  CHECK(r.first_failed == 0);
+  CHECK(r.exit_codes[0] == 1);
+  CHECK(r.exit_codes[1] == 128 + SIGTERM);
+  CHECK(seconds < 30);
+  const auto message = read_text(fs::path(out) / "error-rank0.txt");
+  MESSAGE("rank 0 said: ", message);
+  CHECK(message.find("training stopped at iteration 1") != std::string::npos);
+  CHECK(message.find("rank 1 did not answer") != std::string::npos);
+}
+
+TEST_CASE("data parallel: a loss that diverges on one rank stops every rank, naming it and the iteration") {
+  const auto out = fresh_dir("diverged");
+  const auto r = launch(2, out, {{"TRIDENT_TEST_FAULT", "nan"}, {"TRIDENT_TEST_FAULT_RANK", "1"},
+                                 {"TRIDENT_TEST_FAULT_AT", "3"}});
+  CHECK(r.exit_codes[0] == 1);
+  CHECK(r.exit_codes[1] == 1);
+  for (int rank = 0; rank < 2; ++rank) {
+    const auto message = read_text(fs::path(out) / fmt::format("error-rank{}.txt", rank));
+    MESSAGE("rank ", rank, " said: ", message);
+    CHECK(message.find("training diverged at iteration 3 (epoch 2)") != std::string::npos);
+    // Rank 1's pictures are NaN; the whole batch's statistics carry it to rank 0's losses too.
+    CHECK(message.find("nan on rank 1") != std::string::npos);
+  }
+  // The checkpoint of the first epoch (iteration 2) stays the last one.
   DistNet net(dist_options());
   train::ForeachSgd sgd(train::detail::trainable(net), torch::optim::SGDOptions(0.1).momentum(0.9));
   CHECK(train::load_checkpoint((fs::path(out) / "checkpoint.pt").string(), net, sgd).iteration == 2);

@@ -272,3 +272,62 @@ TEST_CASE("loader: in_order_options gives the test images one by one, in order, 
   CHECK(seen == data.test);
 }
 #endif
+
+TEST_CASE("loader: shards of a global batch are its consecutive parts, with the whole batch's order and flips") {
+  // Data parallelism (LoaderOptions::shard_rank / shard_count): batch_size is the global batch. 7 training images
+  // in batches of 3 over 2 processes: parts of 1 and 2 images; the last batch (1 image) cannot give each process
+  // one, so every process leaves it out. With 8 images the last batch (2) is split 1 + 1.
+  for (const int n : {9, 10}) {
+    CAPTURE(n);
+    const auto data = small_dataset(fmt::format("shards{}", n), n);
+    td::Loader whole(data, data.train, small_options(0, 3));
+    auto expected = drain(whole, 2);
+    std::vector<std::vector<td::LoadedBatch>> parts;
+    for (int64_t rank = 0; rank < 2; ++rank) {
+      auto options = small_options(rank == 0 ? 0 : 2, 3);
+      options.shard_rank = rank;
+      options.shard_count = 2;
+      td::Loader loader(data, data.train, options);
+      CHECK(loader.batches_per_epoch() == (n == 9 ? 2 : 3));
+      parts.push_back(drain(loader, 2));
+    }
+    if (n == 9)  // the whole loader's short last batch of each epoch is the one the shards leave out
+      expected.erase(std::remove_if(expected.begin(), expected.end(),
+                                    [](const td::LoadedBatch& b) { return b.images.size() < 2; }),
+                     expected.end());
+    REQUIRE(parts[0].size() == expected.size());
+    REQUIRE(parts[1].size() == expected.size());
+    for (size_t b = 0; b < expected.size(); ++b) {
+      const auto& e = expected[b];
+      const auto count = static_cast<int64_t>(e.images.size());
+      int64_t position = 0;
+      for (int64_t rank = 0; rank < 2; ++rank) {
+        const auto& p = parts[static_cast<size_t>(rank)][b];
+        CHECK(p.position == e.position);
+        CHECK(p.first_position == position);
+        CHECK(static_cast<int64_t>(p.images.size()) == (rank + 1) * count / 2 - rank * count / 2);
+        for (size_t i = 0; i < p.images.size(); ++i) {
+          const auto k = static_cast<size_t>(position) + i;
+          CHECK(p.images[i] == e.images[k]);
+          CHECK(p.flipped[i] == e.flipped[k]);
+          CHECK(p.scales[i] == e.scales[k]);
+          const auto [h, w] = e.collated.batch.sizes[k];
+          CHECK(p.collated.batch.images[static_cast<int64_t>(i)].narrow(1, 0, h).narrow(2, 0, w).equal(
+              e.collated.batch.images[static_cast<int64_t>(k)].narrow(1, 0, h).narrow(2, 0, w)));
+          CHECK(p.collated.targets[i].boxes.equal(e.collated.targets[k].boxes));
+        }
+        position += static_cast<int64_t>(p.images.size());
+      }
+      CHECK(position == count);
+    }
+  }
+  const auto data = small_dataset("shards9", 9);
+  auto options = small_options(0, 2);
+  options.shard_count = 3;
+  options.shard_rank = 1;
+  CHECK_THROWS_WITH(td::Loader(data, data.train, options),
+                    doctest::Contains("a batch of 2 images cannot be shared by 3 processes"));
+  options.batch_size = 3;
+  options.shard_rank = 3;
+  CHECK_THROWS_WITH(td::Loader(data, data.train, options), doctest::Contains("shard_rank 3 must lie in [0, shard_count = 3)"));
+}

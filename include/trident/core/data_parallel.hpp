@@ -58,6 +58,14 @@ class DataParallelGroup {
   /// This process stops on its own error `why` (not a collective's): the group may tell the others, whose
   /// next collective then fails with that reason rather than a timeout. Not a collective.
   virtual void abandon(const std::string& why) { (void)why; }
+  /// What the collectives cost so far, if the group keeps count: per kind, the number of calls and the seconds
+  /// this process waited for them (benchmarks/bench_data_parallel.cpp prints them).
+  struct Timing {
+    std::string kind;
+    int64_t calls = 0;
+    double seconds = 0;
+  };
+  virtual std::vector<Timing> timings() const { return {}; }
 };
 
 namespace detail {

@@ -52,7 +52,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -208,6 +210,13 @@ class C10dGroup : public DataParallelGroup {
     }
   }
 
+  std::vector<Timing> timings() const override {
+    const std::lock_guard<std::mutex> lock(timing_mutex_);
+    std::vector<Timing> out;
+    for (const auto& [kind, t] : timings_) out.push_back({kind, t.first, t.second});
+    return out;
+  }
+
   c10d::Store& store() { return *store_; }
   const GroupOptions& options() const { return options_; }
 
@@ -237,11 +246,17 @@ class C10dGroup : public DataParallelGroup {
     }
   }
   void wait(const char* what, const c10::intrusive_ptr<c10d::Work>& work) {
+    const auto start = std::chrono::steady_clock::now();
     try {
       work->wait(options_.timeout);
     } catch (const std::exception& e) {
       failed(what, e);
     }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const std::lock_guard<std::mutex> lock(timing_mutex_);
+    auto& t = timings_[what];
+    t.first += 1;
+    t.second += seconds;
   }
 
   /// Meets the other survivors in the store and throws an error naming the processes that did not come.
@@ -283,6 +298,8 @@ class C10dGroup : public DataParallelGroup {
   int rank_, size_;
   c10::Device device_;
   GroupOptions options_;
+  mutable std::mutex timing_mutex_;
+  std::map<std::string, std::pair<int64_t, double>> timings_;  ///< per kind: waits, seconds waited
 };
 
 /// Whether this build can make a group for `backend` ("gloo" or "nccl").
@@ -352,14 +369,15 @@ inline std::shared_ptr<C10dGroup> join(const LaunchEnvironment& env, GroupOption
     if (backend == "gloo") {
       auto o = c10d::ProcessGroupGloo::Options::create();
       o->timeout = options.timeout;
+      // The network interface: GLOO_SOCKET_IFNAME as in PyTorch; the loopback when the store is on this machine's
+      // loopback (every process is local: --nproc, the tests); else the one the host name resolves to.
+      const bool local = env.master_addr == "127.0.0.1" || env.master_addr == "localhost";
       if (const char* iface = std::getenv("GLOO_SOCKET_IFNAME"); iface && *iface)
         o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(iface));
+      else if (local)
+        o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
       else
-#if TORCH_VERSION_MAJOR >= 2
-        o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice(/*lazyInit=*/false));
-#else
         o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-#endif
       pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, env.rank, env.world_size, o);
     }
 #endif

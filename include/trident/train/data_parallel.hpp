@@ -23,6 +23,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -75,6 +76,8 @@ class GradientBuckets {
   GradientBuckets& operator=(const GradientBuckets&) = delete;
 
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
+  /// The seconds spent after backward passes waiting for the gradients' sums (what the overlap did not hide).
+  double exposed_seconds() const { return exposed_seconds_; }
 
   /// Before a backward pass: the buckets start empty.
   void arm() {
@@ -102,9 +105,13 @@ class GradientBuckets {
       armed_ = false;
     }
     const double scale = 1.0 / static_cast<double>(group_.size());
+    const auto start = std::chrono::steady_clock::now();
     for (auto& b : buckets_) {
       if (b.wait) b.wait();
       b.wait = nullptr;
+    }
+    exposed_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (auto& b : buckets_) {
       b.flat.mul_(scale);
       for (const size_t k : b.members) {
         auto& p = params_[k];
@@ -162,6 +169,7 @@ class GradientBuckets {
   std::mutex mutex_;
   size_t next_ = 0;
   bool armed_ = false;
+  double exposed_seconds_ = 0;
 };
 
 /// Copies rank 0's parameters and buffers into every process's `module` (in place).

@@ -226,6 +226,9 @@ struct TrainSummary {
   double images_per_second = 0;
   std::vector<std::pair<std::string, double>> last_losses;
   std::string checkpoint;           ///< the last checkpoint written
+  /// Data parallelism: the seconds this run waited after backward passes for the gradients' sums (the part of
+  /// the all-reduce the backward pass did not hide); 0 in one process.
+  double gradient_wait_seconds = 0;
 };
 
 namespace detail {
@@ -423,12 +426,16 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
             // mean over the processes is the batch's loss. A non-finite loss anywhere stops every process.
             const auto all = group->all_gather(loss_vector);
             values.assign(names.size(), 0.0);
-            std::string bad;
+            std::string bad;  // the first non-finite loss of each process
             for (size_t r = 0; r < all.size(); ++r) {
               const auto v = all[r].cpu().contiguous();
+              bool reported = false;
               for (size_t i = 0; i < names.size(); ++i) {
                 const double x = v.data_ptr<double>()[i];
-                if (!std::isfinite(x) && bad.empty()) bad = fmt::format("loss '{}' is {} on rank {}", names[i], x, r);
+                if (!std::isfinite(x) && !reported) {
+                  bad += fmt::format("{}loss '{}' is {} on rank {}", bad.empty() ? "" : ", ", names[i], x, r);
+                  reported = true;
+                }
                 values[i] += x / static_cast<double>(processes);
               }
             }
@@ -490,6 +497,7 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
   summary.iterations = state.iteration;
   summary.iterations_this_run = state.iteration - first;
   summary.seconds = std::chrono::duration<double>(clock::now() - start).count();
+  if (buckets) summary.gradient_wait_seconds = buckets->exposed_seconds();
   summary.images_per_second = summary.seconds > 0 ? static_cast<double>(images_seen) / summary.seconds : 0.0;
   return summary;
 }
