@@ -83,7 +83,7 @@ int run(const Options& o, NetOptions net_options, const data::Dataset& dataset, 
     go.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.dist_timeout * 1000));
     group = distributed::join(launch, go);
     if (leader)
-      std::cout << fmt::format("data parallelism: {} processes (launched by {}), each with its part of every "
+      std::cout << fmt::format("data parallelism: {} processes ({} variables), each with its part of every "
                                "batch of {} images\n", launch.world_size, launch.source, o.batch_size);
   }
   // 2. The network. The seed fixes the initialisation here and, inside fit(), the proposal sampling.

@@ -235,9 +235,13 @@ double largest_difference(const std::map<std::string, at::Tensor>& a, const std:
   return worst;
 }
 
+/// The tests that need a Gloo group are skipped where this build has none (pip's LibTorch without Debian's
+/// libgloo-dev, e.g. on the GPU machine: docs/toolchains.md).
+const auto no_gloo = doctest::skip(!distributed::backend_available("gloo"));
+
 }  // namespace
 
-TEST_CASE("data parallel: batch_mean, batch_sum and gather_rows over 2 Gloo ranks equal one process's whole batch") {
+TEST_CASE("data parallel: batch_mean, batch_sum and gather_rows over 2 Gloo ranks equal one process's whole batch" * no_gloo) {
   // Rank 0 holds 3 rows, rank 1 holds 5; a shared parameter w scores each row as (x . w)^2. The mean over all 8
   // rows is the loss of the whole batch; its gradient in closed form is (2 / 8) sum_i (x_i . w) x_i.
   const auto x = at::randn({8, 4}, at::kDouble);
@@ -278,7 +282,7 @@ TEST_CASE("data parallel: batch_mean, batch_sum and gather_rows over 2 Gloo rank
         doctest::Approx(s.pow(2).mean().item<double>()).epsilon(1e-12));
 }
 
-TEST_CASE("data parallel: the re-id loss of a batch split over 2 ranks is the whole batch's, value and gradient") {
+TEST_CASE("data parallel: the re-id loss of a batch split over 2 ranks is the whole batch's, value and gradient" * no_gloo) {
   // Labeled, unlabeled and background rows on both ranks, more labeled ones on rank 1: every mean of Eq. (6) and
   // S-bar (Eq. 10) must span both ranks. Rank r's gradient of its own rows, divided by the 2 processes (the
   // all-reduce's mean), is the whole batch's gradient of those rows.
@@ -313,7 +317,7 @@ TEST_CASE("data parallel: the re-id loss of a batch split over 2 ranks is the wh
   CHECK(test::max_abs_diff(split, whole_scores.grad()) < 1e-12);
 }
 
-TEST_CASE("data parallel: processes that disagree on the world size are refused before any collective") {
+TEST_CASE("data parallel: processes that disagree on the world size are refused before any collective" * no_gloo) {
   const auto errors = run_ranks(2, [](int, DataParallelGroup&) {}, /*worlds=*/{2, 3});
   CHECK(errors[0].find("rank 1 was started with a world of 3 processes, rank 0 with 2") != std::string::npos);
   CHECK(errors[1].find("rank 1 was started with a world of 3 processes, rank 0 with 2") != std::string::npos);
@@ -369,7 +373,7 @@ TEST_CASE("data parallel: launch variables are read as torchrun and SLURM set th
   });
 }
 
-TEST_CASE("data parallel: 2 ranks x 2 images train as 1 rank x 4 (weights, momentum, re-id memory); resume on 1 rank") {
+TEST_CASE("data parallel: 2 ranks x 2 images train as 1 rank x 4 (weights, momentum, re-id memory); resume on 1 rank" * no_gloo) {
   // The small configuration with frozen batch norms, 4 iterations of SGD with momentum, warm-up, a milestone and
   // clipping. The 1-rank run is the plain single-process trainer. Tolerance: float32 sums in another order (the
   // gradient all-reduce, per-process batches through the convolutions): 1e-4 after 4 steps (measured: 6e-6),
@@ -424,7 +428,7 @@ TEST_CASE("data parallel: 2 ranks x 2 images train as 1 rank x 4 (weights, momen
   CHECK(dr < 1e-4);
 }
 
-TEST_CASE("data parallel: a rank killed mid-run stops the other within the time limit, naming it; the checkpoint stays") {
+TEST_CASE("data parallel: a rank killed mid-run stops the other within the time limit, naming it; the checkpoint stays" * no_gloo) {
   const auto out = fresh_dir("killed");
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
@@ -446,7 +450,7 @@ TEST_CASE("data parallel: a rank killed mid-run stops the other within the time 
   CHECK(train::load_checkpoint((fs::path(out) / "checkpoint.pt").string(), net, sgd).iteration == 2);
 }
 
-TEST_CASE("data parallel: a rank that hangs stops the other after the collective timeout, naming it") {
+TEST_CASE("data parallel: a rank that hangs stops the other after the collective timeout, naming it" * no_gloo) {
   const auto out = fresh_dir("hung");
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
@@ -466,7 +470,7 @@ TEST_CASE("data parallel: a rank that hangs stops the other after the collective
   CHECK(message.find("rank 1 did not answer") != std::string::npos);
 }
 
-TEST_CASE("data parallel: a loss that diverges on one rank stops every rank, naming it and the iteration") {
+TEST_CASE("data parallel: a loss that diverges on one rank stops every rank, naming it and the iteration" * no_gloo) {
   const auto out = fresh_dir("diverged");
   const auto r = launch(2, out, {{"TRIDENT_TEST_FAULT", "nan"}, {"TRIDENT_TEST_FAULT_RANK", "1"},
                                  {"TRIDENT_TEST_FAULT_AT", "3"}});
@@ -485,7 +489,7 @@ TEST_CASE("data parallel: a loss that diverges on one rank stops every rank, nam
   CHECK(train::load_checkpoint((fs::path(out) / "checkpoint.pt").string(), net, sgd).iteration == 2);
 }
 
-TEST_CASE("data parallel: processes started with different configurations are refused with the difference named") {
+TEST_CASE("data parallel: processes started with different configurations are refused with the difference named" * no_gloo) {
   const auto out = fresh_dir("mismatch");
   const auto r = launch(2, out, {{"TRIDENT_TEST_SEED", "7"}, {"TRIDENT_TEST_SEED_RANK1", "8"}});
   CHECK(r.exit_codes[0] == 1);

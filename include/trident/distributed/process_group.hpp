@@ -18,27 +18,35 @@
 /// store, is the one that died, the error says so.
 ///
 /// Needs c10d's headers: Gloo's (Debian's libgloo-dev; pip's LibTorch ships none, but the Debian headers serve,
-/// see docs/toolchains.md) for the CPU, nccl.h for CUDA. TRIDENT_WITH_GLOO / TRIDENT_WITH_NCCL say which are
-/// compiled in (CMake's trident::distributed target sets them).
+/// see docs/toolchains.md) for the CPU, nccl.h for CUDA. TRIDENT_WITH_GLOO / TRIDENT_WITH_NCCL (1 or 0) say which
+/// are compiled in: Gloo where its headers are found, NCCL where CMake found nccl.h (CMakeLists.txt); a group
+/// without its backend is refused by join() with a message naming what to install.
 #include <trident/config.hpp>
 #include <trident/core/data_parallel.hpp>
 
-#if !defined(TRIDENT_WITH_GLOO) && __has_include(<gloo/context.h>)
+#ifndef TRIDENT_WITH_GLOO
+#if __has_include(<gloo/context.h>)
 #define TRIDENT_WITH_GLOO 1
+#else
+#define TRIDENT_WITH_GLOO 0
 #endif
-#if defined(TRIDENT_WITH_GLOO) && !defined(USE_C10D_GLOO)
+#endif
+#ifndef TRIDENT_WITH_NCCL
+#define TRIDENT_WITH_NCCL 0
+#endif
+#if TRIDENT_WITH_GLOO && !defined(USE_C10D_GLOO)
 #define USE_C10D_GLOO 1  // what LibTorch's own build defines; its header declares the group only with it
 #endif
-#if defined(TRIDENT_WITH_NCCL) && !defined(USE_C10D_NCCL)
+#if TRIDENT_WITH_NCCL && !defined(USE_C10D_NCCL)
 #define USE_C10D_NCCL 1
 #endif
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#ifdef TRIDENT_WITH_GLOO
+#if TRIDENT_WITH_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
-#ifdef TRIDENT_WITH_NCCL
+#if TRIDENT_WITH_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 #include <torch/version.h>
@@ -304,10 +312,10 @@ class C10dGroup : public DataParallelGroup {
 
 /// Whether this build can make a group for `backend` ("gloo" or "nccl").
 inline bool backend_available(std::string_view backend) {
-#ifdef TRIDENT_WITH_GLOO
+#if TRIDENT_WITH_GLOO
   if (backend == "gloo") return true;
 #endif
-#ifdef TRIDENT_WITH_NCCL
+#if TRIDENT_WITH_NCCL
   if (backend == "nccl") return true;
 #endif
   return false;
@@ -365,7 +373,7 @@ inline std::shared_ptr<C10dGroup> join(const LaunchEnvironment& env, GroupOption
   auto prefixed = c10::make_intrusive<c10d::PrefixStore>("trident/c10d", store);
   c10::intrusive_ptr<detail::Backend> pg;
   try {
-#ifdef TRIDENT_WITH_GLOO
+#if TRIDENT_WITH_GLOO
     if (backend == "gloo") {
       auto o = c10d::ProcessGroupGloo::Options::create();
       o->timeout = options.timeout;
@@ -381,7 +389,7 @@ inline std::shared_ptr<C10dGroup> join(const LaunchEnvironment& env, GroupOption
       pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, env.rank, env.world_size, o);
     }
 #endif
-#ifdef TRIDENT_WITH_NCCL
+#if TRIDENT_WITH_NCCL
     if (backend == "nccl") {
       auto o = c10d::ProcessGroupNCCL::Options::create();
       o->timeout = options.timeout;

@@ -180,6 +180,9 @@ inline void broadcast_state(DataParallelGroup& group, torch::nn::Module& module)
   if (tensors.empty()) return;
   at::NoGradGuard no_grad;
   group.broadcast(tensors, 0);
+  // The collective wrote into the tensors' memory: advance their version counters, which the caches of derived
+  // weights (folded batch norms, CUDA graphs) watch (train::mark_parameters_updated does the same after a step).
+  for (auto& t : tensors) t.unsafeGetTensorImpl()->bump_version();
 }
 
 namespace detail {

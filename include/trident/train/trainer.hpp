@@ -14,6 +14,9 @@
 /// position and random state are restored, so k + (n - k) iterations give the same parameters as n uninterrupted
 /// ones (on the same device and thread count). A loss that becomes NaN or Inf stops the run
 /// with TrainingDiverged naming the loss and the iteration; the last checkpoint is left as it was.
+/// Data parallelism (options.group): every process runs fit() on its part of each batch; see
+/// train/data_parallel.hpp and TrainerOptions::group. The samplers draw from one random stream per image
+/// (core/data_parallel.hpp), seeded by (options.seed, iteration, the image's place in the batch), in one process too.
 /// Needs only trident::trident (LibTorch, fmt): nothing here reads pictures or draws.
 #include <trident/config.hpp>
 #include <trident/core/autocast.hpp>
@@ -391,7 +394,6 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
 
         std::vector<std::string> names;
         std::vector<double> values;
-        bool finite = true;
         try {
           // The samplers' random streams are those of this iteration's images (core/data_parallel.hpp), and the
           // losses' means and the memory's update span the whole batch of every process.
@@ -448,7 +450,7 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
           bar.newline();
           detail::rethrow_collective_failure(state.iteration, e);
         }
-        finite = scaler.unscale(params);
+        const bool finite = scaler.unscale(params);
         if (finite && o.clip_grad_norm > 0) {
           const double norm = torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm);
           if (!std::isfinite(norm)) diverged(epoch, fmt::format("the gradient norm is {}", norm));
