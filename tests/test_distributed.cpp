@@ -454,10 +454,10 @@ TEST_CASE("data parallel: a rank that hangs stops the other after the collective
   const auto out = fresh_dir("hung");
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
-  // Rank 1 sleeps for an hour at its second batch; rank 0's next collective gives up after 3 s (the timeout), it
+  // Rank 1 sleeps for an hour at its second batch; rank 0's next collective gives up after 5 s (the timeout), it
   // waits 1 s for the others in the store, names rank 1 and exits; the launcher then stops rank 1 (SIGTERM).
   const auto r = launch(2, out, {{"TRIDENT_TEST_FAULT", "hang"}, {"TRIDENT_TEST_FAULT_RANK", "1"},
-                                 {"TRIDENT_TEST_FAULT_AT", "1"}, {"TRIDENT_TEST_TIMEOUT_MS", "3000"}},
+                                 {"TRIDENT_TEST_FAULT_AT", "1"}, {"TRIDENT_TEST_TIMEOUT_MS", "5000"}},
                         std::chrono::seconds(2));
   const double seconds = std::chrono::duration<double>(clock::now() - start).count();
   CHECK(r.first_failed == 0);

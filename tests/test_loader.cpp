@@ -271,7 +271,6 @@ TEST_CASE("loader: in_order_options gives the test images one by one, in order, 
   }
   CHECK(seen == data.test);
 }
-#endif
 
 TEST_CASE("loader: shards of a global batch are its consecutive parts, with the whole batch's order and flips") {
   // Data parallelism (LoaderOptions::shard_rank / shard_count): batch_size is the global batch. 7 training images
@@ -331,3 +330,4 @@ TEST_CASE("loader: shards of a global batch are its consecutive parts, with the 
   options.shard_rank = 3;
   CHECK_THROWS_WITH(td::Loader(data, data.train, options), doctest::Contains("shard_rank 3 must lie in [0, shard_count = 3)"));
 }
+#endif

@@ -42,7 +42,10 @@
 #endif
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>  // and, in LibTorch 2.x, Backend.hpp
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/Types.hpp>
+#include <torch/csrc/distributed/c10d/Work.hpp>
 #if TRIDENT_WITH_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
@@ -312,13 +315,7 @@ class C10dGroup : public DataParallelGroup {
 
 /// Whether this build can make a group for `backend` ("gloo" or "nccl").
 inline bool backend_available(std::string_view backend) {
-#if TRIDENT_WITH_GLOO
-  if (backend == "gloo") return true;
-#endif
-#if TRIDENT_WITH_NCCL
-  if (backend == "nccl") return true;
-#endif
-  return false;
+  return (TRIDENT_WITH_GLOO && backend == "gloo") || (TRIDENT_WITH_NCCL && backend == "nccl");
 }
 
 /// Joins the group of the launch `env` (every process calls it; rank 0 hosts the store). Checks the world size
