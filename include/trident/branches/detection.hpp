@@ -45,7 +45,8 @@ class DetectionBranch : public torch::nn::Module {
     const auto fg = ctx.sampled->is_foreground();
     const auto& d = ctx.detection;
     // Means over the sampled RoIs of the whole batch (core/data_parallel.hpp: over every process's images).
-    const auto sampled = at::scalar_tensor(static_cast<double>(ctx.size()), at::kDouble);
+    // The count on the logits' device: summed over processes there (NCCL) without a trip through the host.
+    const auto sampled = at::scalar_tensor(static_cast<double>(ctx.size()), d.logits.options().dtype(at::kDouble));
     losses.add("det_cls", batch_mean(at::cross_entropy_loss(d.logits, fg.to(at::kLong), {}, at::Reduction::Sum),
                                      sampled));
     // The foreground rows by mask, not by index: their number stays on the device.

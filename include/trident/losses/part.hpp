@@ -67,7 +67,7 @@ at::Tensor part_loss(const at::Tensor& scores, const at::Tensor& labels, const a
                                                    weight.defined() ? weight.unsqueeze(1).expand({m, parts}).reshape({-1}) : weight,
                                                    options.tau_part);
   // The mean over the partitions of the whole batch (core/data_parallel.hpp: over every process's proposals).
-  return batch_mean(rows.sum(), at::scalar_tensor(static_cast<double>(rows.numel()), at::kDouble));
+  return batch_mean(rows.sum(), at::scalar_tensor(static_cast<double>(rows.numel()), rows.options().dtype(at::kDouble)));
 }
 
 }  // namespace trident::losses
