@@ -42,8 +42,9 @@ namespace {
 /// Runs fn(rank, group) on `n` threads, each joined to one Gloo group of n ranks over a local TCPStore; returns
 /// each rank's exception message ("" when it returned).
 template <class Fn>
-std::vector<std::string> run_ranks(int n, Fn&& fn, std::vector<int> worlds = {}) {
-  const int port = distributed::free_port();
+std::vector<std::string> run_ranks(int n, Fn&& fn, std::vector<int> worlds = {}, bool agent_store = false,
+                                   int port = 0) {
+  if (port == 0) port = distributed::free_port();
   std::vector<std::string> errors(static_cast<size_t>(n));
   std::vector<std::thread> threads;
   for (int r = 0; r < n; ++r)
@@ -53,6 +54,7 @@ std::vector<std::string> run_ranks(int n, Fn&& fn, std::vector<int> worlds = {})
         env.rank = r;
         env.world_size = worlds.empty() ? n : worlds[static_cast<size_t>(r)];
         env.master_port = port;
+        env.agent_store = agent_store;
         distributed::GroupOptions o;
         o.timeout = std::chrono::seconds(20);
         auto group = distributed::join(env, o);
@@ -323,10 +325,36 @@ TEST_CASE("data parallel: processes that disagree on the world size are refused 
   CHECK(errors[1].find("rank 1 was started with a world of 3 processes, rank 0 with 2") != std::string::npos);
 }
 
+TEST_CASE("data parallel: under torchrun's agent store, every rank joins it as a client" * no_gloo) {
+  // torchrun's agent hosts a TCPStore at MASTER_ADDR:MASTER_PORT and tells its workers so
+  // (TORCHELASTIC_USE_AGENT_STORE=True): rank 0 must not open a second one on the same port.
+  const int port = distributed::free_port();
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<uint16_t>(port);
+  so.isServer = true;
+  so.waitWorkers = false;
+  const auto agent = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", so);
+  std::vector<double> sums(2);
+  const auto errors = run_ranks(
+      2,
+      [&](int r, DataParallelGroup& group) {
+        std::vector<at::Tensor> t{at::full({1}, static_cast<double>(r + 1), at::kDouble)};
+        group.all_reduce_sum(t);
+        sums[static_cast<size_t>(r)] = t[0].item<double>();
+      },
+      {}, /*agent_store=*/true, port);
+  CHECK(errors[0].empty());
+  CHECK(errors[1].empty());
+  CHECK(sums[0] == 3.0);
+  CHECK(sums[1] == 3.0);
+  CHECK(agent->check({"trident/0/world/1"}));  // the ranks' keys are in the agent's store, under the attempt
+}
+
 TEST_CASE("data parallel: launch variables are read as torchrun and SLURM set them, and bad ones are named") {
   const auto with = [](std::vector<std::pair<const char*, const char*>> vars, auto&& fn) {
     const char* names[] = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS",
-                           "SLURM_PROCID", "SLURM_LOCALID"};
+                           "SLURM_PROCID", "SLURM_LOCALID", "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_RUN_ID",
+                           "TORCHELASTIC_RESTART_COUNT"};
     std::vector<std::pair<std::string, std::string>> saved;
     for (const char* n : names) {
       if (const char* v = std::getenv(n)) saved.emplace_back(n, v);
@@ -351,6 +379,14 @@ TEST_CASE("data parallel: launch variables are read as torchrun and SLURM set th
          CHECK(env.local_rank == 1);
          CHECK(env.master_addr == "10.0.0.2");
          CHECK(env.master_port == 29400);
+         CHECK_FALSE(env.agent_store);
+       });
+  with({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "29500"},
+        {"TORCHELASTIC_USE_AGENT_STORE", "True"}, {"TORCHELASTIC_RUN_ID", "job7"}, {"TORCHELASTIC_RESTART_COUNT", "2"}},
+       [] {
+         const auto env = distributed::LaunchEnvironment::from_environment();
+         CHECK(env.agent_store);
+         CHECK(env.attempt == "job7/2");
        });
   with({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}, {"MASTER_ADDR", "node1"},
         {"MASTER_PORT", "12000"}},

@@ -83,6 +83,12 @@ struct LaunchEnvironment {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   std::string source = "defaults";  ///< "torchrun", "SLURM" or "defaults" (one process)
+  /// torchrun's agent already hosts a store at MASTER_ADDR:MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE=True): every
+  /// process, rank 0 included, joins it as a client.
+  bool agent_store = false;
+  /// Names this attempt of the run in the store (torchrun: TORCHELASTIC_RUN_ID and TORCHELASTIC_RESTART_COUNT),
+  /// so that a restarted attempt does not meet the keys of the previous one.
+  std::string attempt = "0";
 
   /// A launcher's variables, torchrun's first, then SLURM's; none: one process (rank 0 of 1).
   static LaunchEnvironment from_environment() {
@@ -116,6 +122,8 @@ struct LaunchEnvironment {
     } else {
       return env;
     }
+    env.agent_store = get("TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True";
+    env.attempt = get("TORCHELASTIC_RUN_ID").value_or("run") + "/" + get("TORCHELASTIC_RESTART_COUNT").value_or("0");
     TRIDENT_CHECK(env.rank < env.world_size, "{}: rank {} (from {}) lies outside the world of {} processes", caller,
                   env.rank, env.source, env.world_size);
     if (env.world_size > 1) {
@@ -214,8 +222,8 @@ class C10dGroup : public DataParallelGroup {
   /// Leaves `why` in the store for the others' error messages (a process that stops on its own error).
   void abandon(const std::string& why) override {
     try {
-      store_->set(fmt::format("trident/abandoned/{}", rank_), detail::store_bytes(why.substr(0, 2000)));
-      store_->set(fmt::format("trident/failed/{}", rank_), detail::store_bytes("1"));
+      store_->set(fmt::format("abandoned/{}", rank_), detail::store_bytes(why.substr(0, 2000)));
+      store_->set(fmt::format("failed/{}", rank_), detail::store_bytes("1"));
     } catch (const std::exception&) {
       // the store may be gone with rank 0; the others will find out by themselves
     }
@@ -276,18 +284,18 @@ class C10dGroup : public DataParallelGroup {
     if (const auto line = cause_text.find('\n'); line != std::string::npos) cause_text.resize(line);
     std::string finding;
     try {
-      store_->set(fmt::format("trident/failed/{}", rank_), detail::store_bytes("1"));
+      store_->set(fmt::format("failed/{}", rank_), detail::store_bytes("1"));
       const auto deadline = std::chrono::steady_clock::now() + options_.grace;
       std::vector<int> missing;
       for (;;) {
         missing.clear();
         for (int r = 0; r < size_; ++r)
-          if (r != rank_ && !store_->check({fmt::format("trident/failed/{}", r)})) missing.push_back(r);
+          if (r != rank_ && !store_->check({fmt::format("failed/{}", r)})) missing.push_back(r);
         if (missing.empty() || std::chrono::steady_clock::now() >= deadline) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
       for (int r = 0; r < size_; ++r) {
-        const auto key = fmt::format("trident/abandoned/{}", r);
+        const auto key = fmt::format("abandoned/{}", r);
         if (r != rank_ && store_->check({key}))
           finding += fmt::format("; rank {} stopped: {}", r, detail::store_text(store_->get(key)));
       }
@@ -334,29 +342,30 @@ inline std::shared_ptr<C10dGroup> join(const LaunchEnvironment& env, GroupOption
                 caller, options.device.str());
   c10d::TCPStoreOptions so;
   so.port = static_cast<uint16_t>(env.master_port);
-  so.isServer = env.rank == 0;
+  so.isServer = env.rank == 0 && !env.agent_store;
   so.numWorkers = static_cast<size_t>(env.world_size);
   so.waitWorkers = false;
   so.timeout = options.timeout;
   c10::intrusive_ptr<c10d::Store> store;
   try {
-    store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+    store = c10::make_intrusive<c10d::PrefixStore>(
+        "trident/" + env.attempt, c10::make_intrusive<c10d::TCPStore>(env.master_addr, so));
   } catch (const std::exception& e) {
     fail("{}: rank {}: cannot {} the rendezvous store at {}:{} ({}): {}", caller, env.rank,
-         env.rank == 0 ? "open" : "reach", env.master_addr, env.master_port, env.source, e.what());
+         so.isServer ? "open" : "reach", env.master_addr, env.master_port, env.source, e.what());
   }
   // The world size and the ranks, before any collective (a mismatch would otherwise hang in the first one).
   try {
-    const auto claims = store->add(fmt::format("trident/rank/{}", env.rank), 1);
+    const auto claims = store->add(fmt::format("rank/{}", env.rank), 1);
     TRIDENT_CHECK(claims == 1, "{}: two processes were started as rank {} (from {})", caller, env.rank, env.source);
-    store->set(fmt::format("trident/world/{}", env.rank), detail::store_bytes(std::to_string(env.world_size)));
-    const auto root_world = detail::store_text(store->get("trident/world/0"));
+    store->set(fmt::format("world/{}", env.rank), detail::store_bytes(std::to_string(env.world_size)));
+    const auto root_world = detail::store_text(store->get("world/0"));
     TRIDENT_CHECK(root_world == std::to_string(env.world_size),
                   "{}: rank {} was started with a world of {} processes, rank 0 with {} (from {})", caller, env.rank,
                   env.world_size, root_world, env.source);
     if (env.rank == 0)
       for (int r = 1; r < env.world_size; ++r) {
-        const auto world = detail::store_text(store->get(fmt::format("trident/world/{}", r)));
+        const auto world = detail::store_text(store->get(fmt::format("world/{}", r)));
         TRIDENT_CHECK(world == std::to_string(env.world_size),
                       "{}: rank {} was started with a world of {} processes, rank 0 with {} (from {})", caller, r,
                       world, env.world_size, env.source);
@@ -367,7 +376,7 @@ inline std::shared_ptr<C10dGroup> join(const LaunchEnvironment& env, GroupOption
     fail("{}: rank {}: the rendezvous at {}:{} did not complete within {} ms (are all {} processes started?): {}",
          caller, env.rank, env.master_addr, env.master_port, options.timeout.count(), env.world_size, e.what());
   }
-  auto prefixed = c10::make_intrusive<c10d::PrefixStore>("trident/c10d", store);
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>("c10d", store);
   c10::intrusive_ptr<detail::Backend> pg;
   try {
 #if TRIDENT_WITH_GLOO
