@@ -133,9 +133,11 @@ int run(const Options& o, NetOptions net_options, const data::Dataset& dataset, 
                            loader.batches_per_epoch(), o.batch_size, o.optimizer, o.lr, o.out);
   const auto summary = train::fit(net, source, to);
   if (!leader) return 0;  // rank 0 reports and evaluates
-  std::cout << fmt::format("trained {} iterations ({} in this run) in {}, {:.2f} images/s; checkpoint {}\n",
+  std::cout << fmt::format("trained {} iterations ({} in this run) in {}, {:.2f} images/s{}; checkpoint {}\n",
                            summary.iterations, summary.iterations_this_run, train::format_duration(summary.seconds),
-                           summary.images_per_second, summary.checkpoint);
+                           summary.images_per_second,
+                           launch.world_size > 1 ? fmt::format(" over {} processes", launch.world_size) : "",
+                           summary.checkpoint);
 
   // 4. Evaluation on the test split, with the dataset's protocol.
   if (o.evaluate) {
