@@ -88,12 +88,10 @@ Args parse(int argc, char** argv) {
 int worker(const Args& a) {
   const auto env = trident::distributed::LaunchEnvironment::from_environment();
   const std::string out = std::getenv("BENCH_OUT");
-  const int cores = a.threads > 0 ? a.threads : static_cast<int>(std::thread::hardware_concurrency());
-  trident::use_all_cores(std::max(1, cores / env.world_size));
+  trident::use_all_cores(
+      env.threads_from(a.threads > 0 ? a.threads : static_cast<int>(std::thread::hardware_concurrency())));
   trident::train::TrainerOptions o;
-  o.device = c10::Device(a.device);
-  if (o.device.is_cuda() && env.world_size > 1)  // one GPU per process
-    o.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  o.device = env.device_for(c10::Device(a.device));  // one GPU per process
   if (env.world_size > 1) {
     trident::distributed::GroupOptions g;
     g.device = o.device;

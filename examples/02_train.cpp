@@ -66,16 +66,15 @@ NetOptions with_command_line(NetOptions net_options, const Options& o) {
 
 /// Trains a TridentNet<Cfg> whose look-up table has `lut_rows` rows.
 template <class Cfg>
-int run(const Options& o, NetOptions net_options, const data::Dataset& dataset, int64_t lut_rows) {
+int run(const Options& o, const distributed::LaunchEnvironment& launch, NetOptions net_options,
+        const data::Dataset& dataset, int64_t lut_rows) {
   TRIDENT_CHECK(dataset.num_train_ids <= lut_rows,
                 "02_train: '{}' has {} training identities, the {} configuration's look-up table has {} rows",
                 o.root, dataset.num_train_ids, o.config, lut_rows);
-  // Data parallelism: the launch this process belongs to (one process when no launcher set its variables).
-  const auto launch = distributed::LaunchEnvironment::from_environment();
+  // Data parallelism: `launch` is the launch this process belongs to (one process when no launcher set its
+  // variables).
   const bool leader = launch.rank == 0;
-  c10::Device device(o.device);
-  if (device.is_cuda() && !device.has_index() && launch.world_size > 1)  // one GPU per process
-    device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
+  const c10::Device device = launch.device_for(c10::Device(o.device));  // one GPU per process
   std::shared_ptr<distributed::C10dGroup> group;
   if (launch.world_size > 1) {
     distributed::GroupOptions go;
@@ -200,7 +199,8 @@ int main(int argc, char** argv) {
   app.add_flag("--evaluate", o.evaluate, "score the trained model on the test split");
   CLI11_PARSE(app, argc, argv);
   try {
-    if (o.nproc > 1 && std::getenv("RANK") == nullptr) {
+    const auto launch = distributed::LaunchEnvironment::from_environment();
+    if (o.nproc > 1 && launch.source == "defaults") {
       // This program again, as o.nproc processes with torchrun's variables, without --nproc.
       std::vector<std::string> args{distributed::this_program()};
       for (int i = 1; i < argc; ++i) {
@@ -221,11 +221,9 @@ int main(int argc, char** argv) {
       return result.exit_code();
     }
     if (o.threads == 0)  // processes of one machine share its cores
-      if (const char* local = std::getenv("LOCAL_WORLD_SIZE"); local != nullptr && std::atoi(local) > 1)
-        o.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / std::atoi(local));
+      o.threads = launch.threads_from(static_cast<int>(std::thread::hardware_concurrency()));
     const int threads = use_all_cores(o.threads);
-    if (std::getenv("RANK") == nullptr || std::string(std::getenv("RANK")) == "0")
-      std::cout << fmt::format("trident example 02, {} threads\n", threads);
+    if (launch.rank == 0) std::cout << fmt::format("trident example 02, {} threads\n", threads);
     // 1. The dataset, through its own reader.
     data::ReadOptions read_options;
     read_options.gallery_size = o.gallery_size;
@@ -242,13 +240,13 @@ int main(int argc, char** argv) {
       const auto [short_side, long_side] = data::picture_sides(first.path);
       if (o.min_size == 0) o.min_size = short_side;
       if (o.max_size == 0) o.max_size = long_side;
-      return run<Small>(o, with_command_line(small_net_options(), o), dataset, 512);
+      return run<Small>(o, launch, with_command_line(small_net_options(), o), dataset, 512);
     }
     if (o.weights.empty() && !o.resume)
       std::cerr << "warning: the paper configuration without --weights trains ResNet-50 from random weights\n";
     const NetOptions net_options = with_command_line({}, o);
-    if (o.dataset == "prw") return run<PaperConfig<Prw>>(o, net_options, dataset, Prw::identities);
-    return run<PaperConfig<CuhkSysu>>(o, net_options, dataset, CuhkSysu::identities);
+    if (o.dataset == "prw") return run<PaperConfig<Prw>>(o, launch, net_options, dataset, Prw::identities);
+    return run<PaperConfig<CuhkSysu>>(o, launch, net_options, dataset, CuhkSysu::identities);
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

@@ -46,13 +46,14 @@ class DetectionBranch : public torch::nn::Module {
     const auto& d = ctx.detection;
     // Means over the sampled RoIs of the whole batch (core/data_parallel.hpp: over every process's images).
     // The count on the logits' device: summed over processes there (NCCL) without a trip through the host.
-    const auto sampled = at::scalar_tensor(static_cast<double>(ctx.size()), d.logits.options().dtype(at::kDouble));
-    losses.add("det_cls", batch_mean(at::cross_entropy_loss(d.logits, fg.to(at::kLong), {}, at::Reduction::Sum),
-                                     sampled));
+    const auto sampled =
+        batch_sum(at::scalar_tensor(static_cast<double>(ctx.size()), d.logits.options().dtype(at::kDouble)));
+    losses.add("det_cls", batch_mean_of_total(
+                              at::cross_entropy_loss(d.logits, fg.to(at::kLong), {}, at::Reduction::Sum), sampled));
     // The foreground rows by mask, not by index: their number stays on the device.
     const auto rows = at::smooth_l1_loss(d.deltas, ctx.sampled->regression_targets.to(d.deltas.scalar_type()),
                                          at::Reduction::None, 1.0 / 9.0);
-    losses.add("det_reg", batch_mean(at::where(fg.unsqueeze(1), rows, 0.0).sum(), sampled));
+    losses.add("det_reg", batch_mean_of_total(at::where(fg.unsqueeze(1), rows, 0.0).sum(), sampled));
   }
 
   /// Nothing per box: the model reports the detection boxes and scores itself (Detections::boxes, ::scores).

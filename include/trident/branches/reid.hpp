@@ -86,7 +86,8 @@ class ReidBranch : public torch::nn::Module {
     // is split over processes, every process applies the rows of all of them in rank order (gather_rows,
     // core/data_parallel.hpp), so the memories stay identical and equal to one process's with the whole batch.
     const auto& own_labels = ctx.sampled->pids_on_host.defined() ? ctx.sampled->pids_on_host.get() : labels;
-    memory_->update(gather_rows(x.detach()), gather_rows(own_labels));
+    const auto rows = gather_rows({x.detach(), own_labels});
+    memory_->update(rows[0], rows[1]);
   }
 
   void infer(const RoiContext& ctx, RoiOutputs& outputs) { outputs["embedding"] = embed(ctx); }

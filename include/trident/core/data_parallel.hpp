@@ -149,11 +149,6 @@ inline at::Tensor batch_sum(const at::Tensor& t) {
   return v[0];
 }
 
-/// The mean over the rows of the whole batch whose local sum is `local_sum` (0-d, in the graph) and local number
-/// `count` (0-d, any type): local_sum / max(count, 1) in one process; across P processes local_sum * P /
-/// max(total count, 1), whose gradient averaged over the processes is the whole batch's mean's.
-inline at::Tensor batch_mean(const at::Tensor& local_sum, const at::Tensor& count);
-
 /// batch_mean with the whole batch's count already summed (`total`, 0-d, from batch_sum): local_sum * P /
 /// max(total, 1).
 inline at::Tensor batch_mean_of_total(const at::Tensor& local_sum, const at::Tensor& total) {
@@ -161,29 +156,42 @@ inline at::Tensor batch_mean_of_total(const at::Tensor& local_sum, const at::Ten
   return local_sum * (scale / total.to(at::kDouble).clamp_min(1)).to(local_sum.scalar_type());
 }
 
+/// The mean over the rows of the whole batch whose local sum is `local_sum` (0-d, in the graph) and local number
+/// `count` (0-d, any type): local_sum / max(count, 1) in one process; across P processes local_sum * P /
+/// max(total count, 1), whose gradient averaged over the processes is the whole batch's mean's.
 inline at::Tensor batch_mean(const at::Tensor& local_sum, const at::Tensor& count) {
   return batch_mean_of_total(local_sum, batch_sum(count.to(at::kDouble)));
 }
 
-/// The rows of `t` ([n, ...], n may differ between processes) of every process, concatenated in rank order;
-/// `t` when alone. Detached.
-inline at::Tensor gather_rows(const at::Tensor& t) {
+/// The rows of each of `tensors` ([n, ...], the same n for all of them; n may differ between processes) of every
+/// process, concatenated in rank order; the tensors themselves when alone. Detached. The row counts are
+/// gathered once for all of them.
+inline std::vector<at::Tensor> gather_rows(const std::vector<at::Tensor>& tensors) {
   auto* g = current_data_parallel_group();
-  if (g == nullptr || g->size() == 1) return t;
-  TRIDENT_CHECK(t.dim() >= 1, "trident::gather_rows: the tensor needs a row dimension, got {}", shape_of(t));
-  // The row counts first (a small host tensor where the group allows it), then the rows padded to the longest.
-  const auto counts = g->all_gather(at::tensor({t.size(0)}, at::TensorOptions().dtype(at::kLong)).to(t.device()));
-  std::vector<int64_t> n;
-  for (const auto& c : counts) n.push_back(c.cpu().item<int64_t>());
+  if (g == nullptr || g->size() == 1 || tensors.empty()) return tensors;
+  const int64_t own = tensors[0].dim() >= 1 ? tensors[0].size(0) : -1;
+  for (const auto& t : tensors)
+    TRIDENT_CHECK(t.dim() >= 1 && t.size(0) == own, "trident::gather_rows: every tensor needs the same {} rows, got {}",
+                  own, shape_of(t));
+  // The row counts first (one host read for all processes), then each tensor's rows padded to the longest.
+  const auto counts = at::cat(g->all_gather(at::tensor({own}, at::TensorOptions().dtype(at::kLong)))).cpu();
+  const std::vector<int64_t> n(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + counts.numel());
   const int64_t most = *std::max_element(n.begin(), n.end());
-  auto sizes = t.sizes().vec();
-  sizes[0] = most;
-  auto padded = at::zeros(sizes, t.options());
-  padded.narrow(0, 0, t.size(0)).copy_(t.detach());
-  const auto parts = g->all_gather(padded);
-  std::vector<at::Tensor> rows;
-  for (size_t r = 0; r < parts.size(); ++r) rows.push_back(parts[r].narrow(0, 0, n[r]));
-  return at::cat(rows);
+  std::vector<at::Tensor> out;
+  for (const auto& t : tensors) {
+    auto sizes = t.sizes().vec();
+    sizes[0] = most;
+    auto padded = at::zeros(sizes, t.options());
+    padded.narrow(0, 0, own).copy_(t.detach());
+    const auto parts = g->all_gather(padded);
+    std::vector<at::Tensor> rows;
+    for (size_t r = 0; r < parts.size(); ++r) rows.push_back(parts[r].narrow(0, 0, n[r]));
+    out.push_back(at::cat(rows));
+  }
+  return out;
 }
+
+/// gather_rows of one tensor.
+inline at::Tensor gather_rows(const at::Tensor& t) { return gather_rows(std::vector<at::Tensor>{t})[0]; }
 
 }  // namespace trident

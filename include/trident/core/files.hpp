@@ -1,6 +1,7 @@
 #pragma once
 /// \file trident/core/files.hpp
-/// Atomic file writes: the one way trident replaces a file (checkpoints, results files, MAT files, pictures).
+/// Atomic file writes: the one way trident replaces a file (checkpoints, results files, MAT files, pictures);
+/// and read_whole_file, the one way it reads a whole file into memory.
 ///
 /// The new contents go into a temporary file beside the target (`<path>.<random>.partial`, so two writers never
 /// share one), which is flushed to the disk and then renamed over the target (atomic on POSIX within one file
@@ -14,6 +15,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <ostream>
 #include <random>
 #include <string>
@@ -80,6 +82,15 @@ inline void write_bytes_atomically(const std::string& path, std::string_view byt
   write_stream_atomically(path, caller, [&](std::ostream& out) {
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   });
+}
+
+/// The whole contents of the file at `path`; an error names `caller` and the file.
+inline std::string read_whole_file(const std::string& path, std::string_view caller) {
+  std::ifstream file(path, std::ios::binary);
+  TRIDENT_CHECK(file.good(), "{}: cannot open '{}'", caller, path);
+  std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  TRIDENT_CHECK(!file.bad(), "{}: reading '{}' failed", caller, path);
+  return bytes;
 }
 
 }  // namespace trident

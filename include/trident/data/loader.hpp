@@ -169,9 +169,10 @@ class Loader {
     TRIDENT_CHECK(options_.batch_size >= options_.shard_count,
                   "{}: a batch of {} images cannot be shared by {} processes (batch_size is the global batch)", fn,
                   options_.batch_size, options_.shard_count);
-    const bool partial_last = num % options_.batch_size != 0 &&
-                              (options_.drop_last || num % options_.batch_size < options_.shard_count);
-    batches_per_epoch_ = num / options_.batch_size + (num % options_.batch_size != 0 && !partial_last ? 1 : 0);
+    // A short last batch is kept unless drop_last, or unless it cannot give every process an image.
+    const int64_t rest = num % options_.batch_size;
+    const bool keep_rest = rest > 0 && !options_.drop_last && rest >= options_.shard_count;
+    batches_per_epoch_ = num / options_.batch_size + (keep_rest ? 1 : 0);
     TRIDENT_CHECK(batches_per_epoch_ > 0, "{}: {} images make no batch of {} for {} process(es)", fn, num,
                   options_.batch_size, options_.shard_count);
     start_workers();

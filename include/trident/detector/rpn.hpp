@@ -183,13 +183,13 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
     const auto labels = at::cat(all_labels).index_select(0, index), regression = at::cat(all_targets);
     const auto flat_deltas = deltas.reshape({-1, 4}), flat_obj = objectness.reshape({-1});
     // Means over the sampled anchors of the whole batch (core/data_parallel.hpp: over every process's images).
-    const auto count = is_valid.sum();
+    const auto count = batch_sum(is_valid.sum().to(at::kDouble));
     const auto box = at::smooth_l1_loss(flat_deltas.index_select(0, index), regression.index_select(0, index),
                                         at::Reduction::None, 1.0 / 9.0);
-    out.loss_box = batch_mean(at::where(is_positive.unsqueeze(1), box, 0.0).sum(), count);
+    out.loss_box = batch_mean_of_total(at::where(is_positive.unsqueeze(1), box, 0.0).sum(), count);
     const auto objectness_rows = at::binary_cross_entropy_with_logits(
         flat_obj.index_select(0, index), at::where(is_valid, labels, 0.0), {}, {}, at::Reduction::None);
-    out.loss_objectness = batch_mean(at::where(is_valid, objectness_rows, 0.0).sum(), count);
+    out.loss_objectness = batch_mean_of_total(at::where(is_valid, objectness_rows, 0.0).sum(), count);
     return out;
   }
 

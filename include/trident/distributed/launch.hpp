@@ -82,16 +82,18 @@ inline LocalLaunchResult launch_local(const std::vector<std::string>& argv, cons
   std::vector<pid_t> pids;
   LocalLaunchResult result;
   result.exit_codes.assign(static_cast<size_t>(o.processes), -1);
+  // This process's environment without the variables set below, then per rank those.
+  std::vector<std::string> inherited;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry(*e);
+    const auto name = entry.substr(0, entry.find('='));
+    bool replaced = false;
+    for (const auto& n : ours) replaced = replaced || n == name;
+    for (const auto& [n, v] : o.environment) replaced = replaced || n == name;
+    if (!replaced) inherited.push_back(entry);
+  }
   for (int rank = 0; rank < o.processes; ++rank) {
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) {
-      const std::string entry(*e);
-      const auto name = entry.substr(0, entry.find('='));
-      bool replaced = false;
-      for (const auto& n : ours) replaced = replaced || n == name;
-      for (const auto& [n, v] : o.environment) replaced = replaced || n == name;
-      if (!replaced) env.push_back(entry);
-    }
+    std::vector<std::string> env = inherited;
     env.push_back(fmt::format("RANK={}", rank));
     env.push_back(fmt::format("WORLD_SIZE={}", o.processes));
     env.push_back(fmt::format("LOCAL_RANK={}", rank));

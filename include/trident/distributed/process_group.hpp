@@ -59,6 +59,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -80,6 +81,7 @@ struct LaunchEnvironment {
   int rank = 0;
   int world_size = 1;
   int local_rank = 0;
+  int local_world_size = 1;  ///< the processes of this machine (torchrun's LOCAL_WORLD_SIZE; 1 when not given)
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   std::string source = "defaults";  ///< "torchrun", "SLURM" or "defaults" (one process)
@@ -89,6 +91,17 @@ struct LaunchEnvironment {
   /// Names this attempt of the run in the store (torchrun: TORCHELASTIC_RUN_ID and TORCHELASTIC_RESTART_COUNT),
   /// so that a restarted attempt does not meet the keys of the previous one.
   std::string attempt = "0";
+
+  /// The device of this process for `requested`: with several processes, "cuda" without an index becomes
+  /// cuda:LOCAL_RANK (one GPU per process); anything else as it is.
+  c10::Device device_for(c10::Device requested) const {
+    if (requested.is_cuda() && !requested.has_index() && world_size > 1)
+      return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+    return requested;
+  }
+
+  /// The intra-op threads of this process when `cores` are shared by the processes of this machine (at least 1).
+  int threads_from(int cores) const { return std::max(1, cores / local_world_size); }
 
   /// A launcher's variables, torchrun's first, then SLURM's; none: one process (rank 0 of 1).
   static LaunchEnvironment from_environment() {
@@ -114,6 +127,7 @@ struct LaunchEnvironment {
       env.world_size = integer("WORLD_SIZE", 1, 1 << 20);
       env.rank = integer("RANK", 0, 1 << 20);
       env.local_rank = get("LOCAL_RANK") ? integer("LOCAL_RANK", 0, 1 << 20) : 0;
+      env.local_world_size = get("LOCAL_WORLD_SIZE") ? integer("LOCAL_WORLD_SIZE", 1, 1 << 20) : 1;
     } else if (get("SLURM_NTASKS") && get("SLURM_PROCID")) {
       env.source = "SLURM";
       env.world_size = integer("SLURM_NTASKS", 1, 1 << 20);
@@ -247,9 +261,7 @@ class C10dGroup : public DataParallelGroup {
     return out;
   }
   at::Tensor on_device(const at::Tensor& t) const {
-    const bool move = name_ == "nccl" && t.device() != device_;
-    if (!move && t.is_contiguous()) return t;
-    return move ? t.to(device_).contiguous() : t.contiguous();
+    return (name_ == "nccl" && t.device() != device_ ? t.to(device_) : t).contiguous();
   }
   static void unstage(const std::vector<at::Tensor>& staged, std::vector<at::Tensor>& tensors) {
     for (size_t i = 0; i < tensors.size(); ++i)

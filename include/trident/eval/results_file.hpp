@@ -366,14 +366,6 @@ class BinaryReader {
   size_t offset_ = 0;
 };
 
-inline std::string read_whole_file(const std::string& path, const char* fn) {
-  std::ifstream file(path, std::ios::binary);
-  TRIDENT_CHECK(file.good(), "{}: cannot open '{}'", fn, path);
-  std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  TRIDENT_CHECK(!file.bad(), "{}: reading '{}' failed", fn, path);
-  return bytes;
-}
-
 inline bool starts_with_binary_magic(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   std::array<char, 8> head{};
@@ -387,7 +379,7 @@ inline bool starts_with_binary_magic(const std::string& path) {
 /// name the file, the field and the byte offset.
 inline SearchOutputs load_search_outputs_binary(const std::string& path) {
   constexpr const char* fn = detail::BinaryReader::fn;
-  detail::BinaryReader r(path, detail::read_whole_file(path, fn));
+  detail::BinaryReader r(path, read_whole_file(path, fn));
   r.need(8, "the magic bytes");
   TRIDENT_CHECK(detail::starts_with_binary_magic(path),
                 "{}: '{}': not a binary results file (the first 8 bytes are not \"{}\")", fn, path,

@@ -31,6 +31,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/softplus.h>
+#include <ATen/ops/stack.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 
@@ -185,22 +186,23 @@ ReidLossTerms reid_loss(const at::Tensor& scores, const at::Tensor& labels, cons
   terms.num_labeled = labeled.sum();
   terms.num_unlabeled = unlabeled.sum();
   // Means over the rows of the whole batch (core/data_parallel.hpp: over every process's proposals when a batch is
-  // split over processes; the counts are summed over them, in the same order on every process).
-  const auto total_labeled = batch_sum(terms.num_labeled.to(at::kDouble));
-  const auto total_unlabeled = batch_sum(terms.num_unlabeled.to(at::kDouble));
+  // split over processes). The two counts and the positive scores' sum of S-bar go in one sum over the processes.
+  const auto identities = labels.clamp_min(0);
+  const auto positive = scores.gather(1, identities.unsqueeze(1)).squeeze(1);
+  const auto local_positive = at::where(labeled, positive, 0.0).sum();
+  const auto totals = batch_sum(at::stack({terms.num_labeled.to(at::kDouble), terms.num_unlabeled.to(at::kDouble),
+                                           local_positive.detach().to(at::kDouble)}));
+  const auto total_labeled = totals[0], total_unlabeled = totals[1];
   const auto masked_mean = [](const at::Tensor& mask, const at::Tensor& rows, const at::Tensor& count) {
     return batch_mean_of_total(at::where(mask, rows, 0.0).sum(), count);
   };
-  const auto identities = labels.clamp_min(0);
-  const auto positive = scores.gather(1, identities.unsqueeze(1)).squeeze(1);
   terms.id = masked_mean(labeled, detail::identity_rows(scores, identities, weight, options.tau_id), total_labeled);
   terms.bin = masked_mean(labeled, detail::binary_rows(positive, weight, options.tau_bin, options.s_kappa),
                           total_labeled);
 
   // Eq. (10): S-bar over the labeled rows of the whole batch (0 without any). Its value is the whole batch's;
   // undetached, its gradient reaches this process's rows only.
-  const auto local_positive = at::where(labeled, positive, 0.0).sum();
-  const auto others_positive = batch_sum(local_positive.detach()) - local_positive.detach();
+  const auto others_positive = totals[2].to(positive.scalar_type()) - local_positive.detach();
   const auto mean_positive =
       (local_positive + others_positive) / total_labeled.clamp_min(1).to(positive.scalar_type());
   terms.mean_positive = mean_positive.detach();

@@ -22,11 +22,10 @@
 
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
-#include <vector>
 
 namespace trident::train {
 
@@ -83,12 +82,13 @@ inline c10::Device module_device(const torch::nn::Module& model) {
 /// Opens the archive at `path`, or, when `bytes` is given, the archive in those bytes (read from `path`
 /// elsewhere: data-parallel processes receive rank 0's checkpoint this way).
 inline torch::serialize::InputArchive open_archive(const std::string& path, std::string_view caller,
-                                                   c10::Device device, const std::vector<char>* bytes = nullptr) {
-  if (bytes == nullptr)
+                                                   c10::Device device,
+                                                   std::optional<std::string_view> bytes = std::nullopt) {
+  if (!bytes)
     TRIDENT_CHECK(std::filesystem::is_regular_file(path), "{}: '{}' does not exist (or is not a file)", caller, path);
   torch::serialize::InputArchive ar;
   try {
-    if (bytes != nullptr)
+    if (bytes)
       ar.load_from(bytes->data(), bytes->size(), device);
     else
       ar.load_from(path, device);
@@ -138,8 +138,11 @@ inline void save_checkpoint(const std::string& path, torch::nn::Module& model, t
 
 /// Loads every part of a checkpoint into `model` and `optimizer` (onto the device `model` is on, whatever device
 /// wrote it), restores the CPU random generator, and returns the training state. Errors name the file and the entry.
+/// `bytes`: the file's contents, when they were read elsewhere (data-parallel processes receive rank 0's);
+/// otherwise the file at `path` is read.
 inline TrainState load_checkpoint(const std::string& path, torch::nn::Module& model,
-                                  torch::optim::Optimizer& optimizer, const std::vector<char>* bytes = nullptr) {
+                                  torch::optim::Optimizer& optimizer,
+                                  std::optional<std::string_view> bytes = std::nullopt) {
   static constexpr const char* caller = "trident::train::load_checkpoint";
   auto ar = detail::open_archive(path, caller, detail::module_device(model), bytes);
   const int64_t version = detail::read_int(ar, "version", path);
@@ -166,21 +169,6 @@ inline TrainState load_checkpoint(const std::string& path, torch::nn::Module& mo
   at::Generator generator = at::detail::getDefaultCPUGenerator();
   generator.set_state(rng.cpu());
   return s;
-}
-
-/// load_checkpoint of a checkpoint's bytes, read from `path` (named in messages) by another process.
-inline TrainState load_checkpoint_from(const std::vector<char>& bytes, const std::string& path,
-                                       torch::nn::Module& model, torch::optim::Optimizer& optimizer) {
-  return load_checkpoint(path, model, optimizer, &bytes);
-}
-
-/// The bytes of the file at `path`; an error names the file.
-inline std::vector<char> read_file_bytes(const std::string& path, std::string_view caller) {
-  std::ifstream in(path, std::ios::binary);
-  TRIDENT_CHECK(in.good(), "{}: cannot open '{}'", caller, path);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  TRIDENT_CHECK(!in.bad(), "{}: cannot read '{}'", caller, path);
-  return bytes;
 }
 
 /// Loads only the model's parameters and buffers from a checkpoint (for evaluation and search).

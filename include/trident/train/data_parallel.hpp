@@ -46,23 +46,28 @@ class GradientBuckets {
                   bucket_bytes);
     // Buckets in reverse registration order (the backward pass produces the last layers' gradients first), each
     // of one device and type.
-    slot_.resize(params_.size());
+    bucket_of_.resize(params_.size());
+    std::vector<int64_t> offset(params_.size());
     for (size_t k = params_.size(); k-- > 0;) {
       const auto& p = params_[k];
       const int64_t bytes = p.numel() * static_cast<int64_t>(p.element_size());
       if (buckets_.empty() || buckets_.back().bytes + bytes > bucket_bytes ||
           buckets_.back().options.device() != p.device() || buckets_.back().options.dtype() != p.dtype()) {
-        if (!buckets_.empty() && buckets_.back().members.empty()) buckets_.pop_back();
         buckets_.emplace_back();
         buckets_.back().options = p.options();
       }
       auto& b = buckets_.back();
-      slot_[k] = {static_cast<int64_t>(buckets_.size()) - 1, b.numel};
+      bucket_of_[k] = buckets_.size() - 1;
+      offset[k] = b.numel;
       b.members.push_back(k);
       b.numel += p.numel();
       b.bytes += bytes;
     }
     for (auto& b : buckets_) b.flat = at::zeros({b.numel}, b.options);
+    // Each parameter's place in its bucket, shaped like the parameter.
+    for (size_t k = 0; k < params_.size(); ++k)
+      slice_.push_back(
+          buckets_[bucket_of_[k]].flat.narrow(0, offset[k], params_[k].numel()).view(params_[k].sizes()));
     for (size_t k = 0; k < params_.size(); ++k)
       hooks_.push_back(params_[k].register_hook([this, k](const at::Tensor& grad) {
         on_gradient(k, grad);
@@ -85,8 +90,8 @@ class GradientBuckets {
     for (auto& b : buckets_) {
       b.ready = 0;
       b.wait = nullptr;
-      b.seen.assign(b.members.size(), false);
     }
+    seen_.assign(params_.size(), false);
     next_ = 0;
     armed_ = true;
   }
@@ -97,9 +102,8 @@ class GradientBuckets {
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       TRIDENT_CHECK(armed_, "trident::train::GradientBuckets::finish: arm() was not called before the backward pass");
-      for (auto& b : buckets_)
-        for (size_t m = 0; m < b.members.size(); ++m)
-          if (!b.seen[m]) b.flat.narrow(0, slot_[b.members[m]].second, params_[b.members[m]].numel()).zero_();
+      for (size_t k = 0; k < params_.size(); ++k)
+        if (!seen_[k]) slice_[k].zero_();
       for (auto& b : buckets_) b.ready = static_cast<int64_t>(b.members.size());
       start_ready_buckets();
       armed_ = false;
@@ -115,11 +119,10 @@ class GradientBuckets {
       b.flat.mul_(scale);
       for (const size_t k : b.members) {
         auto& p = params_[k];
-        const auto mean = b.flat.narrow(0, slot_[k].second, p.numel()).view(p.sizes());
         if (p.grad().defined())
-          p.mutable_grad().copy_(mean);
+          p.mutable_grad().copy_(slice_[k]);
         else
-          p.mutable_grad() = mean.clone();
+          p.mutable_grad() = slice_[k].clone();
       }
     }
   }
@@ -130,25 +133,20 @@ class GradientBuckets {
     std::vector<size_t> members;  ///< parameter indices
     int64_t numel = 0, bytes = 0;
     at::Tensor flat;
-    std::vector<bool> seen;
-    int64_t ready = 0;
+    int64_t ready = 0;  ///< members whose gradient arrived in this pass
     std::function<void()> wait;
   };
 
   void on_gradient(size_t k, const at::Tensor& grad) {
     const std::lock_guard<std::mutex> lock(mutex_);
     if (!armed_) return;
-    auto& b = buckets_[static_cast<size_t>(slot_[k].first)];
-    size_t m = 0;
-    while (b.members[m] != k) ++m;
-    auto view = b.flat.narrow(0, slot_[k].second, params_[k].numel());
-    if (b.seen[m]) {
-      view.add_(grad.reshape({-1}));  // a second gradient for the same parameter in one pass
+    if (seen_[k]) {
+      slice_[k].add_(grad);  // a second gradient for the same parameter in one pass
       return;
     }
-    view.copy_(grad.reshape({-1}));
-    b.seen[m] = true;
-    ++b.ready;
+    slice_[k].copy_(grad);
+    seen_[k] = true;
+    ++buckets_[bucket_of_[k]].ready;
     start_ready_buckets();
   }
 
@@ -163,7 +161,9 @@ class GradientBuckets {
 
   DataParallelGroup& group_;
   std::vector<at::Tensor> params_;
-  std::vector<std::pair<int64_t, int64_t>> slot_;  ///< per parameter: bucket, offset
+  std::vector<size_t> bucket_of_;  ///< per parameter: its bucket
+  std::vector<at::Tensor> slice_;  ///< per parameter: its view of the bucket
+  std::vector<bool> seen_;         ///< per parameter: its gradient arrived in this pass
   std::vector<Bucket> buckets_;
   std::vector<unsigned> hooks_;
   std::mutex mutex_;
@@ -188,7 +188,7 @@ inline void broadcast_state(DataParallelGroup& group, torch::nn::Module& module)
 namespace detail {
 
 /// Rank 0's `bytes` on every process (the others' argument is ignored): the length first, then the bytes.
-inline std::vector<char> broadcast_bytes(DataParallelGroup& group, std::vector<char> bytes) {
+inline std::string broadcast_bytes(DataParallelGroup& group, std::string bytes) {
   const auto count = static_cast<int64_t>(bytes.size());
   std::vector<at::Tensor> length{at::tensor({count}, at::TensorOptions().dtype(at::kLong))};
   group.broadcast(length, 0);

@@ -20,10 +20,11 @@
 /// Needs only trident::trident (LibTorch, fmt): nothing here reads pictures or draws.
 #include <trident/config.hpp>
 #include <trident/core/autocast.hpp>
+#include <trident/core/data_parallel.hpp>
+#include <trident/core/files.hpp>
 #include <trident/core/host_copy.hpp>
 #include <trident/core/random.hpp>
 #include <trident/core/types.hpp>
-#include <trident/core/data_parallel.hpp>
 #include <trident/train/checkpoint.hpp>
 #include <trident/train/data_parallel.hpp>
 #include <trident/train/foreach_sgd.hpp>
@@ -265,12 +266,6 @@ inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector
       params, torch::optim::SGDOptions(o.schedule.base_lr).momentum(o.momentum).weight_decay(o.weight_decay));
 }
 
-/// The failure of a collective, rethrown with the process and the iteration (and what the group found out about
-/// the other processes: trident/distributed/ names the ranks that stopped answering).
-[[noreturn]] inline void rethrow_collective_failure(int64_t iteration, const std::exception& e) {
-  fail("trident::train::fit: training stopped at iteration {}: {}", iteration, e.what());
-}
-
 inline std::vector<at::Tensor> trainable(torch::nn::Module& net) {
   std::vector<at::Tensor> out;
   for (auto& p : net.parameters())
@@ -335,14 +330,13 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
   }
   if (o.resume) {
     // Under data parallelism rank 0 reads the file and sends its bytes: the other processes need no access to it.
-    std::vector<char> bytes;
-    if (leader) {
+    if (leader)
       TRIDENT_CHECK(fs::exists(checkpoint), "{}: resume asked for, but '{}' does not exist", caller, checkpoint);
-      if (group != nullptr) bytes = read_file_bytes(checkpoint, caller);
-    }
-    if (group != nullptr) bytes = detail::broadcast_bytes(*group, std::move(bytes));
-    state = group != nullptr ? load_checkpoint_from(bytes, checkpoint, net, *optimizer)
-                             : load_checkpoint(checkpoint, net, *optimizer);
+    std::optional<std::string> bytes;
+    if (group != nullptr)
+      bytes = detail::broadcast_bytes(*group, leader ? read_whole_file(checkpoint, caller) : std::string());
+    state = load_checkpoint(checkpoint, net, *optimizer,
+                            bytes ? std::optional<std::string_view>(*bytes) : std::nullopt);
     TRIDENT_CHECK(state.iterations_per_epoch == per_epoch,
                   "{}: '{}' was written with {} iterations per epoch, the data source now gives {} (another dataset "
                   "or batch size?)",
@@ -374,9 +368,9 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
     bar.newline();
     throw TrainingDiverged(fmt::format(
         "{}: training diverged at iteration {} (epoch {}): {}; {}", caller, state.iteration, epoch + 1, what,
-        summary.checkpoint.empty() || !leader
-            ? std::string(leader ? "no checkpoint was written yet" : "rank 0 keeps the last good checkpoint")
-            : fmt::format("the last good checkpoint '{}' is intact", summary.checkpoint)));
+        !leader                      ? std::string("rank 0 keeps the last good checkpoint")
+        : summary.checkpoint.empty() ? std::string("no checkpoint was written yet")
+                                     : fmt::format("the last good checkpoint '{}' is intact", summary.checkpoint)));
   };
 
   const auto start = clock::now();
@@ -392,64 +386,51 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
         for (auto& group_options : optimizer->param_groups()) group_options.options().set_lr(lr);
         Batch batch = detail::to_device(source.next(), o.device);
 
-        std::vector<std::string> names;
-        std::vector<double> values;
-        try {
+        LossMap losses;
+        {
           // The samplers' random streams are those of this iteration's images (core/data_parallel.hpp), and the
           // losses' means and the memory's update span the whole batch of every process.
           const DataParallelScope scope(group, static_cast<uint64_t>(o.seed), state.iteration, batch.first_position);
-          LossMap losses;
-          {
-            detail::AutocastScope autocast(o.mixed_precision, o.amp_dtype);
-            losses = net.losses(batch.images, batch.targets);
-          }
-          // The losses' values reach the host through one copy started now (HostCopy); the backward pass is queued
-          // before they are read, so on a GPU the host waits for the end of the forward pass only while the device
-          // has the backward pass to run. A non-finite loss still stops training before the optimizer step.
-          std::vector<at::Tensor> parts;
-          for (const auto& [name, value] : losses) {
-            names.push_back(name);
-            parts.push_back(value.detach().to(at::kDouble).reshape({1}));
-          }
-          const auto loss_vector = parts.empty() ? at::empty({0}, at::kDouble) : at::cat(parts);
-          const HostCopy loss_values(loss_vector);
-          const at::Tensor loss = losses.total();
-          optimizer->zero_grad();
-          if (buckets) buckets->arm();
-          scaler.scale_loss(loss).backward();
-          if (buckets) buckets->finish();  // every gradient is now the mean over the processes
-          if (group == nullptr) {
-            const auto host_values = loss_values.get().contiguous();
-            values.assign(host_values.data_ptr<double>(), host_values.data_ptr<double>() + host_values.numel());
-            for (size_t i = 0; i < values.size(); ++i)
-              if (!std::isfinite(values[i])) diverged(epoch, fmt::format("loss '{}' is {}", names[i], values[i]));
-          } else {
-            // Every process's losses: each is its share of the whole batch's mean (core/data_parallel.hpp), so their
-            // mean over the processes is the batch's loss. A non-finite loss anywhere stops every process.
-            const auto all = group->all_gather(loss_vector);
-            values.assign(names.size(), 0.0);
-            std::string bad;  // the first non-finite loss of each process
-            for (size_t r = 0; r < all.size(); ++r) {
-              const auto v = all[r].cpu().contiguous();
-              bool reported = false;
-              for (size_t i = 0; i < names.size(); ++i) {
-                const double x = v.data_ptr<double>()[i];
-                if (!std::isfinite(x) && !reported) {
-                  bad += fmt::format("{}loss '{}' is {} on rank {}", bad.empty() ? "" : ", ", names[i], x, r);
-                  reported = true;
-                }
-                values[i] += x / static_cast<double>(processes);
-              }
-            }
-            if (!bad.empty()) diverged(epoch, bad);
-          }
-        } catch (const TrainingDiverged&) {
-          throw;
-        } catch (const std::exception& e) {
-          if (group == nullptr) throw;
-          bar.newline();
-          detail::rethrow_collective_failure(state.iteration, e);
+          detail::AutocastScope autocast(o.mixed_precision, o.amp_dtype);
+          losses = net.losses(batch.images, batch.targets);
         }
+        // The losses' values reach the host through one copy started now (HostCopy; with several processes, one
+        // all-gather after the backward pass); the backward pass is queued before they are read, so on a GPU the
+        // host waits for the end of the forward pass only while the device has the backward pass to run. A
+        // non-finite loss still stops training before the optimizer step.
+        std::vector<std::string> names;
+        std::vector<at::Tensor> parts;
+        for (const auto& [name, value] : losses) {
+          names.push_back(name);
+          parts.push_back(value.detach().to(at::kDouble).reshape({1}));
+        }
+        const auto loss_vector = parts.empty() ? at::empty({0}, at::kDouble) : at::cat(parts);
+        std::optional<HostCopy> own_values;
+        if (group == nullptr) own_values.emplace(loss_vector);
+        optimizer->zero_grad();
+        if (buckets) buckets->arm();
+        scaler.scale_loss(losses.total()).backward();
+        if (buckets) buckets->finish();  // every gradient is now the mean over the processes
+        // Every process's losses: each is its share of the whole batch's mean (core/data_parallel.hpp), so their
+        // mean over the processes is the batch's loss. A non-finite loss anywhere stops every process.
+        const auto per_process =
+            group ? group->all_gather(loss_vector) : std::vector<at::Tensor>{own_values->get()};
+        std::vector<double> values(names.size(), 0.0);
+        std::string bad;  // the first non-finite loss of each process
+        for (size_t r = 0; r < per_process.size(); ++r) {
+          const auto v = per_process[r].cpu().contiguous();
+          bool reported = false;
+          for (size_t i = 0; i < names.size(); ++i) {
+            const double x = v.data_ptr<double>()[i];
+            if (!std::isfinite(x) && !reported) {
+              bad += fmt::format("{}loss '{}' is {}{}", bad.empty() ? "" : ", ", names[i], x,
+                                 group ? fmt::format(" on rank {}", r) : std::string());
+              reported = true;
+            }
+            values[i] += x / static_cast<double>(processes);
+          }
+        }
+        if (!bad.empty()) diverged(epoch, bad);
         const bool finite = scaler.unscale(params);
         if (finite && o.clip_grad_norm > 0) {
           const double norm = torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm);
@@ -490,10 +471,16 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
         }
       }
     }
-  } catch (const std::exception& e) {
-    // The others learn why this process stops (a picture that cannot be read, a diverged loss, ...).
+  } catch (const TrainingDiverged& e) {
     if (group != nullptr) group->abandon(fmt::format("iteration {}: {}", state.iteration, e.what()));
     throw;
+  } catch (const std::exception& e) {
+    if (group == nullptr) throw;
+    // The others learn why this process stops (a picture that cannot be read, ...); the message says where, and
+    // for a failed collective which processes stopped answering (trident/distributed/).
+    group->abandon(fmt::format("iteration {}: {}", state.iteration, e.what()));
+    bar.newline();
+    fail("{}: training stopped at iteration {}: {}", caller, state.iteration, e.what());
   }
   if (state.iteration % per_epoch != 0) draw_curves();
   summary.iterations = state.iteration;
