@@ -354,6 +354,48 @@ TEST_CASE("CUHK-SYSU reader: every field of a tiny dataset written in the distri
   CHECK(lines[1].find("Train{2}.scene(2).idlocate") != std::string::npos);
 }
 
+TEST_CASE("CUHK-SYSU reader: the occlusion and low-resolution query subsets (annotation/test/subset)") {
+  const auto root = fresh_dir("cuhk_subsets");
+  write_cuhk(root);
+  // Occlusion.mat holds TestG50's second query (s5.jpg) under the variable Occlusion1; Resolution.mat the first
+  // (s3.jpg) under Test_Size, with a gallery of its own (s4.jpg with the person, s5.jpg without).
+  const std::vector<const char*> query_fields{"imname", "idlocate", "idname"};
+  const std::vector<const char*> scene_fields{"imname", "idlocate", "ishard"};
+  auto query = [&](const std::string& imname, const std::vector<double>& box, const std::string& id) {
+    return mat_struct(nullptr, 1, 1, query_fields, {{mat_string(imname), mat_matrix(1, 4, box), mat_string(id)}});
+  };
+  write_mat(root / "annotation/test/subset/Occlusion.mat",
+            mat_struct("Occlusion1", 1, 1, {"Query", "Gallery"},
+                       {{query("s5.jpg", {7, 8, 20, 40}, "t2"),
+                         mat_struct(nullptr, 1, 1, scene_fields, {scene("s3.jpg", {})})}}));
+  write_mat(root / "annotation/test/subset/Resolution.mat",
+            mat_struct("Test_Size", 1, 1, {"Query", "Gallery"},
+                       {{query("s3.jpg", {1, 2, 30, 60}, "t1"),
+                         mat_struct(nullptr, 1, 2, scene_fields, {scene("s4.jpg", {3, 4, 25, 55}), scene("s5.jpg", {})})}}));
+  trident::data::CuhkSysuOptions options;
+  options.subset = trident::data::CuhkSysuSubset::occlusion;
+  options.gallery_size = 0;  // not used with a subset
+  auto d = trident::data::read_cuhk_sysu(root.string(), options);
+  REQUIRE(d.queries.size() == 1);
+  CHECK(d.queries[0].image == 4);
+  CHECK((d.queries[0].box == trident::Box{7, 8, 27, 48}));
+  REQUIRE(d.queries[0].gallery.size() == 1);
+  CHECK(d.queries[0].gallery[0].image == 2);
+  CHECK(!d.queries[0].gallery[0].box.has_value());
+  CHECK((longs(d.images[4].pids) == std::vector<int64_t>{0}));  // the subset's query 0
+  options.subset = trident::data::CuhkSysuSubset::low_resolution;
+  d = trident::data::read_cuhk_sysu(root.string(), options);
+  REQUIRE(d.queries.size() == 1);
+  CHECK(d.queries[0].image == 2);
+  REQUIRE(d.queries[0].gallery.size() == 2);
+  CHECK((*d.queries[0].gallery[0].box == trident::Box{3, 4, 28, 59}));
+  CHECK((trident::data::cuhk_sysu_protocol_file(root.string(), options).path ==
+         root / "annotation/test/subset/Resolution.mat"));
+  // A missing subset file is an error naming it (03_evaluate checks first and skips the row with a warning).
+  fs::remove(root / "annotation/test/subset/Resolution.mat");
+  check_error([&] { trident::data::read_cuhk_sysu(root.string(), options); }, {"Resolution.mat"});
+}
+
 TEST_CASE("CUHK-SYSU reader: Images.mat with box(j).idlocate structs reads the same") {
   const auto root = fresh_dir("cuhk_box_structs");
   write_cuhk(root, CuhkFlaw::box_structs);

@@ -127,7 +127,7 @@ TEST_CASE("protocol: detection and CUHK-SYSU-style search of a tiny dataset, com
 
 TEST_CASE("protocol: PRW-style search (no galleries): regular and multi-view rows") {
   const auto table = eval::score_search_outputs(tiny_dataset(false), tiny_results());
-  REQUIRE(table.search.size() == 2);
+  REQUIRE(table.search.size() == 3);  // regular, multi-view, same-camera
   // Regular: every test image but the query's, i.e. the same galleries as above: mAP 0.5, top-1 0.5.
   CHECK(table.search[0].setting == "regular");
   CHECK(table.search[0].metrics.mean_average_precision == Approx(0.5));
@@ -145,6 +145,118 @@ TEST_CASE("protocol: PRW-style search (no galleries): regular and multi-view row
   for (auto& image : no_cameras.images) image.camera = -1;
   for (auto& query : no_cameras.queries) query.camera = -1;
   CHECK(eval::score_search(no_cameras, tiny_results()).size() == 1);
+}
+
+TEST_CASE("protocol: the full-set row ignores the queries' lists and searches every other test image") {
+  // Q0's list names c only (pid 1 is not there): the given-gallery row leaves Q0 out. The full set searches b and
+  // c, where b's detection finds pid 1 as in the first test case: AP 1. Q1 as before: AP 0. mAP 0.5.
+  auto dataset = tiny_dataset(true);
+  dataset.queries[0].gallery = {{2, std::nullopt}};
+  const auto given = eval::score_search(dataset, tiny_results(), {}, "lists");
+  REQUIRE(given.size() == 1);
+  CHECK(given[0].metrics.queries_without_ground_truth == 1);
+  const auto full = eval::score_search_full_set(dataset, tiny_results());
+  CHECK(full.setting == "full set");
+  CHECK(full.metrics.queries_without_ground_truth == 0);
+  CHECK(full.metrics.queries[0].average_precision == Approx(1.0));
+  CHECK(full.metrics.queries[1].average_precision == 0.0);
+  CHECK(full.metrics.mean_average_precision == Approx(0.5));
+  // An independent computation of the same thing: the PRW-style regular gallery of the dataset without lists
+  // (built by evaluate_search_prw from the annotations) gives every query's numbers.
+  const auto regular = eval::score_search(tiny_dataset(false), tiny_results());
+  REQUIRE(regular.size() >= 1);
+  CHECK(regular[0].setting == "regular");
+  for (size_t q = 0; q < 2; ++q) {
+    CHECK(full.metrics.queries[q].average_precision == regular[0].metrics.queries[q].average_precision);
+    CHECK(full.metrics.queries[q].ground_truths == regular[0].metrics.queries[q].ground_truths);
+    CHECK(full.metrics.queries[q].first_match_rank == regular[0].metrics.queries[q].first_match_rank);
+  }
+}
+
+TEST_CASE("protocol: the same-camera row, per-query results and the JSON that lists them") {
+  const auto table = eval::score_search_outputs(tiny_dataset(false), tiny_results());
+  REQUIRE(table.search.size() == 3);
+  // Same camera: Q0 (camera 1, a.jpg) has no other camera-1 image: left out. Q1 (camera 2, b.jpg) searches c
+  // (camera 2), which holds pid 2 but has no detection: AP 0, counted. mAP 0.
+  const auto& same = table.search[2];
+  CHECK(same.setting == "same-camera");
+  CHECK(same.metrics.queries_without_ground_truth == 1);
+  CHECK(same.metrics.queries[1].ground_truths == 1);
+  CHECK(same.metrics.mean_average_precision == 0.0);
+  CHECK(!same.metrics.queries[1].best.has_value());  // c has no detection: nothing ranked
+
+  // Regular row, per query. Q0: b's detection is ranked first and is the true positive: rank 1, best match b.jpg
+  // [0, 0, 10, 20], score 0.8, similarity 0.48. Q1: a's two detections (similarities 0.9 * 0 and 0.6 * 1), the
+  // best a.jpg [50, 0, 60, 20] with similarity 0.6, not the person: no match, rank 0.
+  const auto& regular = table.search[0];
+  const auto& q0 = regular.metrics.queries[0];
+  CHECK(q0.first_match_rank == 1);
+  REQUIRE(q0.best.has_value());
+  CHECK(q0.best->image == 1);
+  CHECK((q0.best->box == Box{0, 0, 10, 20}));
+  CHECK(q0.best->score == Approx(0.8));
+  CHECK(q0.best->similarity == Approx(0.48));
+  CHECK(q0.best->correct);
+  const auto& q1 = regular.metrics.queries[1];
+  CHECK(q1.first_match_rank == 0);
+  REQUIRE(q1.best.has_value());
+  CHECK(q1.best->image == 0);
+  CHECK((q1.best->box == Box{50, 0, 60, 20}));
+  CHECK(q1.best->similarity == Approx(0.6));
+  CHECK(!q1.best->correct);
+
+  const auto json = eval::to_json(table);
+  const auto& entry = json["search"][0]["per_query"];
+  REQUIRE(entry.size() == 2);
+  CHECK(entry[0]["image"] == "a.jpg");
+  CHECK(entry[0]["box"][3].get<double>() == 20.0);
+  CHECK(entry[0]["first_match_rank"] == 1);
+  CHECK(entry[0]["top_k"]["1"] == true);
+  CHECK(entry[0]["best_match"]["image"] == "b.jpg");
+  CHECK(entry[0]["best_match"]["correct"] == true);
+  CHECK(entry[1]["best_match"]["image"] == "a.jpg");
+  CHECK(entry[1]["top_k"]["10"] == false);
+  CHECK(json["search"][2]["per_query"][1]["best_match"].is_null());
+  CHECK(!eval::to_json(table, /*per_query=*/false)["search"][0].contains("per_query"));
+}
+
+TEST_CASE("protocol: plain cosine, thresholds and top-k values are the caller's") {
+  eval::ProtocolOptions options;
+  // Plain cosine: Q1's best is a's second detection with similarity 1 (not 0.6 * 1).
+  options.search.weighting = search::SimilarityWeighting::none;
+  auto table = eval::score_search_outputs(tiny_dataset(true), tiny_results(), options, "g");
+  CHECK(table.search[0].metrics.queries[1].best->similarity == Approx(1.0));
+  // Q0's only candidate b (cosine 0.6) is still its match: AP 1.
+  CHECK(table.search[0].metrics.queries[0].average_precision == Approx(1.0));
+  // A detection threshold of 0.7 drops a's 0.6 detection: all people 2 TP of 5, 2 detections; AP = 1 * 2/5.
+  options.detection.score_threshold = 0.7;
+  table = eval::score_search_outputs(tiny_dataset(true), tiny_results(), options, "g");
+  CHECK(table.detection.detections == 2);
+  CHECK(table.detection.true_positives == 2);
+  CHECK(table.detection.average_precision == Approx(0.4));
+  CHECK(eval::format_table(table).find("(score >= 0.7)") != std::string::npos);
+  // A search threshold of 0.85 keeps only a's 0.9 detection: Q0 (over b, c) finds nothing: AP 0.
+  options.search.score_threshold = 0.85;
+  options.search.top_k = {2};
+  table = eval::score_search_outputs(tiny_dataset(true), tiny_results(), options, "g");
+  CHECK(table.search[0].metrics.queries[0].average_precision == 0.0);
+  CHECK(table.search[0].metrics.top_k == std::vector<int64_t>{2});
+  CHECK(eval::to_json(table)["search"][0]["top_k"].contains("2"));
+}
+
+TEST_CASE("protocol: embeddings that are not unit length are refused, naming the row") {
+  auto results = tiny_results();
+  results.query_embeddings = floats({0, 0.5f, 1, 0}, 2);  // a score-weighted query, say (query 1 of the dataset)
+  CHECK_THROWS_WITH_AS(eval::score_search(tiny_dataset(true), results),
+                       doctest::Contains("query_embeddings row 1 has L2 norm 0.5, not 1"), trident::Error);
+  results = tiny_results();
+  results.gallery[1].embeddings = floats({1, 0, 0, 0.6f}, 2);  // a.jpg's second detection
+  CHECK_THROWS_WITH_AS(eval::score_search(tiny_dataset(true), results),
+                       doctest::Contains("gallery[0].embeddings row 1 has L2 norm 0.6"), trident::Error);
+  // The check can be switched off.
+  eval::ProtocolOptions options;
+  options.search.unit_norm_tolerance = -1;
+  CHECK(eval::score_search(tiny_dataset(true), results, options).size() == 1);
 }
 
 TEST_CASE("protocol: results lacking a gallery image or a query are errors naming them") {

@@ -268,6 +268,44 @@ TEST_CASE("synthetic benchmark: reads back through read_cuhk_sysu with the expec
   CHECK(both.empty());
 }
 
+TEST_CASE("synthetic benchmark: the occlusion and low-resolution query subsets are TestG50's queries") {
+  namespace data = trident::data;
+  const auto root = trident::test::fresh_dir("synthetic_subsets") / "set";
+  auto o = small_options(5);
+  o.occlusion_probability = 0.5;  // enough occluded queries for a subset
+  data::write_synthetic_cuhk_sysu(root.string(), o);
+  data::CuhkSysuOptions read_options;
+  read_options.gallery_size = 50;
+  const auto all = data::read_cuhk_sysu(root.string(), read_options);
+  const auto same_query = [&](const data::Query& q) -> const data::Query* {
+    for (const auto& candidate : all.queries)
+      if (candidate.image == q.image && candidate.box == q.box) return &candidate;
+    return nullptr;
+  };
+  std::vector<float> heights;
+  for (const auto& q : all.queries) heights.push_back(q.box[3] - q.box[1]);
+  std::sort(heights.begin(), heights.end());
+  for (const auto subset : {data::CuhkSysuSubset::occlusion, data::CuhkSysuSubset::low_resolution}) {
+    read_options.subset = subset;
+    const auto d = data::read_cuhk_sysu(root.string(), read_options);
+    REQUIRE(!d.queries.empty());
+    CHECK(d.queries.size() < all.queries.size());
+    for (const auto& q : d.queries) {
+      const auto* full = same_query(q);
+      REQUIRE(full != nullptr);
+      REQUIRE(q.gallery.size() == full->gallery.size());  // TestG50's gallery of the same person
+      for (size_t g = 0; g < q.gallery.size(); ++g) {
+        CHECK(q.gallery[g].image == full->gallery[g].image);
+        CHECK(q.gallery[g].box.has_value() == full->gallery[g].box.has_value());
+      }
+      // Low resolution: the third of the queries with the smallest boxes.
+      if (subset == data::CuhkSysuSubset::low_resolution)
+        CHECK(q.box[3] - q.box[1] <= heights[all.queries.size() / 3 - 1]);
+    }
+    if (subset == data::CuhkSysuSubset::low_resolution) CHECK(d.queries.size() == all.queries.size() / 3);
+  }
+}
+
 TEST_CASE("synthetic benchmark: the same seed gives the same bytes, another seed other pictures") {
   namespace data = trident::data;
   const auto dir = trident::test::fresh_dir("synthetic_determinism");
@@ -279,7 +317,7 @@ TEST_CASE("synthetic benchmark: the same seed gives the same bytes, another seed
   o.seed = 12;
   data::write_synthetic_cuhk_sysu((dir / "c").string(), o);
   const auto a = files_under(dir / "a"), b = files_under(dir / "b"), c = files_under(dir / "c");
-  CHECK(a.size() == 8 + 60 + 4);  // pictures, Images/pool/Train/TestG50
+  CHECK(a.size() == 8 + 60 + 4 + 2);  // pictures, Images/pool/Train/TestG50, the two query subsets
   CHECK(a == b);
   REQUIRE(a.size() == c.size());
   CHECK(a.at("annotation/Images.mat") != c.at("annotation/Images.mat"));

@@ -6,6 +6,9 @@
 ///   annotation/pool.mat                          pool: the test images; the training images are the rest
 ///   annotation/test/train_test/Train.mat         Train: the training identities and where they appear
 ///   annotation/test/train_test/TestG<size>.mat   TestG<size>: the queries and their galleries
+///   annotation/test/subset/Occlusion.mat         Occlusion1: the occluded queries and their galleries (optional)
+///   annotation/test/subset/Resolution.mat        Test_Size: the low-resolution queries and their galleries
+///                                                (optional; the subsets of Xiao et al. that GFN reports)
 /// Part of trident::mat (matio).
 #include <trident/config.hpp>
 #include <trident/data/dataset.hpp>
@@ -19,9 +22,20 @@
 
 namespace trident::data {
 
+/// The query subsets that CUHK-SYSU's annotation ships beside the TestG<size> lists: each a file of its own
+/// with the same structure (queries and their galleries).
+enum class CuhkSysuSubset {
+  none,            ///< all queries: TestG<gallery_size>.mat
+  occlusion,       ///< annotation/test/subset/Occlusion.mat, variable Occlusion1
+  low_resolution,  ///< annotation/test/subset/Resolution.mat, variable Test_Size
+};
+
 struct CuhkSysuOptions {
   /// Which test protocol gives the queries' galleries: 50, 100 (the standard one), 500, 1000, 2000 or 4000.
   int gallery_size = 100;
+  /// A query subset instead of TestG<gallery_size> (gallery_size is then not used: the subset file has its own
+  /// galleries).
+  CuhkSysuSubset subset = CuhkSysuSubset::none;
   /// Check that every picture exists (an error names the missing one).
   bool check_images = true;
   /// Receives a line for each dropped box and each identity box that matches no box of its image.
@@ -47,6 +61,23 @@ inline std::array<double, 4> single_box(const MatFile& mat, const matvar_t* var,
 
 }  // namespace detail
 
+/// Where the queries of `options` come from: the file under `root` and the MATLAB variable in it.
+struct CuhkSysuProtocolFile {
+  std::filesystem::path path;
+  std::string variable;
+};
+
+inline CuhkSysuProtocolFile cuhk_sysu_protocol_file(const std::string& root, const CuhkSysuOptions& options) {
+  const auto base = std::filesystem::path(root) / "annotation" / "test";
+  switch (options.subset) {
+    case CuhkSysuSubset::occlusion: return {base / "subset" / "Occlusion.mat", "Occlusion1"};
+    case CuhkSysuSubset::low_resolution: return {base / "subset" / "Resolution.mat", "Test_Size"};
+    case CuhkSysuSubset::none: break;
+  }
+  const auto name = fmt::format("TestG{}", options.gallery_size);
+  return {base / "train_test" / (name + ".mat"), name};
+}
+
 /// Reads CUHK-SYSU from `root`. Train images carry the Train.mat identities (pid = 0-based index in Train) and
 /// unlabeled_identity for every other box; test images carry the test identities of the chosen protocol (pid =
 /// 0-based query index) and unlabeled_identity. Boxes with a non-positive width or height are dropped and
@@ -55,7 +86,8 @@ inline Dataset read_cuhk_sysu(const std::string& root, const CuhkSysuOptions& op
   static constexpr const char* caller = "trident::data::read_cuhk_sysu";
   namespace fs = std::filesystem;
   const int g = options.gallery_size;
-  TRIDENT_CHECK(g == 50 || g == 100 || g == 500 || g == 1000 || g == 2000 || g == 4000,
+  TRIDENT_CHECK(options.subset != CuhkSysuSubset::none || g == 50 || g == 100 || g == 500 || g == 1000 ||
+                    g == 2000 || g == 4000,
                 "{}: gallery_size must be 50, 100, 500, 1000, 2000 or 4000, got {}", caller, g);
   const fs::path base(root);
   const auto note = [&](const std::string& line) {
@@ -186,10 +218,12 @@ inline Dataset read_cuhk_sysu(const std::string& root, const CuhkSysuOptions& op
     }
   }
 
-  // TestG<size>.mat: TestG<size>(q).Query.imname / .idlocate, TestG<size>(q).Gallery(j).imname / .idlocate.
+  // TestG<size>.mat: TestG<size>(q).Query.imname / .idlocate, TestG<size>(q).Gallery(j).imname / .idlocate
+  // (a subset file: the same structure under its own variable name).
   {
-    const std::string var_name = fmt::format("TestG{}", g);
-    MatFile mat((base / "annotation" / "test" / "train_test" / (var_name + ".mat")).string(), caller);
+    const auto protocol = cuhk_sysu_protocol_file(root, options);
+    const std::string& var_name = protocol.variable;
+    MatFile mat(protocol.path.string(), caller);
     auto test = mat.read(var_name);
     mat.expect_struct(test.get(), var_name);
     for (size_t q = 0; q < MatFile::numel(test.get()); ++q) {

@@ -680,6 +680,8 @@ inline void write_annotations(const std::filesystem::path& root, const std::vect
   Random r(seed, query_stream);
   std::vector<size_t> query_at(where.size());  // which appearance is the query
   for (size_t q = 0; q < where.size(); ++q) query_at[q] = size_t(r.integer(0, int(where[q].size()) - 1));
+  const int smallest = *std::min_element(gallery_sizes.begin(), gallery_sizes.end());
+  std::vector<std::vector<MatVariable>> smallest_entries;  // the subsets' queries keep these galleries
   for (const int g : gallery_sizes) {
     Random pick(seed, query_stream, uint64_t(g));
     std::vector<std::vector<MatVariable>> entries;
@@ -709,9 +711,34 @@ inline void write_annotations(const std::filesystem::path& root, const std::vect
     }
     const std::string name = fmt::format("TestG{}", g);
     const size_t n = entries.size();
+    if (g == smallest) smallest_entries = entries;
     io::write_mat_file(annotation / "test" / "train_test" / (name + ".mat"), name,
                        MatVariable::struct_array(1, n, {"Query", "Gallery"}, std::move(entries)));
   }
+  // The query subsets, as CUHK-SYSU ships them (annotation/test/subset): Occlusion.mat (Occlusion1) holds the
+  // queries whose person is partly hidden, Resolution.mat (Test_Size) the third of the queries with the
+  // smallest boxes; both with the galleries of the smallest TestG<G>. A subset without any query is not written.
+  std::vector<size_t> occluded, small;
+  std::vector<std::pair<int, size_t>> heights;
+  for (size_t q = 0; q < where.size(); ++q) {
+    const auto& [picture, box] = where[q][query_at[q]];
+    for (const auto& person : pictures[picture].people)
+      if (person.identity == int(q) && person.box == box && person.occluded) occluded.push_back(q);
+    heights.emplace_back(box.height, q);
+  }
+  std::sort(heights.begin(), heights.end());
+  for (size_t i = 0; i < heights.size() / 3; ++i) small.push_back(heights[i].second);
+  std::sort(small.begin(), small.end());
+  const auto write_subset = [&](const std::vector<size_t>& queries, const char* file, const char* variable) {
+    if (queries.empty()) return;
+    std::vector<std::vector<MatVariable>> entries;
+    for (const size_t q : queries) entries.push_back(smallest_entries[q]);
+    const size_t n = entries.size();
+    io::write_mat_file(annotation / "test" / "subset" / file, variable,
+                       MatVariable::struct_array(1, n, {"Query", "Gallery"}, std::move(entries)));
+  };
+  write_subset(occluded, "Occlusion.mat", "Occlusion1");
+  write_subset(small, "Resolution.mat", "Test_Size");
 }
 
 }  // namespace detail::synthetic

@@ -15,9 +15,14 @@
 ///     dataset's "gallery" lists), evaluate_search runs on them — one row, labelled by the caller (for
 ///     CUHK-SYSU, read the dataset once per gallery size and call score_search once per size). A query without a
 ///     gallery then searches the whole test split but its own image. When no query has a gallery (PRW),
-///     evaluate_search_prw runs twice: the regular gallery and, if every test image has a camera, the
-///     multi-view gallery (the query camera's images left out).
-/// format_table prints the result as a text table, to_json as JSON. Part of trident::json (nlohmann_json).
+///     evaluate_search_prw runs once per ProtocolOptions::camera_galleries: the regular gallery and, if every
+///     test image has a camera, the multi-view gallery (the query camera's images left out) and the same-camera
+///     gallery (only the query camera's images).
+///   * score_search_full_set: every test image but the query's own is the gallery, the query person's boxes
+///     taken from the annotations (for CUHK-SYSU: OIM's full-set protocol, read with the TestG50 lists, which
+///     name every picture of each test person; see docs/results-format.md for why not SeqNet's gallery_size=-1).
+/// format_table prints the result as a text table, to_json as JSON (with every query's result). Part of
+/// trident::json (nlohmann_json).
 
 #include <trident/data/dataset.hpp>
 #include <trident/eval/detection.hpp>
@@ -46,12 +51,21 @@ struct ProtocolOptions {
   DetectionOptions detection;  ///< SeqNet's values (score >= 0.01, IoU >= 0.5); labeled_only is set per row
   SearchOptions search;        ///< SeqNet's values (score >= 0.5, confidence-weighted similarity, top-1/5/10)
   double query_box_tolerance = 0.01;  ///< pixels: how close a result query's box must be to the dataset's
+  /// The rows of a dataset whose queries carry no gallery (PRW), in this order; multi-view and same-camera need
+  /// cameras.
+  struct CameraGalleries {
+    bool regular = true, multi_view = true, same_camera = true;
+  } camera_galleries;
 };
 
 /// One search row of the table: a gallery setting and its metrics.
 struct SearchRow {
   std::string setting;  ///< "gallery 100", "regular", "multi-view", ...
   SearchMetrics metrics;
+  /// The file name of each gallery image index of metrics (BestMatch::image), and each query's image and box:
+  /// what to_json writes per query.
+  std::vector<std::string> gallery_names, query_names;
+  std::vector<Box> query_boxes;
 };
 
 /// Everything the protocol measured on one dataset.
@@ -62,6 +76,7 @@ struct EvaluationTable {
   int64_t ignored_gallery_images = 0;  ///< result images that are not test images of the dataset
   DetectionMetrics detection;          ///< all annotated people
   DetectionMetrics detection_labeled;  ///< people with an identity only (SeqNet's labeled_only)
+  double detection_score_threshold = 0.01;  ///< the detections counted (ProtocolOptions::detection)
   std::vector<SearchRow> search;
 };
 
@@ -153,9 +168,10 @@ inline MatchedOutputs match_outputs(const data::Dataset& dataset, const SearchOu
 /// A query's gallery for evaluate_search: its own list, or (empty list) every test image but its own, with the
 /// query person's box where the annotations have it.
 inline std::vector<GalleryEntry> gallery_entries(const data::Dataset& dataset, const data::Query& query,
-                                                 const MatchedOutputs& matched, const char* fn, size_t q) {
+                                                 const MatchedOutputs& matched, const char* fn, size_t q,
+                                                 bool use_lists = true) {
   std::vector<GalleryEntry> entries;
-  if (!query.gallery.empty()) {
+  if (use_lists && !query.gallery.empty()) {
     for (size_t g = 0; g < query.gallery.size(); ++g) {
       const auto& item = query.gallery[g];
       const auto position = matched.test_position.find(item.image);
@@ -191,6 +207,17 @@ inline std::pair<DetectionMetrics, DetectionMetrics> score_detection(const Match
           evaluate_detection(matched.annotations, matched.gallery, labeled)};
 }
 
+/// A row with the names to_json needs.
+inline SearchRow named_row(std::string setting, SearchMetrics metrics, const data::Dataset& dataset) {
+  SearchRow row{std::move(setting), std::move(metrics), {}, {}, {}};
+  for (const int64_t index : dataset.test) row.gallery_names.push_back(dataset.images[static_cast<size_t>(index)].name);
+  for (const auto& query : dataset.queries) {
+    row.query_names.push_back(dataset.images[static_cast<size_t>(query.image)].name);
+    row.query_boxes.push_back(query.box);
+  }
+  return row;
+}
+
 inline std::vector<SearchRow> score_search(const data::Dataset& dataset, const MatchedOutputs& matched,
                                            const ProtocolOptions& options, const std::string& setting,
                                            const char* fn) {
@@ -201,20 +228,26 @@ inline std::vector<SearchRow> score_search(const data::Dataset& dataset, const M
     std::vector<std::vector<GalleryEntry>> galleries;
     for (size_t q = 0; q < dataset.queries.size(); ++q)
       galleries.push_back(gallery_entries(dataset, dataset.queries[q], matched, fn, q));
-    rows.push_back({setting, evaluate_search(matched.query_embeddings, matched.query_positions, matched.gallery,
-                                             galleries, options.search)});
+    rows.push_back(named_row(setting, evaluate_search(matched.query_embeddings, matched.query_positions,
+                                                      matched.gallery, galleries, options.search), dataset));
     return rows;
   }
   std::vector<PrwQuery> queries;
   for (size_t q = 0; q < dataset.queries.size(); ++q)
     queries.push_back({matched.query_positions[q], dataset.queries[q].pid, dataset.queries[q].camera});
-  rows.push_back({"regular", evaluate_search_prw(matched.query_embeddings, queries, matched.annotations,
-                                                 matched.gallery, PrwGallery::regular, options.search)});
   bool cameras = !matched.annotations.empty();
   for (const auto& annotation : matched.annotations) cameras = cameras && annotation.camera >= 0;
-  if (cameras)
-    rows.push_back({"multi-view", evaluate_search_prw(matched.query_embeddings, queries, matched.annotations,
-                                                      matched.gallery, PrwGallery::multi_view, options.search)});
+  const auto& wanted = options.camera_galleries;
+  for (const auto kind : {PrwGallery::regular, PrwGallery::multi_view, PrwGallery::same_camera}) {
+    const bool on = kind == PrwGallery::regular      ? wanted.regular
+                    : kind == PrwGallery::multi_view ? wanted.multi_view
+                                                     : wanted.same_camera;
+    if (!on || (kind != PrwGallery::regular && !cameras)) continue;
+    rows.push_back(named_row(gallery_name(kind),
+                             evaluate_search_prw(matched.query_embeddings, queries, matched.annotations,
+                                                 matched.gallery, kind, options.search),
+                             dataset));
+  }
   return rows;
 }
 
@@ -237,6 +270,20 @@ inline std::vector<SearchRow> score_search(const data::Dataset& dataset, const S
   return detail::score_search(dataset, detail::match_outputs(dataset, outputs, options, fn), options, setting, fn);
 }
 
+/// The full-set row: every query searches every test image but its own, the query person's boxes taken from the
+/// annotations (test-image pids equal to the query's pid), whatever galleries the queries carry. For CUHK-SYSU
+/// read with gallery_size 50: its lists name every picture of each test person (OIM's "full set" protocol).
+inline SearchRow score_search_full_set(const data::Dataset& dataset, const SearchOutputs& outputs,
+                                       const ProtocolOptions& options = {}, const std::string& setting = "full set") {
+  constexpr const char* fn = "trident::eval::score_search_full_set";
+  const auto matched = detail::match_outputs(dataset, outputs, options, fn);
+  std::vector<std::vector<GalleryEntry>> galleries;
+  for (size_t q = 0; q < dataset.queries.size(); ++q)
+    galleries.push_back(detail::gallery_entries(dataset, dataset.queries[q], matched, fn, q, /*use_lists=*/false));
+  return detail::named_row(setting, evaluate_search(matched.query_embeddings, matched.query_positions,
+                                                    matched.gallery, galleries, options.search), dataset);
+}
+
 /// Detection and search of the results on the dataset, in one table.
 inline EvaluationTable score_search_outputs(const data::Dataset& dataset, const SearchOutputs& outputs,
                                             const ProtocolOptions& options = {},
@@ -249,6 +296,7 @@ inline EvaluationTable score_search_outputs(const data::Dataset& dataset, const 
   table.queries = static_cast<int64_t>(dataset.queries.size());
   table.ignored_gallery_images = matched.ignored_gallery_images;
   std::tie(table.detection, table.detection_labeled) = detail::score_detection(matched, options);
+  table.detection_score_threshold = options.detection.score_threshold;
   table.search = detail::score_search(dataset, matched, options, setting, fn);
   return table;
 }
@@ -259,7 +307,8 @@ inline std::string format_table(const EvaluationTable& table) {
   if (table.ignored_gallery_images > 0)
     out += fmt::format(" ({} result images outside the test split ignored)", table.ignored_gallery_images);
   out += "\n\n";
-  out += fmt::format("{:<18}{:>9}{:>9}{:>8}{:>8}\n", "detection", "AP", "recall", "TP", "GT");
+  out += fmt::format("{:<18}{:>9}{:>9}{:>8}{:>8}   (score >= {})\n", "detection", "AP", "recall", "TP", "GT",
+                     table.detection_score_threshold);
   const auto detection_line = [&](const char* name, const DetectionMetrics& m) {
     out += fmt::format("{:<18}{:>8.2f}%{:>8.2f}%{:>8}{:>8}\n", name, 100 * m.average_precision, 100 * m.recall,
                        m.true_positives, m.ground_truths);
@@ -284,29 +333,67 @@ inline std::string format_table(const EvaluationTable& table) {
 
 /// The table as JSON (fractions in [0, 1], not percentages):
 ///   {"dataset", "gallery_images", "queries", "ignored_gallery_images",
-///    "detection": {"all": {"ap", "recall", "true_positives", "ground_truths", "detections"}, "labeled": {...}},
+///    "detection": {"score_threshold", "all": {"ap", "recall", "true_positives", "ground_truths", "detections"},
+///                  "labeled": {...}},
 ///    "search": [{"setting", "mAP", "top_k": {"1": ..., "5": ..., "10": ...}, "queries",
-///                "queries_without_ground_truth"}, ...]}
-inline nlohmann::json to_json(const EvaluationTable& table) {
+///                "queries_without_ground_truth", "per_query": [...]}, ...]}
+/// With `per_query`, each row lists every query in the dataset's order (docs/results-format.md):
+///   {"query", "image", "box", "ap", "recall", "ground_truths", "true_positives", "first_match_rank" (1-based, 0:
+///    none), "top_k": {"1": true, ...}, "best_match": {"image", "box", "score", "similarity", "correct"} or null}.
+inline nlohmann::json to_json(const EvaluationTable& table, bool per_query = true) {
   const auto detection = [](const DetectionMetrics& m) {
     return nlohmann::json{{"ap", m.average_precision}, {"recall", m.recall}, {"true_positives", m.true_positives},
                           {"ground_truths", m.ground_truths}, {"detections", m.detections}};
   };
+  const auto box = [](const Box& b) { return nlohmann::json::array({b[0], b[1], b[2], b[3]}); };
   nlohmann::json out{{"dataset", table.dataset},
                      {"gallery_images", table.gallery_images},
                      {"queries", table.queries},
                      {"ignored_gallery_images", table.ignored_gallery_images},
-                     {"detection", {{"all", detection(table.detection)}, {"labeled", detection(table.detection_labeled)}}}};
+                     {"detection", {{"score_threshold", table.detection_score_threshold},
+                                    {"all", detection(table.detection)},
+                                    {"labeled", detection(table.detection_labeled)}}}};
   auto search = nlohmann::json::array();
   for (const auto& row : table.search) {
     nlohmann::json top_k = nlohmann::json::object();
     for (size_t k = 0; k < row.metrics.top_k.size(); ++k)
       top_k[std::to_string(row.metrics.top_k[k])] = row.metrics.top_k_accuracy[k];
-    search.push_back({{"setting", row.setting},
-                      {"mAP", row.metrics.mean_average_precision},
-                      {"top_k", std::move(top_k)},
-                      {"queries", static_cast<int64_t>(row.metrics.queries.size())},
-                      {"queries_without_ground_truth", row.metrics.queries_without_ground_truth}});
+    nlohmann::json entry{{"setting", row.setting},
+                         {"mAP", row.metrics.mean_average_precision},
+                         {"top_k", std::move(top_k)},
+                         {"queries", static_cast<int64_t>(row.metrics.queries.size())},
+                         {"queries_without_ground_truth", row.metrics.queries_without_ground_truth}};
+    if (per_query) {
+      auto queries = nlohmann::json::array();
+      for (size_t q = 0; q < row.metrics.queries.size(); ++q) {
+        const auto& m = row.metrics.queries[q];
+        nlohmann::json hits = nlohmann::json::object();
+        for (size_t k = 0; k < row.metrics.top_k.size() && k < m.top_k_hit.size(); ++k)
+          hits[std::to_string(row.metrics.top_k[k])] = static_cast<bool>(m.top_k_hit[k]);
+        nlohmann::json best = nullptr;
+        if (m.best) {
+          const auto image = static_cast<size_t>(m.best->image);
+          best = {{"image", image < row.gallery_names.size() ? row.gallery_names[image] : std::to_string(image)},
+                  {"box", box(m.best->box)},
+                  {"score", m.best->score},
+                  {"similarity", m.best->similarity},
+                  {"correct", m.best->correct}};
+        }
+        nlohmann::json item{{"query", static_cast<int64_t>(q)},
+                            {"ap", m.average_precision},
+                            {"recall", m.recall},
+                            {"ground_truths", m.ground_truths},
+                            {"true_positives", m.true_positives},
+                            {"first_match_rank", m.first_match_rank},
+                            {"top_k", std::move(hits)},
+                            {"best_match", std::move(best)}};
+        if (q < row.query_names.size()) item["image"] = row.query_names[q];
+        if (q < row.query_boxes.size()) item["box"] = box(row.query_boxes[q]);
+        queries.push_back(std::move(item));
+      }
+      entry["per_query"] = std::move(queries);
+    }
+    search.push_back(std::move(entry));
   }
   out["search"] = std::move(search);
   return out;

@@ -18,7 +18,10 @@
 ///     (scikit-learn's definition, eval/average_precision.hpp), and 0 when there is no true positive;
 ///  6. top-k hit = a true positive is among the k most similar gallery detections (ties keep the gallery
 ///     order: image order of the list, then the per-image ranking of step 4).
-/// mAP and the top-k accuracies are the means over the queries.
+/// mAP and the top-k accuracies are the means over the queries. Per query the result also holds the rank of the
+/// first true positive in that ranking and the top-ranked detection (image, box, score, similarity, correct).
+/// Embeddings must be unit length (SearchOptions::unit_norm_tolerance): a query or kept gallery row that is not is
+/// an error naming it, since the dot product of other vectors is not the cosine.
 ///
 /// SeqNet applies the same per-image IoU rule on PRW (eval_search_prw), so trident does too.
 /// Where trident differs from SeqNet (documented in docs/results-format.md): a gallery list that names an
@@ -33,10 +36,12 @@
 
 #include <ATen/ops/cat.h>
 #include <ATen/ops/index_select.h>
+#include <ATen/ops/norm.h>
 #include <ATen/ops/tensor.h>
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <numeric>
 #include <optional>
@@ -58,6 +63,19 @@ struct SearchOptions {
   double score_threshold = 0.5;  ///< SeqNet's det_thresh for search
   search::SimilarityWeighting weighting = search::SimilarityWeighting::confidence;
   std::vector<int64_t> top_k = {1, 5, 10};
+  /// Every query embedding and every kept gallery embedding must have an L2 norm within this of 1, else the
+  /// evaluation stops naming the row: the similarity is a dot product, and embeddings that are not unit length
+  /// (score-weighted ones, say) silently give another measure (s^2 cos). Negative: no check.
+  double unit_norm_tolerance = 1e-3;
+};
+
+/// The most similar gallery detection of a query.
+struct BestMatch {
+  int64_t image = -1;    ///< index into the gallery detections (the protocol maps it to a file name)
+  Box box{};             ///< x1, y1, x2, y2
+  double score = 0.0;    ///< detection confidence
+  double similarity = 0.0;
+  bool correct = false;  ///< it is the query person's true positive (step 4)
 };
 
 struct QueryMetrics {
@@ -66,6 +84,8 @@ struct QueryMetrics {
   int64_t true_positives = 0;
   int64_t ground_truths = 0;    ///< gallery images that contain the query person
   std::vector<bool> top_k_hit;  ///< one per SearchOptions::top_k
+  int64_t first_match_rank = 0;     ///< 1-based rank of the first true positive in the query's ranking; 0: none
+  std::optional<BestMatch> best;    ///< the top-ranked gallery detection; empty when none was kept
 };
 
 struct SearchMetrics {
@@ -83,6 +103,19 @@ inline double target_iou_threshold(double width, double height) {
 
 namespace detail {
 
+/// Throws unless every row of `embeddings` ([N, D], float, CPU) has an L2 norm within `tolerance` of 1; `what(r)`
+/// names row r in the message.
+template <class Name>
+inline void check_unit_rows(const at::Tensor& embeddings, double tolerance, std::string_view caller, Name&& what) {
+  if (tolerance < 0 || embeddings.size(0) == 0) return;
+  const auto norms = to_doubles(embeddings.to(at::kDouble).norm(2, {1}));
+  for (size_t r = 0; r < norms.size(); ++r)
+    TRIDENT_CHECK(std::abs(norms[r] - 1.0) <= tolerance,
+                  "{}: {} has L2 norm {:.6g}, not 1 (tolerance {}): embeddings must be unit length (a similarity is "
+                  "their dot product; score-weighted embeddings, for example, would give score^2 * cosine)",
+                  caller, what(r), norms[r], tolerance);
+}
+
 /// The kept detections (score >= threshold) of all gallery images, concatenated once for every query.
 struct KeptGallery {
   at::Tensor boxes, scores, embeddings;  // [K, 4] double, [K] float, [K, D] float (CPU)
@@ -90,7 +123,7 @@ struct KeptGallery {
 };
 
 inline KeptGallery keep_gallery(std::span<const GalleryDetections> gallery, int64_t dim, double score_threshold,
-                                std::string_view caller) {
+                                std::string_view caller, double unit_norm_tolerance = -1) {
   KeptGallery out;
   out.offsets.push_back(0);
   std::vector<at::Tensor> boxes, scores, embeddings;
@@ -103,6 +136,10 @@ inline KeptGallery keep_gallery(std::span<const GalleryDetections> gallery, int6
       boxes.push_back(gallery[i].boxes.detach().to(at::kCPU, at::kDouble).index_select(0, keep));
       scores.push_back(s.index_select(0, keep).to(at::kFloat));
       embeddings.push_back(gallery[i].embeddings.detach().to(at::kCPU, at::kFloat).index_select(0, keep));
+      const auto rows = to_doubles(keep);
+      check_unit_rows(embeddings.back(), unit_norm_tolerance, caller, [&](size_t r) {
+        return fmt::format("gallery[{}].embeddings row {}", i, static_cast<int64_t>(rows[r]));
+      });
     }
     out.offsets.push_back(out.offsets.back() + keep.numel());
   }
@@ -123,8 +160,10 @@ inline QueryMetrics evaluate_query(const at::Tensor& query, const KeptGallery& k
                                    const SearchOptions& options, std::string_view caller, size_t q) {
   const auto num_images = static_cast<int64_t>(kept.offsets.size()) - 1;
   QueryMetrics out;
-  std::vector<double> ranked_similarity;  // gallery order: images as listed, each ranked by similarity
+  std::vector<int64_t> ranked_row;  // gallery order: images as listed, each ranked by similarity
+  std::vector<double> ranked_similarity;
   std::vector<bool> ranked_positive;
+  std::vector<int64_t> ranked_image;
   std::vector<double> similarity;
   if (kept.embeddings.size(0) > 0)
     similarity = to_doubles(search::similarity(query.unsqueeze(0), kept.embeddings, kept.scores, options.weighting));
@@ -160,8 +199,10 @@ inline QueryMetrics evaluate_query(const at::Tensor& query, const KeptGallery& k
         }
     }
     for (const int64_t d : order) {
+      ranked_row.push_back(d);
       ranked_similarity.push_back(similarity[static_cast<size_t>(d)]);
       ranked_positive.push_back(d == true_positive);
+      ranked_image.push_back(entry.image);
     }
   }
   if (out.ground_truths > 0)
@@ -171,10 +212,20 @@ inline QueryMetrics evaluate_query(const at::Tensor& query, const KeptGallery& k
   std::iota(order.begin(), order.end(), size_t{0});
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return ranked_similarity[a] > ranked_similarity[b]; });
-  for (const int64_t k : options.top_k) {
-    bool hit = false;
-    for (size_t r = 0; r < order.size() && static_cast<int64_t>(r) < k; ++r) hit = hit || ranked_positive[order[r]];
-    out.top_k_hit.push_back(hit);
+  for (size_t r = 0; r < order.size() && out.first_match_rank == 0; ++r)
+    if (ranked_positive[order[r]]) out.first_match_rank = static_cast<int64_t>(r) + 1;
+  for (const int64_t k : options.top_k)
+    out.top_k_hit.push_back(out.first_match_rank > 0 && out.first_match_rank <= k);
+  if (!order.empty()) {
+    const size_t top = order.front();
+    const auto row = static_cast<size_t>(ranked_row[top]);
+    BestMatch best;
+    best.image = ranked_image[top];
+    best.box = box_at(to_doubles(kept.boxes.narrow(0, static_cast<int64_t>(row), 1)), 0);
+    best.score = kept.scores[static_cast<int64_t>(row)].item<double>();
+    best.similarity = ranked_similarity[top];
+    best.correct = ranked_positive[top];
+    out.best = best;
   }
   return out;
 }
@@ -188,6 +239,8 @@ inline void check_search_inputs(const at::Tensor& query_embeddings, size_t num_q
                 num_queries);
   for (const int64_t k : options.top_k)
     TRIDENT_CHECK(k >= 1, "{}: options.top_k must hold positive k, got {}", caller, k);
+  check_unit_rows(query_embeddings.detach().to(at::kCPU, at::kFloat), options.unit_norm_tolerance, caller,
+                  [](size_t r) { return fmt::format("query_embeddings row {}", r); });
 }
 
 inline SearchMetrics summarize(std::vector<QueryMetrics> queries, const SearchOptions& options) {
@@ -228,7 +281,7 @@ inline SearchMetrics evaluate_search(const at::Tensor& query_embeddings, std::sp
   TRIDENT_CHECK(query_images.size() == galleries.size(), "{}: {} query_images but {} galleries", fn,
                 query_images.size(), galleries.size());
   const auto queries = query_embeddings.detach().to(at::kCPU, at::kFloat);
-  const auto kept = detail::keep_gallery(gallery, queries.size(1), options.score_threshold, fn);
+  const auto kept = detail::keep_gallery(gallery, queries.size(1), options.score_threshold, fn, options.unit_norm_tolerance);
   std::vector<QueryMetrics> results;
   for (size_t q = 0; q < galleries.size(); ++q)
     results.push_back(detail::evaluate_query(queries[static_cast<int64_t>(q)], kept, galleries[q], query_images[q],
@@ -245,8 +298,19 @@ struct PrwQuery {
 
 enum class PrwGallery {
   regular,     ///< every test image but the query's (SeqNet's ignore_cam_id = True, its default)
-  multi_view,  ///< every test image but those of the query's camera (SeqNet's ignore_cam_id = False)
+  multi_view,   ///< every test image but those of the query's camera (SeqNet's ignore_cam_id = False)
+  same_camera,  ///< the test images of the query's camera only, but the query's own
 };
+
+/// The row name of a PRW gallery: "regular", "multi-view", "same-camera".
+inline const char* gallery_name(PrwGallery kind) {
+  switch (kind) {
+    case PrwGallery::regular: return "regular";
+    case PrwGallery::multi_view: return "multi-view";
+    case PrwGallery::same_camera: return "same-camera";
+  }
+  return "?";
+}
 
 /// PRW search: the gallery of each query is built from the test images' annotations (`annotations[i]` and
 /// `gallery[i]` describe test image i), as SeqNet's eval_search_prw builds it.
@@ -268,7 +332,7 @@ inline SearchMetrics evaluate_search_prw(const at::Tensor& query_embeddings, std
   }
   const auto num_images = static_cast<int64_t>(annotations.size());
   const auto embeddings = query_embeddings.detach().to(at::kCPU, at::kFloat);
-  const auto kept = detail::keep_gallery(gallery, embeddings.size(1), options.score_threshold, fn);
+  const auto kept = detail::keep_gallery(gallery, embeddings.size(1), options.score_threshold, fn, options.unit_norm_tolerance);
   std::vector<QueryMetrics> results;
   for (size_t q = 0; q < queries.size(); ++q) {
     const auto& query = queries[q];
@@ -282,6 +346,7 @@ inline SearchMetrics evaluate_search_prw(const at::Tensor& query_embeddings, std
       const auto& anno = annotations[static_cast<size_t>(i)];
       if (i == query.image) continue;
       if (kind == PrwGallery::multi_view && anno.camera == query.camera) continue;
+      if (kind == PrwGallery::same_camera && anno.camera != query.camera) continue;
       GalleryEntry entry{i, std::nullopt};
       for (size_t g = 0; g < anno.person_ids.size(); ++g) {
         if (anno.person_ids[g] != query.person_id) continue;
