@@ -9,11 +9,14 @@
 // 3. detects everyone in every gallery picture (detect_picture: boxes, confidences, embeddings);
 // 4. ranks all detections by the confidence-weighted cosine similarity (search::rank_gallery);
 // 5. draws the query and the top-k matches into one picture (viz::draw_search_results). With a dataset, each
-//    match is marked correct (green) when it overlaps the query person's annotated box by IoU >= 0.5, else
-//    wrong (red; the true box, if the person is in that picture, is outlined in white).
+//    match is marked with the evaluation protocol's own rule (eval/search.hpp), so that green and red agree with
+//    the mAP 03_evaluate prints: in a picture where the query person is annotated with a w x h box, the most
+//    similar detection whose IoU with it is >= min(0.5, w h / ((w + 10)(h + 10))) is correct (green); every other
+//    match is wrong (red; the true box, if the person is in that picture, is outlined in white).
 #include <trident/core/threads.hpp>
 #include <trident/data/read_dataset.hpp>
 #include <trident/eval/inference.hpp>
+#include <trident/eval/search.hpp>
 #include <trident/model/configs.hpp>
 #include <trident/ops/boxes.hpp>
 #include <trident/search/rank.hpp>
@@ -103,6 +106,22 @@ double iou(const std::array<float, 4>& a, const Box& b) {
       .item<double>();
 }
 
+/// The protocol's true positive of each gallery picture (eval/search.hpp, step 4): the first detection in the
+/// ranking, among those of that picture, whose IoU with the query person's box reaches the size-dependent
+/// threshold. -1 where none does or the person is not there.
+std::vector<int64_t> true_positives(const std::vector<search::Match>& ranking,
+                                    const std::vector<std::optional<Box>>& truth) {
+  std::vector<int64_t> out(truth.size(), -1);
+  for (size_t r = 0; r < ranking.size(); ++r) {
+    const auto image = static_cast<size_t>(ranking[r].image);
+    if (image >= truth.size() || !truth[image] || out[image] >= 0) continue;
+    const auto& t = *truth[image];
+    if (iou(ranking[r].box, t) >= eval::target_iou_threshold(t[2] - t[0], t[3] - t[1]))
+      out[image] = static_cast<int64_t>(r);
+  }
+  return out;
+}
+
 template <class Cfg>
 int run(const Options& o, NetOptions net_options) {
   // 1. The network and its trained weights.
@@ -125,9 +144,11 @@ int run(const Options& o, NetOptions net_options) {
   for (const auto& path : p.gallery) gallery.push_back(eval::detect_picture(net, path, io));
   // 4. The ranking.
   search::RankOptions ro;
-  ro.top_k = o.top_k;
+  ro.top_k = 0;  // the whole ranking: a picture's true positive is its best-ranked detection that overlaps enough
   ro.score_threshold = o.score_threshold;
-  const auto matches = search::rank_gallery(query, gallery, ro);
+  auto matches = search::rank_gallery(query, gallery, ro);
+  const auto positive = true_positives(matches, p.truth);
+  const size_t shown_count = std::min(matches.size(), static_cast<size_t>(std::max<int64_t>(o.top_k, 0)));
   int64_t people = 0;
   for (const auto& d : gallery) people += d.boxes.size(0);
   std::cout << fmt::format("query {} [{:.0f} {:.0f} {:.0f} {:.0f}]; {} gallery pictures, {} detections\n",
@@ -135,7 +156,7 @@ int run(const Options& o, NetOptions net_options) {
                            p.gallery.size(), people);
   std::vector<viz::ShownMatch> shown;
   int correct = 0;
-  for (size_t r = 0; r < matches.size(); ++r) {
+  for (size_t r = 0; r < shown_count; ++r) {
     const auto& m = matches[r];
     viz::ShownMatch s;
     s.path = p.gallery[static_cast<size_t>(m.image)];
@@ -143,7 +164,7 @@ int run(const Options& o, NetOptions net_options) {
     s.similarity = m.similarity;
     if (!p.truth.empty()) {
       const auto& truth = p.truth[static_cast<size_t>(m.image)];
-      s.correct = truth && iou(m.box, *truth) >= 0.5;
+      s.correct = positive[static_cast<size_t>(m.image)] == static_cast<int64_t>(r);
       if (truth) s.truth = std::array<float, 4>{(*truth)[0], (*truth)[1], (*truth)[2], (*truth)[3]};
       correct += *s.correct ? 1 : 0;
     }
@@ -152,7 +173,7 @@ int run(const Options& o, NetOptions net_options) {
                              s.correct ? (*s.correct ? "  correct" : "  wrong") : "");
     shown.push_back(s);
   }
-  if (!p.truth.empty()) std::cout << fmt::format("{} of the top {} are the query person\n", correct, matches.size());
+  if (!p.truth.empty()) std::cout << fmt::format("{} of the top {} are the query person\n", correct, shown_count);
   // 5. The picture.
   viz::draw_search_results(p.query_path, {p.query_box[0], p.query_box[1], p.query_box[2], p.query_box[3]}, shown, o.out,
                               o.height);

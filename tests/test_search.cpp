@@ -55,6 +55,13 @@ TEST_CASE("rank_gallery: confidence-weighted cosine, best first, score threshold
   CHECK(plain[1].similarity == doctest::Approx(1.0));
   CHECK(search::rank_gallery(query, gallery, {.top_k = 5, .score_threshold = 2.0}).empty());
   CHECK_THROWS_WITH(search::rank_gallery(at::zeros({2, 2}), gallery), doctest::Contains("query must be [D] or [1, D]"));
+  // Embeddings that are not unit length: named (image 2's first detection scaled by its score, say).
+  CHECK_THROWS_WITH(search::rank_gallery(at::tensor({0.5f, 0.0f}), gallery),
+                    doctest::Contains("the query has L2 norm 0.5, not 1"));
+  auto scaled = gallery;
+  scaled[2].embeddings = at::tensor({0.4f, 0.3f, 1.0f, 0.0f}).view({2, 2});
+  CHECK_THROWS_WITH(search::rank_gallery(query, scaled), doctest::Contains("gallery image 2 detection 0 has L2 norm 0.5"));
+  CHECK(search::rank_gallery(query, scaled, {.top_k = 0, .unit_norm_tolerance = -1}).size() == 3);
   gallery[0].embeddings = at::zeros({2, 3});
   CHECK_THROWS_WITH(search::rank_gallery(query, gallery), doctest::Contains("gallery image 0 needs embeddings [2, 2]"));
 }

@@ -36,7 +36,6 @@
 
 #include <ATen/ops/cat.h>
 #include <ATen/ops/index_select.h>
-#include <ATen/ops/norm.h>
 #include <ATen/ops/tensor.h>
 
 #include <algorithm>
@@ -103,19 +102,6 @@ inline double target_iou_threshold(double width, double height) {
 
 namespace detail {
 
-/// Throws unless every row of `embeddings` ([N, D], float, CPU) has an L2 norm within `tolerance` of 1; `what(r)`
-/// names row r in the message.
-template <class Name>
-inline void check_unit_rows(const at::Tensor& embeddings, double tolerance, std::string_view caller, Name&& what) {
-  if (tolerance < 0 || embeddings.size(0) == 0) return;
-  const auto norms = to_doubles(embeddings.to(at::kDouble).norm(2, {1}));
-  for (size_t r = 0; r < norms.size(); ++r)
-    TRIDENT_CHECK(std::abs(norms[r] - 1.0) <= tolerance,
-                  "{}: {} has L2 norm {:.6g}, not 1 (tolerance {}): embeddings must be unit length (a similarity is "
-                  "their dot product; score-weighted embeddings, for example, would give score^2 * cosine)",
-                  caller, what(r), norms[r], tolerance);
-}
-
 /// The kept detections (score >= threshold) of all gallery images, concatenated once for every query.
 struct KeptGallery {
   at::Tensor boxes, scores, embeddings;  // [K, 4] double, [K] float, [K, D] float (CPU)
@@ -137,7 +123,7 @@ inline KeptGallery keep_gallery(std::span<const GalleryDetections> gallery, int6
       scores.push_back(s.index_select(0, keep).to(at::kFloat));
       embeddings.push_back(gallery[i].embeddings.detach().to(at::kCPU, at::kFloat).index_select(0, keep));
       const auto rows = to_doubles(keep);
-      check_unit_rows(embeddings.back(), unit_norm_tolerance, caller, [&](size_t r) {
+      search::check_unit_rows(embeddings.back(), unit_norm_tolerance, caller, [&](size_t r) {
         return fmt::format("gallery[{}].embeddings row {}", i, static_cast<int64_t>(rows[r]));
       });
     }
@@ -239,7 +225,7 @@ inline void check_search_inputs(const at::Tensor& query_embeddings, size_t num_q
                 num_queries);
   for (const int64_t k : options.top_k)
     TRIDENT_CHECK(k >= 1, "{}: options.top_k must hold positive k, got {}", caller, k);
-  check_unit_rows(query_embeddings.detach().to(at::kCPU, at::kFloat), options.unit_norm_tolerance, caller,
+  search::check_unit_rows(query_embeddings.detach().to(at::kCPU, at::kFloat), options.unit_norm_tolerance, caller,
                   [](size_t r) { return fmt::format("query_embeddings row {}", r); });
 }
 

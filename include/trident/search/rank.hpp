@@ -14,6 +14,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace trident::search {
@@ -31,6 +32,7 @@ struct RankOptions {
   int64_t top_k = 10;                 ///< matches returned (all when <= 0)
   double score_threshold = 0.5;       ///< detections below this confidence are not candidates (SeqNet's 0.5)
   SimilarityWeighting weighting = SimilarityWeighting::confidence;
+  double unit_norm_tolerance = 1e-3;  ///< the query and the candidates must be unit length (negative: no check)
 };
 
 /// The gallery's detections ranked by similarity to `query` ([D] or [1, D], unit length), best first. One matrix
@@ -62,9 +64,14 @@ inline std::vector<Match> rank_gallery(const at::Tensor& query, std::span<const 
   const auto keep = (all_scores >= options.score_threshold).nonzero().select(1, 0);
   if (keep.numel() == 0) return {};
   const auto kept_scores = all_scores.index_select(0, keep);
-  const auto sims = similarity(q, at::cat(embeddings).index_select(0, keep), kept_scores.to(at::kFloat),
-                               options.weighting)
-                        .squeeze(0);
+  const auto candidates = at::cat(embeddings).index_select(0, keep);
+  check_unit_rows(q, options.unit_norm_tolerance, fn, [](size_t) { return std::string("the query"); });
+  check_unit_rows(candidates, options.unit_norm_tolerance, fn, [&](size_t r) {
+    const auto row = keep[static_cast<int64_t>(r)].item<int64_t>();
+    return fmt::format("gallery image {} detection {}", at::cat(images)[row].item<int64_t>(),
+                       at::cat(detections)[row].item<int64_t>());
+  });
+  const auto sims = similarity(q, candidates, kept_scores.to(at::kFloat), options.weighting).squeeze(0);
   const auto order = std::get<1>(at::sort(sims, /*stable=*/true, /*dim=*/0, /*descending=*/true));
   const int64_t count = options.top_k > 0 ? std::min<int64_t>(options.top_k, order.size(0)) : order.size(0);
   const auto top = order.narrow(0, 0, count);

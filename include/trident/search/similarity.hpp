@@ -10,10 +10,30 @@
 #include <trident/config.hpp>
 
 #include <ATen/ops/matmul.h>
+#include <ATen/ops/norm.h>
+
+#include <cmath>
+#include <cstddef>
+#include <string_view>
 
 namespace trident::search {
 
 enum class SimilarityWeighting { confidence, none };
+
+/// Throws unless every row of `embeddings` ([N, D]) has an L2 norm within `tolerance` of 1 (a negative tolerance
+/// checks nothing); `what(r)` names row r in the message. The similarities here are dot products, which are
+/// cosines only for unit rows: score-weighted embeddings, say, would silently give score^2 * cosine.
+template <class Name>
+void check_unit_rows(const at::Tensor& embeddings, double tolerance, std::string_view caller, Name&& what) {
+  if (tolerance < 0 || !embeddings.defined() || embeddings.numel() == 0) return;
+  const auto norms = embeddings.detach().to(at::kCPU, at::kDouble).norm(2, {1}).contiguous();
+  const double* n = norms.data_ptr<double>();
+  for (int64_t r = 0; r < norms.size(0); ++r)
+    TRIDENT_CHECK(std::abs(n[r] - 1.0) <= tolerance,
+                  "{}: {} has L2 norm {:.6g}, not 1 (tolerance {}): embeddings must be unit length (a similarity is "
+                  "their dot product; score-weighted embeddings, for example, would give score^2 * cosine)",
+                  caller, what(static_cast<size_t>(r)), n[r], tolerance);
+}
 
 /// queries [Q, D], gallery [N, D] (both unit rows), gallery_scores [N] -> [Q, N].
 inline at::Tensor similarity(const at::Tensor& queries, const at::Tensor& gallery, const at::Tensor& gallery_scores,
