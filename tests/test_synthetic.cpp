@@ -13,6 +13,9 @@
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 #include <trident/io/mat_writer.hpp>
+#include <trident/viz/gallery_curve.hpp>
+
+#include <opencv2/imgcodecs.hpp>
 
 #include "support/fixtures.hpp"
 #include "support/mat_writer.hpp"
@@ -430,3 +433,28 @@ TEST_CASE("protocol at every written gallery size: an oracle scores 100%, no det
 }
 
 #endif
+
+TEST_CASE("gallery-size curve: the points where the axes put them, bad series refused by name") {
+  const auto dir = trident::test::fresh_dir("gallery_curve");
+  const auto path = (dir / "curve.png").string();
+  // mAP 0.8 at 50 and 0.5 at 500; top-1 0.9 at 50 and 0.6 at 500 (720 x 440: the plot spans x 64..570 and
+  // y 40..392, so value v sits at y = 392 - round(352 v) and size 50 at x 64, size 500 at x 570).
+  trident::viz::draw_gallery_size_curve({{"mAP", {50, 500}, {0.8, 0.5}}, {"top-1", {50, 500}, {0.9, 0.6}}}, path,
+                                        "test");
+  const cv::Mat picture = cv::imread(path, cv::IMREAD_COLOR);
+  REQUIRE(!picture.empty());
+  CHECK(picture.cols == 720);
+  CHECK(picture.rows == 440);
+  const auto colour = [&](int x, int y) { return picture.at<cv::Vec3b>(y, x); };
+  CHECK(colour(64, 392 - 282) == cv::Vec3b(160, 70, 20));   // mAP at 50: the first series' colour
+  CHECK(colour(570, 392 - 176) == cv::Vec3b(160, 70, 20));  // mAP at 500
+  CHECK(colour(64, 392 - 317) == cv::Vec3b(40, 120, 230));  // top-1 at 50: the second series' colour
+  CHECK(colour(300, 300) == cv::Vec3b(255, 255, 255));      // blank plot area between the lines
+  CHECK(trident::test::partial_files(dir.string()).empty());
+  check_error([&] { trident::viz::draw_gallery_size_curve({{"mAP", {50, 100}, {0.5, 1.2}}}, path, "t"); },
+              {"series 'mAP'", "gallery size 100", "1.2"});
+  check_error([&] { trident::viz::draw_gallery_size_curve({{"mAP", {100, 50}, {0.5, 0.4}}}, path, "t"); },
+              {"increasing", "got 50"});
+  check_error([&] { trident::viz::draw_gallery_size_curve({{"mAP", {50}, {0.5, 0.4}}}, path, "t"); },
+              {"1 sizes and 2 values"});
+}
