@@ -23,7 +23,7 @@
 //   3. score: detection AP and recall over the test images (all people, and labeled people only; detections with
 //      score >= --det-threshold), and search mAP and top-k (--top-k) over the gallery detections with score >=
 //      --search-threshold, ranked by the confidence-weighted cosine (--similarity cosine: the plain one) —
-//      SeqNet's thresholds by default;
+//      SeqNet's thresholds by default; --cbgm re-scores with SeqNet's context bipartite graph matching;
 //   4. print the table and, with --json, write it as JSON with every query's result (its AP, the rank of its
 //      first match, its best match); with --curve, draw mAP and top-1 against the CUHK-SYSU gallery size.
 // Pictures are never opened: scoring needs the annotations only. The results must cover every test image (by
@@ -279,8 +279,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"regular", "multi-view", "same-camera"}));
   std::string similarity = "weighted";
   app.add_option("--similarity", similarity,
-                 "weighted: detection confidence x cosine (the paper's, NAE's); cosine: plain cosine (SeqNet without "
-                 "CBGM, OIM)")
+                 "weighted: detection confidence x cosine (the paper's, SeqNet's, NAE's); cosine: plain cosine (OIM's)")
       ->check(CLI::IsMember({"weighted", "cosine"}))->capture_default_str();
   app.add_option("--det-threshold", options.protocol.detection.score_threshold,
                  "detections counted by the detection AP / recall (SeqNet's 0.01)")->capture_default_str();
@@ -289,6 +288,13 @@ int main(int argc, char** argv) {
   app.add_option("--top-k", options.protocol.search.top_k, "the k of the top-k accuracies")
       ->delimiter(',')->capture_default_str();
   app.add_option("--curve", options.curve_out, "CUHK-SYSU: draw mAP and top-1 against gallery size into this PNG");
+  bool cbgm = false;
+  int64_t cbgm_k1 = 0, cbgm_k2 = 0;
+  app.add_flag("--cbgm", cbgm,
+               "re-score with SeqNet's context bipartite graph matching (rows marked +CBGM), as the '+CBGM' columns of "
+               "SeqNet, GLCNet and COAT");
+  app.add_option("--cbgm-k1", cbgm_k1, "CBGM: images re-scored (default: SeqNet's, 10 CUHK-SYSU, 30 PRW)");
+  app.add_option("--cbgm-k2", cbgm_k2, "CBGM: the query and k2 - 1 people of its picture (default: 3 CUHK-SYSU, 4 PRW)");
   app.add_option("--threads", threads, "LibTorch intra-op threads (0: TRIDENT_NUM_THREADS, else all cores)");
   CLI11_PARSE(app, argc, argv);
 
@@ -301,6 +307,12 @@ int main(int argc, char** argv) {
     };
     options.protocol.camera_galleries = {wanted("regular"), wanted("multi-view"), wanted("same-camera")};
     if (options.subsets.size() == 1 && options.subsets[0] == "none") options.subsets.clear();
+    if (cbgm) {
+      auto c = kind == "prw" ? eval::cbgm_prw : eval::cbgm_cuhk_sysu;
+      if (cbgm_k1 > 0) c.top_images_k1 = cbgm_k1;
+      if (cbgm_k2 > 0) c.context_k2 = cbgm_k2;
+      options.protocol.search.cbgm = c;
+    }
     if (!model.checkpoint.empty()) {
       // 0. Run the model; write its outputs; score them (and the untrained network's).
       // The queries are the same people in every TestG<size> list (and the subsets' are among them): the first

@@ -259,6 +259,47 @@ TEST_CASE("protocol: embeddings that are not unit length are refused, naming the
   CHECK(eval::score_search(tiny_dataset(true), results, options).size() == 1);
 }
 
+TEST_CASE("protocol: CBGM lets the query picture's other person pull the query to its true match") {
+  // 3-d embeddings, every score 1 (so the weighted similarity is the cosine). Picture 0 holds the query person
+  // (its own detection, (1, 0, 0)) and a companion c = (0.6, 0.8, 0) at [50, 0, 60, 20]; picture 1 holds the
+  // person t = (0.6, 0, 0.8) at [0, 0, 10, 20] and a look-alike l = (0.8, 0.6, 0) at [20, 0, 30, 20].
+  // Without CBGM the look-alike ranks first (0.8 > 0.6): AP 1/2, first match at rank 2.
+  // With CBGM (k2 = 2: the query and c; the query's own detection is dropped by the NMS with the query box):
+  // weights q.t = 0.6, q.l = 0.8, c.t = 0.36, c.l = 0.96; the assignments are {q-l, c-t} = 1.16 and
+  // {q-t, c-l} = 1.56, so q goes to t and t's similarity becomes the largest matched weight, 0.96 > 0.8: AP 1.
+  const auto rows = [](std::vector<float> v) { return floats(std::move(v), 3); };
+  std::vector<GalleryDetections> gallery{
+      {floats({0, 0, 10, 20, 50, 0, 60, 20}, 4), at::tensor({1.0f, 1.0f}), rows({1, 0, 0, 0.6f, 0.8f, 0})},
+      {floats({0, 0, 10, 20, 20, 0, 30, 20}, 4), at::tensor({1.0f, 1.0f}), rows({0.6f, 0, 0.8f, 0.8f, 0.6f, 0})}};
+  const std::vector<std::vector<eval::GalleryEntry>> galleries{{{1, Box{0, 0, 10, 20}}}};
+  const std::vector<int64_t> query_images{0};
+  const std::vector<Box> query_boxes{Box{0, 0, 10, 20}};
+  const auto query = rows({1, 0, 0});
+  eval::SearchOptions options;
+  auto plain = eval::evaluate_search(query, query_images, gallery, galleries, options);
+  CHECK(plain.queries[0].average_precision == Approx(0.5));
+  CHECK(plain.queries[0].first_match_rank == 2);
+  options.cbgm = eval::CbgmOptions{10, 2};
+  auto cbgm = eval::evaluate_search(query, query_images, gallery, galleries, options, query_boxes);
+  CHECK(cbgm.queries[0].average_precision == Approx(1.0));
+  CHECK(cbgm.queries[0].first_match_rank == 1);
+  REQUIRE(cbgm.queries[0].best.has_value());
+  CHECK(cbgm.queries[0].best->similarity == Approx(0.96));
+  CHECK(cbgm.queries[0].best->correct);
+  // k2 = 1 (the query alone): nothing changes.
+  options.cbgm = eval::CbgmOptions{10, 1};
+  CHECK(eval::evaluate_search(query, query_images, gallery, galleries, options, query_boxes)
+            .queries[0].average_precision == Approx(0.5));
+  // Without the boxes CBGM cannot build the context: refused.
+  CHECK_THROWS_WITH_AS(eval::evaluate_search(query, query_images, gallery, galleries, options),
+                       doctest::Contains("CBGM needs every query's box"), trident::Error);
+  // Through the protocol the boxes come from the dataset, and the rows say that CBGM re-scored them.
+  eval::ProtocolOptions protocol;
+  protocol.search.cbgm = eval::cbgm_cuhk_sysu;
+  CHECK(eval::score_search(tiny_dataset(true), tiny_results(), protocol, "g")[0].setting == "g +CBGM");
+  CHECK(eval::score_search(tiny_dataset(false), tiny_results(), protocol)[1].setting == "multi-view +CBGM");
+}
+
 TEST_CASE("protocol: results lacking a gallery image or a query are errors naming them") {
   auto results = tiny_results();
   results.gallery_images[0] = "elsewhere.jpg";  // c.jpg's entry renamed

@@ -207,8 +207,17 @@ inline std::pair<DetectionMetrics, DetectionMetrics> score_detection(const Match
           evaluate_detection(matched.annotations, matched.gallery, labeled)};
 }
 
-/// A row with the names to_json needs.
-inline SearchRow named_row(std::string setting, SearchMetrics metrics, const data::Dataset& dataset) {
+/// Every query's box, in the dataset's order.
+inline std::vector<Box> query_boxes(const data::Dataset& dataset) {
+  std::vector<Box> out;
+  for (const auto& query : dataset.queries) out.push_back(query.box);
+  return out;
+}
+
+/// A row with the names to_json needs ("+CBGM" added to the setting when CBGM re-scored it).
+inline SearchRow named_row(std::string setting, SearchMetrics metrics, const data::Dataset& dataset,
+                           const ProtocolOptions& options) {
+  if (options.search.cbgm) setting += " +CBGM";
   SearchRow row{std::move(setting), std::move(metrics), {}, {}, {}};
   for (const int64_t index : dataset.test) row.gallery_names.push_back(dataset.images[static_cast<size_t>(index)].name);
   for (const auto& query : dataset.queries) {
@@ -228,13 +237,16 @@ inline std::vector<SearchRow> score_search(const data::Dataset& dataset, const M
     std::vector<std::vector<GalleryEntry>> galleries;
     for (size_t q = 0; q < dataset.queries.size(); ++q)
       galleries.push_back(gallery_entries(dataset, dataset.queries[q], matched, fn, q));
-    rows.push_back(named_row(setting, evaluate_search(matched.query_embeddings, matched.query_positions,
-                                                      matched.gallery, galleries, options.search), dataset));
+    rows.push_back(named_row(setting,
+                             evaluate_search(matched.query_embeddings, matched.query_positions, matched.gallery,
+                                             galleries, options.search, query_boxes(dataset)),
+                             dataset, options));
     return rows;
   }
   std::vector<PrwQuery> queries;
   for (size_t q = 0; q < dataset.queries.size(); ++q)
-    queries.push_back({matched.query_positions[q], dataset.queries[q].pid, dataset.queries[q].camera});
+    queries.push_back({matched.query_positions[q], dataset.queries[q].pid, dataset.queries[q].camera,
+                       dataset.queries[q].box});
   bool cameras = !matched.annotations.empty();
   for (const auto& annotation : matched.annotations) cameras = cameras && annotation.camera >= 0;
   const auto& wanted = options.camera_galleries;
@@ -246,7 +258,7 @@ inline std::vector<SearchRow> score_search(const data::Dataset& dataset, const M
     rows.push_back(named_row(gallery_name(kind),
                              evaluate_search_prw(matched.query_embeddings, queries, matched.annotations,
                                                  matched.gallery, kind, options.search),
-                             dataset));
+                             dataset, options));
   }
   return rows;
 }
@@ -280,8 +292,10 @@ inline SearchRow score_search_full_set(const data::Dataset& dataset, const Searc
   std::vector<std::vector<GalleryEntry>> galleries;
   for (size_t q = 0; q < dataset.queries.size(); ++q)
     galleries.push_back(detail::gallery_entries(dataset, dataset.queries[q], matched, fn, q, /*use_lists=*/false));
-  return detail::named_row(setting, evaluate_search(matched.query_embeddings, matched.query_positions,
-                                                    matched.gallery, galleries, options.search), dataset);
+  return detail::named_row(setting,
+                           evaluate_search(matched.query_embeddings, matched.query_positions, matched.gallery,
+                                           galleries, options.search, detail::query_boxes(dataset)),
+                           dataset, options);
 }
 
 /// Detection and search of the results on the dataset, in one table.
@@ -316,11 +330,13 @@ inline std::string format_table(const EvaluationTable& table) {
   detection_line("  all people", table.detection);
   detection_line("  labeled only", table.detection_labeled);
   if (table.search.empty()) return out;
-  out += fmt::format("\n{:<18}{:>9}", "search", "mAP");
+  size_t width = 18;  // the settings' column: wider for long names ("low-resolution +CBGM")
+  for (const auto& row : table.search) width = std::max(width, row.setting.size() + 3);
+  out += fmt::format("\n{:<{}}{:>9}", "search", width, "mAP");
   for (const int64_t k : table.search.front().metrics.top_k) out += fmt::format("{:>9}", fmt::format("top-{}", k));
   out += fmt::format("{:>9}\n", "queries");
   for (const auto& row : table.search) {
-    out += fmt::format("{:<18}{:>8.2f}%", "  " + row.setting, 100 * row.metrics.mean_average_precision);
+    out += fmt::format("{:<{}}{:>8.2f}%", "  " + row.setting, width, 100 * row.metrics.mean_average_precision);
     for (const double a : row.metrics.top_k_accuracy) out += fmt::format("{:>8.2f}%", 100 * a);
     const auto counted = static_cast<int64_t>(row.metrics.queries.size()) - row.metrics.queries_without_ground_truth;
     out += fmt::format("{:>9}", counted);

@@ -7,8 +7,10 @@
 ///     appears in it (the "target"); the query's own image is never part of it;
 ///  2. in each gallery image, keep the detections whose score >= score_threshold; an image with none adds
 ///     nothing but still counts in the recall's denominator when the person is in it;
-///  3. similarity(query, detection) = confidence * cosine (search::similarity; SimilarityWeighting::none gives
-///     the plain cosine that SeqNet uses without CBGM);
+///  3. similarity(query, detection) = confidence * cosine (search::similarity: the paper's and SeqNet's
+///     confidence-weighted similarity, whose gallery embeddings carry the detection score; SimilarityWeighting::none
+///     gives the plain cosine of OIM); with SearchOptions::cbgm, SeqNet's context bipartite graph matching then
+///     revises the similarities of the images most likely to hold the person (eval/cbgm.hpp);
 ///  4. in an image with a target of width w and height h, rank its detections by similarity (descending,
 ///     earlier detection first on ties) and mark as the one true positive the first whose IoU with the target
 ///     is >= min(0.5, w*h / ((w + 10) * (h + 10))) — the rule that lets small people be found with looser
@@ -31,6 +33,7 @@
 /// them unspecified).
 
 #include <trident/eval/average_precision.hpp>
+#include <trident/eval/cbgm.hpp>
 #include <trident/eval/types.hpp>
 #include <trident/search/similarity.hpp>
 
@@ -66,6 +69,9 @@ struct SearchOptions {
   /// evaluation stops naming the row: the similarity is a dot product, and embeddings that are not unit length
   /// (score-weighted ones, say) silently give another measure (s^2 cos). Negative: no check.
   double unit_norm_tolerance = 1e-3;
+  /// SeqNet's context bipartite graph matching (eval/cbgm.hpp; cbgm_cuhk_sysu, cbgm_prw), applied to each query
+  /// before its ranking; needs the queries' boxes (the context is built from the query image's detections).
+  std::optional<CbgmOptions> cbgm;
 };
 
 /// The most similar gallery detection of a query.
@@ -143,16 +149,11 @@ inline KeptGallery keep_gallery(std::span<const GalleryDetections> gallery, int6
 
 inline QueryMetrics evaluate_query(const at::Tensor& query, const KeptGallery& kept,
                                    const std::vector<GalleryEntry>& entries, int64_t query_image,
-                                   const SearchOptions& options, std::string_view caller, size_t q) {
+                                   const SearchOptions& options, std::string_view caller, size_t q,
+                                   const at::Tensor& context = {}) {
   const auto num_images = static_cast<int64_t>(kept.offsets.size()) - 1;
   QueryMetrics out;
-  std::vector<int64_t> ranked_row;  // gallery order: images as listed, each ranked by similarity
-  std::vector<double> ranked_similarity;
-  std::vector<bool> ranked_positive;
-  std::vector<int64_t> ranked_image;
-  std::vector<double> similarity;
-  if (kept.embeddings.size(0) > 0)
-    similarity = to_doubles(search::similarity(query.unsqueeze(0), kept.embeddings, kept.scores, options.weighting));
+  std::vector<const GalleryEntry*> searched;  // the entries in list order, the query's own image left out
   std::unordered_set<int64_t> seen;
   for (size_t e = 0; e < entries.size(); ++e) {
     const auto& entry = entries[e];
@@ -162,6 +163,24 @@ inline QueryMetrics evaluate_query(const at::Tensor& query, const KeptGallery& k
     if (entry.image == query_image) continue;
     TRIDENT_CHECK(seen.insert(entry.image).second, "{}: galleries[{}] lists image {} twice", caller, q,
                   entry.image);
+    searched.push_back(&entry);
+  }
+  std::vector<double> similarity;
+  if (kept.embeddings.size(0) > 0)
+    similarity = to_doubles(search::similarity(query.unsqueeze(0), kept.embeddings, kept.scores, options.weighting));
+  if (options.cbgm && !similarity.empty()) {
+    std::vector<int64_t> images;
+    for (const auto* entry : searched) images.push_back(entry->image);
+    similarity = cbgm_rescore(query, context.defined() ? context : at::empty({0, query.size(0)}, at::kFloat),
+                              kept.embeddings, kept.scores, options.weighting, kept.offsets, similarity, images,
+                              *options.cbgm);
+  }
+  std::vector<int64_t> ranked_row;  // gallery order: images as listed, each ranked by similarity
+  std::vector<double> ranked_similarity;
+  std::vector<bool> ranked_positive;
+  std::vector<int64_t> ranked_image;
+  for (const auto* entry_pointer : searched) {
+    const auto& entry = *entry_pointer;
     if (entry.target) ++out.ground_truths;
     const int64_t begin = kept.offsets[static_cast<size_t>(entry.image)];
     const int64_t count = kept.offsets[static_cast<size_t>(entry.image) + 1] - begin;
@@ -229,6 +248,14 @@ inline void check_search_inputs(const at::Tensor& query_embeddings, size_t num_q
                   [](size_t r) { return fmt::format("query_embeddings row {}", r); });
 }
 
+/// The CBGM context of a query (the other people of its image, eval/cbgm.hpp), or nothing without CBGM or
+/// without the query's image among the gallery's.
+inline at::Tensor query_context(std::span<const GalleryDetections> gallery, int64_t image, const Box& box,
+                                const SearchOptions& options) {
+  if (!options.cbgm || image < 0 || image >= static_cast<int64_t>(gallery.size())) return {};
+  return cbgm_context(gallery[static_cast<size_t>(image)], box, options.score_threshold).embeddings;
+}
+
 inline SearchMetrics summarize(std::vector<QueryMetrics> queries, const SearchOptions& options) {
   SearchMetrics out;
   out.top_k = options.top_k;
@@ -257,29 +284,36 @@ inline SearchMetrics summarize(std::vector<QueryMetrics> queries, const SearchOp
 ///   query_embeddings [Q, D]: each query's embedding, computed from its ground-truth box;
 ///   query_images[q]: index of query q's own image in `gallery` (skipped if listed), or -1 if not there;
 ///   gallery[i]: the detections of gallery image i;
-///   galleries[q]: query q's gallery, each image with the query person's box there when present.
+///   galleries[q]: query q's gallery, each image with the query person's box there when present;
+///   query_boxes[q]: query q's box in its image (needed by options.cbgm only).
 inline SearchMetrics evaluate_search(const at::Tensor& query_embeddings, std::span<const int64_t> query_images,
                                      std::span<const GalleryDetections> gallery,
                                      const std::vector<std::vector<GalleryEntry>>& galleries,
-                                     const SearchOptions& options = {}) {
+                                     const SearchOptions& options = {}, std::span<const Box> query_boxes = {}) {
   constexpr const char* fn = "trident::eval::evaluate_search";
   detail::check_search_inputs(query_embeddings, galleries.size(), options, fn);
   TRIDENT_CHECK(query_images.size() == galleries.size(), "{}: {} query_images but {} galleries", fn,
                 query_images.size(), galleries.size());
+  TRIDENT_CHECK(!options.cbgm || query_boxes.size() == galleries.size(),
+                "{}: CBGM needs every query's box: {} query_boxes for {} queries", fn, query_boxes.size(),
+                galleries.size());
   const auto queries = query_embeddings.detach().to(at::kCPU, at::kFloat);
   const auto kept = detail::keep_gallery(gallery, queries.size(1), options.score_threshold, fn, options.unit_norm_tolerance);
   std::vector<QueryMetrics> results;
   for (size_t q = 0; q < galleries.size(); ++q)
-    results.push_back(detail::evaluate_query(queries[static_cast<int64_t>(q)], kept, galleries[q], query_images[q],
-                                             options, fn, q));
+    results.push_back(detail::evaluate_query(
+        queries[static_cast<int64_t>(q)], kept, galleries[q], query_images[q], options, fn, q,
+        options.cbgm ? detail::query_context(gallery, query_images[q], query_boxes[q], options) : at::Tensor()));
   return detail::summarize(std::move(results), options);
 }
 
-/// A PRW query: its image (index into the gallery annotations, -1 if not among them), identity and camera.
+/// A PRW query: its image (index into the gallery annotations, -1 if not among them), identity, camera and box
+/// (the box is needed by SearchOptions::cbgm only).
 struct PrwQuery {
   int64_t image = -1;
   int64_t person_id = 0;
   int64_t camera = -1;
+  Box box{};
 };
 
 enum class PrwGallery {
@@ -343,7 +377,7 @@ inline SearchMetrics evaluate_search_prw(const at::Tensor& query_embeddings, std
       entries.push_back(entry);
     }
     results.push_back(detail::evaluate_query(embeddings[static_cast<int64_t>(q)], kept, entries, query.image, options,
-                                             fn, q));
+                                             fn, q, detail::query_context(gallery, query.image, query.box, options)));
   }
   return detail::summarize(std::move(results), options);
 }

@@ -2,10 +2,12 @@
 /// \file trident/search/similarity.hpp
 /// How a query is compared with gallery detections. Embeddings are L2-normalised, so their dot product is the
 /// cosine similarity. The paper (Section 4.2, "Distinction from related work") performs re-identification with
-/// the similarity weighted by the detection confidence, as CWS [23] and NAE [3] do at test time:
+/// the similarity weighted by the detection confidence, as CWS [23] and NAE [3] do at test time (and SeqNet,
+/// whose gallery embeddings are multiplied by the detection score):
 ///     sim(q, d) = alpha_d * cos(x_q, x_d),
 /// so a box that is barely a person ranks below a confident one with the same appearance. trident uses that
-/// by default; SimilarityWeighting::none gives the plain cosine (for ablations and for other methods' results).
+/// by default, keeping the embeddings unit length and the score apart; SimilarityWeighting::none gives the plain
+/// cosine (OIM's; for ablations and for other methods' results).
 
 #include <trident/config.hpp>
 
