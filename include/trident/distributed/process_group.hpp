@@ -372,15 +372,24 @@ inline std::shared_ptr<C10dGroup> join(const LaunchEnvironment& env, GroupOption
     TRIDENT_CHECK(claims == 1, "{}: two processes were started as rank {} (from {})", caller, env.rank, env.source);
     store->set(fmt::format("world/{}", env.rank), detail::store_bytes(std::to_string(env.world_size)));
     const auto root_world = detail::store_text(store->get("world/0"));
+    // Rank 0 hosts the store: it must not stop (and take the store with it) before this rank has read rank 0's
+    // world size, or this rank would see a broken connection instead of the mismatch.
+    if (env.rank != 0) store->set(fmt::format("world-read/{}", env.rank), detail::store_bytes("1"));
     TRIDENT_CHECK(root_world == std::to_string(env.world_size),
                   "{}: rank {} was started with a world of {} processes, rank 0 with {} (from {})", caller, env.rank,
                   env.world_size, root_world, env.source);
     if (env.rank == 0)
       for (int r = 1; r < env.world_size; ++r) {
         const auto world = detail::store_text(store->get(fmt::format("world/{}", r)));
-        TRIDENT_CHECK(world == std::to_string(env.world_size),
-                      "{}: rank {} was started with a world of {} processes, rank 0 with {} (from {})", caller, r,
-                      world, env.world_size, env.source);
+        if (world != std::to_string(env.world_size)) {
+          try {  // let rank r read world/0 and name the mismatch itself (bounded: it may be gone)
+            store->wait({fmt::format("world-read/{}", r)},
+                        std::min(options.timeout, std::chrono::milliseconds(10000)));
+          } catch (const std::exception&) {
+          }
+          fail("{}: rank {} was started with a world of {} processes, rank 0 with {} (from {})", caller, r, world,
+               env.world_size, env.source);
+        }
       }
   } catch (const Error&) {
     throw;
