@@ -1,7 +1,8 @@
 # Finds trident's dependencies for its own build tree (the installed package finds them in tridentConfig.cmake).
 # The core's dependencies are required; a missing one stops configure with the Debian package that provides it.
 # Each io component's dependency is looked for only when its option (TRIDENT_WITH_VISION / _MAT / _JSON) is not
-# OFF: AUTO provides the component when the dependency is found, ON also stops configure when it is not.
+# OFF: AUTO provides the component when the dependency is found, ON also stops configure when it is not. The same
+# for TRIDENT_WITH_FAISS (trident::faiss: approximate gallery search, search/faiss_index.hpp).
 include_guard(GLOBAL)
 
 macro(_trident_require found what package)
@@ -86,4 +87,19 @@ macro(trident_find_io_dependencies)
     set(_trident_json_found ${nlohmann_json_FOUND})
   endif()
   _trident_component(JSON _trident_json_found "nlohmann_json (find_package(nlohmann_json))" "nlohmann-json3-dev")
+endmacro()
+
+# trident::faiss (search/faiss_index.hpp): FAISS's CMake package (Debian: libfaiss-dev, target `faiss`).
+macro(trident_find_faiss_dependency)
+  _trident_off(FAISS)
+  set(_trident_faiss_found OFF)
+  if(_trident_look_FAISS)
+    # Debian's faiss-config.cmake names OpenMP::OpenMP_CXX without finding it.
+    find_package(OpenMP QUIET COMPONENTS CXX)
+    find_package(faiss QUIET)
+    if(faiss_FOUND AND TARGET faiss)
+      set(_trident_faiss_found ON)
+    endif()
+  endif()
+  _trident_component(FAISS _trident_faiss_found "FAISS (find_package(faiss))" "libfaiss-dev")
 endmacro()

@@ -19,6 +19,7 @@ packages=(
   libmatio-dev
   libcli11-dev
   nlohmann-json3-dev
+  libfaiss-dev            # trident::faiss: approximate search of large gallery indexes (optional)
   libbenchmark-dev
 )
 for arg in "$@"; do

@@ -49,6 +49,9 @@ esac
 
 if [ -n "$prefix" ]; then
   configure+=("-DCMAKE_PREFIX_PATH=$prefix")
+  # Another LibTorch than Debian's: without Debian's FAISS, as on the GPU machine (pip's LibTorch brings its own
+  # OpenMP and BLAS; Debian's libfaiss would put a second of each into the process).
+  configure+=("-DTRIDENT_WITH_FAISS=OFF")
   # Also in the environment: the nested configures that CTest runs (the consumer projects) then find this
   # LibTorch too, ahead of Debian's in /usr.
   export CMAKE_PREFIX_PATH="$prefix${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"

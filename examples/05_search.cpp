@@ -3,11 +3,17 @@
 //   ./build/examples/05_search --checkpoint out/small/checkpoint.pt --dataset cuhk-sysu --root data/synthetic --query 3
 //   ./build/examples/05_search --checkpoint run/checkpoint.pt --config paper --dataset prw --root /data/PRW --query 0
 //   ./build/examples/05_search --checkpoint ... --query-image me.jpg --query-box 40,30,120,260 --gallery photos/
+//   ./build/examples/05_search --checkpoint ... --index out/gallery.tgi --query 3 --root data/synthetic
+//   ./build/examples/05_search --checkpoint ... --index photos.tgi --query-image me.jpg --query-box 40,30,120,260
 //
 // 1. builds the network of the checkpoint's configuration and loads its weights (train::load_model);
 // 2. embeds the query person from its box (describe_box: the query's feature comes from its annotated box);
 // 3. detects everyone in every gallery picture (detect_picture: boxes, confidences, embeddings);
 // 4. ranks all detections by the confidence-weighted cosine similarity (search::rank_gallery);
+// With --index (a gallery index written by 07_build_index) step 3 is gone: the archive was embedded once, and the
+// query is answered from the index in milliseconds — exactly (GalleryIndex::search, one matrix product), or,
+// built with trident::faiss and when the index has its FAISS structure beside it (`<index>.faiss`), approximately
+// (FaissIndex::search; --exact forces the exact path). The query's own picture is left out of the matches.
 // 5. draws the query and the top-k matches into one picture (viz::draw_search_results). With a dataset, each
 //    match is marked with the evaluation protocol's own rule (eval/search.hpp), so that green and red agree with
 //    the mAP 03_evaluate prints: in a picture where the query person is annotated with a w x h box, the most
@@ -19,7 +25,11 @@
 #include <trident/eval/search.hpp>
 #include <trident/model/configs.hpp>
 #include <trident/ops/boxes.hpp>
+#include <trident/search/gallery_index.hpp>
 #include <trident/search/rank.hpp>
+#if TRIDENT_HAVE_FAISS
+#include <trident/search/faiss_index.hpp>
+#endif
 #include <trident/train/checkpoint.hpp>
 #include <trident/viz/search_results.hpp>
 
@@ -27,8 +37,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <unordered_map>
 
 namespace {
 using namespace trident;
@@ -40,6 +52,8 @@ struct Options {
   int query = -1, gallery_size = 50, threads = 0, height = 240;
   int64_t top_k = 5, min_size = 0, max_size = 0;
   double score_threshold = 0.5;
+  std::string index;   ///< a gallery index (07_build_index) to search instead of detecting a gallery
+  bool exact = false;  ///< with --index: the exact search even when a FAISS structure is there
 };
 
 /// The query, the gallery pictures and (with a dataset) where the query person is in each.
@@ -181,6 +195,114 @@ int run(const Options& o, NetOptions net_options) {
   return 0;
 }
 
+/// --index: the query from a dataset (--query N with --root) or a picture and a box; the gallery from the index.
+template <class Cfg>
+int run_index(const Options& o, NetOptions net_options) {
+  using clock = std::chrono::steady_clock;
+  const auto since = [](clock::time_point t) { return std::chrono::duration<double, std::milli>(clock::now() - t).count(); };
+  auto start = clock::now();
+  const auto index = search::GalleryIndex::open(o.index);
+  std::cout << fmt::format("index {}: {} detections in {} pictures, {}-d, opened and checked in {:.0f} ms\n", o.index,
+                           index.size(), index.pictures().size(), index.dim(), since(start));
+  // 1. The query: its picture and box, and (with a dataset) where the person is in each picture of the archive.
+  std::string query_path;
+  Box query_box{};
+  std::unordered_map<std::string, std::optional<Box>> truth;  // picture path -> the person's box there
+  if (o.query >= 0) {
+    data::ReadOptions read_options;
+    read_options.gallery_size = o.gallery_size;
+    read_options.check_images = false;
+    const data::Dataset ds = data::read_dataset(o.dataset, o.root, read_options);
+    TRIDENT_CHECK(static_cast<size_t>(o.query) < ds.queries.size(), "05_search: --query {} is outside 0..{} ('{}')",
+                  o.query, static_cast<int64_t>(ds.queries.size()) - 1, o.root);
+    const auto& q = ds.queries[static_cast<size_t>(o.query)];
+    query_path = ds.images.at(static_cast<size_t>(q.image)).path;
+    query_box = q.box;
+    for (const auto& record : ds.images) {
+      std::optional<Box> where;
+      const auto pids = record.pids.contiguous();
+      for (int64_t j = 0; j < pids.size(0); ++j)
+        if (pids[j].item<int64_t>() == q.pid)
+          where = Box{record.boxes[j][0].item<float>(), record.boxes[j][1].item<float>(),
+                      record.boxes[j][2].item<float>(), record.boxes[j][3].item<float>()};
+      truth[record.path] = where;
+    }
+  } else {
+    TRIDENT_CHECK(o.query_box.size() == 4, "05_search: --query-box needs x1,y1,x2,y2, got {} numbers", o.query_box.size());
+    query_path = o.query_image;
+    query_box = {o.query_box[0], o.query_box[1], o.query_box[2], o.query_box[3]};
+  }
+  // 2. The query person's embedding, from its box.
+  TridentNet<Cfg> net(net_options);
+  train::load_model(o.checkpoint, net);
+  eval::EvalModeScope<TridentNet<Cfg>> eval_mode(net);
+  eval::InferenceOptions io;
+  if (o.min_size > 0) io.min_size = o.min_size;
+  if (o.max_size > 0) io.max_size = o.max_size;
+  if (o.min_size == 0 && o.config == "small") {
+    const auto sides = data::picture_sides(query_path);
+    io.min_size = sides[0];
+    io.max_size = sides[1];
+  }
+  const at::Tensor query = eval::describe_box(net, query_path, query_box, io).reshape({1, -1});
+  // 3. The index answers (a few more than asked, since the query's own picture is dropped).
+  search::SearchParams params;
+  params.top_k = o.top_k + 64;
+  params.score_threshold = o.score_threshold;
+  start = clock::now();
+  std::vector<search::IndexHit> hits;
+  std::string how = "exact";
+#if TRIDENT_HAVE_FAISS
+  const auto sidecar = search::FaissIndex::sidecar_path(o.index);
+  if (!o.exact && fs::exists(sidecar)) {
+    const auto ann = search::FaissIndex::load(sidecar, index);
+    const auto t = clock::now();
+    hits = ann.search(index, query, params).at(0);
+    how = fmt::format("FAISS {} (loaded in {:.0f} ms)", search::faiss_kind_name(ann.kind()), std::chrono::duration<double, std::milli>(t - start).count());
+    start = t;
+  }
+#endif
+  if (how == "exact") hits = index.search(query, params).at(0);
+  const double query_ms = since(start);
+  std::vector<search::IndexHit> kept;
+  for (const auto& h : hits)
+    if (h.picture_name != query_path && static_cast<int64_t>(kept.size()) < o.top_k) kept.push_back(h);
+  std::cout << fmt::format("query {} [{:.0f} {:.0f} {:.0f} {:.0f}]; {} search: {:.2f} ms\n", query_path, query_box[0],
+                           query_box[1], query_box[2], query_box[3], how, query_ms);
+  // 4. The protocol's rule (see run): per picture, the best-ranked detection over the size-dependent IoU threshold.
+  std::unordered_map<std::string, size_t> positive;
+  std::vector<viz::ShownMatch> shown;
+  int correct = 0;
+  for (size_t r = 0; r < kept.size(); ++r) {
+    const auto& h = kept[r];
+    viz::ShownMatch s;
+    s.path = h.picture_name;
+    s.box = h.box;
+    s.similarity = h.similarity;
+    if (!truth.empty()) {
+      const auto it = truth.find(h.picture_name);
+      const std::optional<Box> where = it == truth.end() ? std::nullopt : it->second;
+      bool is = false;
+      if (where && !positive.count(h.picture_name) &&
+          iou(h.box, *where) >= eval::target_iou_threshold((*where)[2] - (*where)[0], (*where)[3] - (*where)[1])) {
+        positive[h.picture_name] = r;
+        is = true;
+      }
+      s.correct = is;
+      if (where) s.truth = std::array<float, 4>{(*where)[0], (*where)[1], (*where)[2], (*where)[3]};
+      correct += is ? 1 : 0;
+    }
+    std::cout << fmt::format("#{:<2} {:.3f}  {}  [{:.0f} {:.0f} {:.0f} {:.0f}] score {:.2f}{}\n", r + 1, h.similarity,
+                             fs::path(h.picture_name).filename().string(), h.box[0], h.box[1], h.box[2], h.box[3], h.score,
+                             s.correct ? (*s.correct ? "  correct" : "  wrong") : "");
+    shown.push_back(s);
+  }
+  if (!truth.empty()) std::cout << fmt::format("{} of the top {} are the query person\n", correct, kept.size());
+  viz::draw_search_results(query_path, {query_box[0], query_box[1], query_box[2], query_box[3]}, shown, o.out, o.height);
+  std::cout << "wrote " << o.out << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -197,6 +319,8 @@ int main(int argc, char** argv) {
   app.add_option("--query-image", o.query_image, "a picture with the person to look for (instead of --query)");
   app.add_option("--query-box", o.query_box, "x1,y1,x2,y2 of the person in --query-image")->delimiter(',');
   app.add_option("--gallery", o.gallery, "folder of pictures to search (with --query-image)");
+  app.add_option("--index", o.index, "a gallery index of 07_build_index to search (instead of --gallery or the dataset's)");
+  app.add_flag("--exact", o.exact, "with --index: exact search even when the index has a FAISS structure beside it");
   app.add_option("--top-k", o.top_k, "matches to show")->capture_default_str();
   app.add_option("--score-threshold", o.score_threshold, "detections below this confidence are ignored")
       ->capture_default_str();
@@ -210,6 +334,11 @@ int main(int argc, char** argv) {
     std::cout << fmt::format("trident example 05, {} threads\n", use_all_cores(o.threads));
     TRIDENT_CHECK(o.query_image.empty() != (o.query < 0),
                   "05_search: give either --query N (with --root) or --query-image with --query-box and --gallery");
+    if (!o.index.empty()) {
+      if (o.config == "small") return run_index<SmallCpuConfig>(o, small_net_options());
+      if (o.dataset == "prw") return run_index<PaperConfig<Prw>>(o, {});
+      return run_index<PaperConfig<CuhkSysu>>(o, {});
+    }
     if (o.config == "small") return run<SmallCpuConfig>(o, small_net_options());
     if (o.dataset == "prw") return run<PaperConfig<Prw>>(o, {});
     return run<PaperConfig<CuhkSysu>>(o, {});

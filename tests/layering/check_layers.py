@@ -5,8 +5,8 @@
    earlier in LAYERS, so folders never include each other in a cycle.
 2. Components: a header whose comment says "Part of trident::vision" (or mat, json; "io" means all three) may
    reach, through its includes, only those components' libraries (OpenCV: <opencv2/...>, matio: <matio.h>,
-   nlohmann_json: <nlohmann/...>) and must reach each one it names; a header that names none is core and may
-   reach none of them.
+   nlohmann_json: <nlohmann/...>, FAISS: <faiss/...>) and must reach each one it names; a header that names none
+   is core and may reach none of them.
 
   check_layers.py [include-dir]    checks include/trident (default: the one beside this file's project)
   check_layers.py --self-test      checks that broken trees are caught (the check itself can fail)
@@ -22,7 +22,7 @@ import tempfile
 LAYERS = ["core", "io", "data", "ops", "backbone", "detector", "roi", "losses", "memory", "branches", "model",
           "search", "eval", "train", "distributed", "viz"]
 LIBRARIES = {"vision": re.compile(r"^opencv2/"), "mat": re.compile(r"^matio\.h$"),
-             "json": re.compile(r"^nlohmann/")}
+             "json": re.compile(r"^nlohmann/"), "faiss": re.compile(r"^faiss/")}
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
 PART_OF = re.compile(r"Part\s+of\s+trident::(\w+)(?:\s+and\s+trident::(\w+))?")
 
