@@ -64,6 +64,16 @@ struct Problem {
   std::vector<std::optional<Box>> truth;  // empty without a dataset
 };
 
+/// Where person `pid` is annotated in `record`, if anywhere.
+std::optional<Box> person_box(const data::ImageRecord& record, int64_t pid) {
+  const auto pids = record.pids.contiguous();
+  for (int64_t j = 0; j < pids.size(0); ++j)
+    if (pids[j].item<int64_t>() == pid)
+      return Box{record.boxes[j][0].item<float>(), record.boxes[j][1].item<float>(), record.boxes[j][2].item<float>(),
+                 record.boxes[j][3].item<float>()};
+  return std::nullopt;
+}
+
 Problem from_dataset(const Options& o) {
   data::ReadOptions read_options;
   read_options.gallery_size = o.gallery_size;
@@ -85,13 +95,7 @@ Problem from_dataset(const Options& o) {
   for (const int64_t i : images) {
     const auto& record = ds.images.at(static_cast<size_t>(i));
     p.gallery.push_back(record.path);
-    std::optional<Box> truth;
-    const auto pids = record.pids.contiguous();
-    for (int64_t j = 0; j < pids.size(0); ++j)
-      if (pids[j].item<int64_t>() == q.pid)
-        truth = Box{record.boxes[j][0].item<float>(), record.boxes[j][1].item<float>(),
-                          record.boxes[j][2].item<float>(), record.boxes[j][3].item<float>()};
-    p.truth.push_back(truth);
+    p.truth.push_back(person_box(record, q.pid));
   }
   return p;
 }
@@ -218,15 +222,7 @@ int run_index(const Options& o, NetOptions net_options) {
     const auto& q = ds.queries[static_cast<size_t>(o.query)];
     query_path = ds.images.at(static_cast<size_t>(q.image)).path;
     query_box = q.box;
-    for (const auto& record : ds.images) {
-      std::optional<Box> where;
-      const auto pids = record.pids.contiguous();
-      for (int64_t j = 0; j < pids.size(0); ++j)
-        if (pids[j].item<int64_t>() == q.pid)
-          where = Box{record.boxes[j][0].item<float>(), record.boxes[j][1].item<float>(),
-                      record.boxes[j][2].item<float>(), record.boxes[j][3].item<float>()};
-      truth[record.path] = where;
-    }
+    for (const auto& record : ds.images) truth[record.path] = person_box(record, q.pid);
   } else {
     TRIDENT_CHECK(o.query_box.size() == 4, "05_search: --query-box needs x1,y1,x2,y2, got {} numbers", o.query_box.size());
     query_path = o.query_image;
