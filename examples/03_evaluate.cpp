@@ -173,12 +173,9 @@ eval::EvaluationTable score_and_print(const std::string& kind, const std::string
         continue;
       }
       const auto dataset = read_reported(kind, root, setting.read, report_reader && first);
-      std::vector<eval::SearchRow> rows;
-      if (first) {
-        table = eval::score_search_outputs(dataset, outputs, options.protocol, setting.row);
-        if (setting.full_set) table.search = {eval::score_search_full_set(dataset, outputs, options.protocol)};
-        first = false;
-      } else if (setting.full_set) {
+      if (first) table = eval::score_detection_table(dataset, outputs, options.protocol);
+      first = false;
+      if (setting.full_set) {
         table.search.push_back(eval::score_search_full_set(dataset, outputs, options.protocol));
       } else {
         for (auto& row : eval::score_search(dataset, outputs, options.protocol, setting.row))

@@ -118,26 +118,40 @@ Problem from_folder(const Options& o) {
   return p;
 }
 
-double iou(const std::array<float, 4>& a, const Box& b) {
-  return ops::box_iou(at::tensor(std::vector<float>(a.begin(), a.end())).view({1, 4}),
-                      at::tensor(std::vector<float>(b.begin(), b.end())).view({1, 4}))
-      .item<double>();
+/// The protocol's overlap rule (eval/search.hpp, step 4): `box` finds the person annotated at `truth` when their
+/// IoU reaches min(0.5, w h / ((w + 10)(h + 10))) for the w x h truth.
+bool finds(const std::array<float, 4>& box, const Box& truth) {
+  const double iou = ops::box_iou(at::tensor(std::vector<float>(box.begin(), box.end())).view({1, 4}),
+                                  at::tensor(std::vector<float>(truth.begin(), truth.end())).view({1, 4}))
+                         .item<double>();
+  return iou >= eval::target_iou_threshold(truth[2] - truth[0], truth[3] - truth[1]);
 }
 
 /// The protocol's true positive of each gallery picture (eval/search.hpp, step 4): the first detection in the
-/// ranking, among those of that picture, whose IoU with the query person's box reaches the size-dependent
-/// threshold. -1 where none does or the person is not there.
+/// ranking, among those of that picture, that finds the query person. -1 where none does or the person is not
+/// there.
 std::vector<int64_t> true_positives(const std::vector<search::Match>& ranking,
                                     const std::vector<std::optional<Box>>& truth) {
   std::vector<int64_t> out(truth.size(), -1);
   for (size_t r = 0; r < ranking.size(); ++r) {
     const auto image = static_cast<size_t>(ranking[r].image);
-    if (image >= truth.size() || !truth[image] || out[image] >= 0) continue;
-    const auto& t = *truth[image];
-    if (iou(ranking[r].box, t) >= eval::target_iou_threshold(t[2] - t[0], t[3] - t[1]))
+    if (image < truth.size() && truth[image] && out[image] < 0 && finds(ranking[r].box, *truth[image]))
       out[image] = static_cast<int64_t>(r);
   }
   return out;
+}
+
+/// The picture sizes the network sees: --min-size/--max-size, or (small configuration) the query picture's own.
+eval::InferenceOptions inference_options(const Options& o, const std::string& query_path) {
+  eval::InferenceOptions io;
+  if (o.min_size > 0) io.min_size = o.min_size;
+  if (o.max_size > 0) io.max_size = o.max_size;
+  if (o.min_size == 0 && o.config == "small") {  // the small configuration runs pictures at their own size
+    const auto sides = data::picture_sides(query_path);
+    io.min_size = sides[0];
+    io.max_size = sides[1];
+  }
+  return io;
 }
 
 template <class Cfg>
@@ -147,14 +161,7 @@ int run(const Options& o, NetOptions net_options) {
   train::load_model(o.checkpoint, net);
   eval::EvalModeScope<TridentNet<Cfg>> eval_mode(net);
   const Problem p = o.query_image.empty() ? from_dataset(o) : from_folder(o);
-  eval::InferenceOptions io;
-  if (o.min_size > 0) io.min_size = o.min_size;
-  if (o.max_size > 0) io.max_size = o.max_size;
-  if (o.min_size == 0 && o.config == "small") {  // the small configuration runs pictures at their own size
-    const auto sides = data::picture_sides(p.query_path);
-    io.min_size = sides[0];
-    io.max_size = sides[1];
-  }
+  const auto io = inference_options(o, p.query_path);
   // 2. The query person's embedding, from its box.
   const at::Tensor query = eval::describe_box(net, p.query_path, p.query_box, io);
   // 3. Everyone in the gallery.
@@ -232,14 +239,7 @@ int run_index(const Options& o, NetOptions net_options) {
   TridentNet<Cfg> net(net_options);
   train::load_model(o.checkpoint, net);
   eval::EvalModeScope<TridentNet<Cfg>> eval_mode(net);
-  eval::InferenceOptions io;
-  if (o.min_size > 0) io.min_size = o.min_size;
-  if (o.max_size > 0) io.max_size = o.max_size;
-  if (o.min_size == 0 && o.config == "small") {
-    const auto sides = data::picture_sides(query_path);
-    io.min_size = sides[0];
-    io.max_size = sides[1];
-  }
+  const auto io = inference_options(o, query_path);
   const at::Tensor query = eval::describe_box(net, query_path, query_box, io).reshape({1, -1});
   // 3. The index answers (a few more than asked, since the query's own picture is dropped).
   search::SearchParams params;
@@ -265,7 +265,7 @@ int run_index(const Options& o, NetOptions net_options) {
     if (h.picture_name != query_path && static_cast<int64_t>(kept.size()) < o.top_k) kept.push_back(h);
   std::cout << fmt::format("query {} [{:.0f} {:.0f} {:.0f} {:.0f}]; {} search: {:.2f} ms\n", query_path, query_box[0],
                            query_box[1], query_box[2], query_box[3], how, query_ms);
-  // 4. The protocol's rule (see run): per picture, the best-ranked detection over the size-dependent IoU threshold.
+  // 4. The protocol's rule (true_positives): per picture, the best-ranked detection that finds the person.
   std::unordered_map<std::string, size_t> positive;
   std::vector<viz::ShownMatch> shown;
   int correct = 0;
@@ -279,8 +279,7 @@ int run_index(const Options& o, NetOptions net_options) {
       const auto it = truth.find(h.picture_name);
       const std::optional<Box> where = it == truth.end() ? std::nullopt : it->second;
       bool is = false;
-      if (where && !positive.count(h.picture_name) &&
-          iou(h.box, *where) >= eval::target_iou_threshold((*where)[2] - (*where)[0], (*where)[3] - (*where)[1])) {
+      if (where && !positive.count(h.picture_name) && finds(h.box, *where)) {
         positive[h.picture_name] = r;
         is = true;
       }

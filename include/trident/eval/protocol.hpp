@@ -55,6 +55,9 @@ struct ProtocolOptions {
   /// cameras.
   struct CameraGalleries {
     bool regular = true, multi_view = true, same_camera = true;
+    bool has(PrwGallery kind) const {
+      return kind == PrwGallery::regular ? regular : kind == PrwGallery::multi_view ? multi_view : same_camera;
+    }
   } camera_galleries;
 };
 
@@ -218,12 +221,9 @@ inline std::vector<Box> query_boxes(const data::Dataset& dataset) {
 inline SearchRow named_row(std::string setting, SearchMetrics metrics, const data::Dataset& dataset,
                            const ProtocolOptions& options) {
   if (options.search.cbgm) setting += " +CBGM";
-  SearchRow row{std::move(setting), std::move(metrics), {}, {}, {}};
+  SearchRow row{std::move(setting), std::move(metrics), {}, {}, query_boxes(dataset)};
   for (const int64_t index : dataset.test) row.gallery_names.push_back(dataset.images[static_cast<size_t>(index)].name);
-  for (const auto& query : dataset.queries) {
-    row.query_names.push_back(dataset.images[static_cast<size_t>(query.image)].name);
-    row.query_boxes.push_back(query.box);
-  }
+  for (const auto& query : dataset.queries) row.query_names.push_back(dataset.images[static_cast<size_t>(query.image)].name);
   return row;
 }
 
@@ -249,12 +249,8 @@ inline std::vector<SearchRow> score_search(const data::Dataset& dataset, const M
                        dataset.queries[q].box});
   bool cameras = !matched.annotations.empty();
   for (const auto& annotation : matched.annotations) cameras = cameras && annotation.camera >= 0;
-  const auto& wanted = options.camera_galleries;
   for (const auto kind : {PrwGallery::regular, PrwGallery::multi_view, PrwGallery::same_camera}) {
-    const bool on = kind == PrwGallery::regular      ? wanted.regular
-                    : kind == PrwGallery::multi_view ? wanted.multi_view
-                                                     : wanted.same_camera;
-    if (!on || (kind != PrwGallery::regular && !cameras)) continue;
+    if (!options.camera_galleries.has(kind) || (kind != PrwGallery::regular && !cameras)) continue;
     rows.push_back(named_row(gallery_name(kind),
                              evaluate_search_prw(matched.query_embeddings, queries, matched.annotations,
                                                  matched.gallery, kind, options.search),
@@ -298,12 +294,11 @@ inline SearchRow score_search_full_set(const data::Dataset& dataset, const Searc
                            dataset, options);
 }
 
-/// Detection and search of the results on the dataset, in one table.
-inline EvaluationTable score_search_outputs(const data::Dataset& dataset, const SearchOutputs& outputs,
-                                            const ProtocolOptions& options = {},
-                                            const std::string& setting = "given galleries") {
-  constexpr const char* fn = "trident::eval::score_search_outputs";
-  const auto matched = detail::match_outputs(dataset, outputs, options, fn);
+namespace detail {
+
+/// The table without search rows: what was scored and the detection rows.
+inline EvaluationTable detection_table(const data::Dataset& dataset, const MatchedOutputs& matched,
+                                       const ProtocolOptions& options) {
   EvaluationTable table;
   table.dataset = dataset.name;
   table.gallery_images = static_cast<int64_t>(dataset.test.size());
@@ -311,6 +306,26 @@ inline EvaluationTable score_search_outputs(const data::Dataset& dataset, const 
   table.ignored_gallery_images = matched.ignored_gallery_images;
   std::tie(table.detection, table.detection_labeled) = detail::score_detection(matched, options);
   table.detection_score_threshold = options.detection.score_threshold;
+  return table;
+}
+
+}  // namespace detail
+
+/// The table of the results on the dataset without search rows (the detection rows only), for a caller that adds
+/// its own rows (score_search, score_search_full_set).
+inline EvaluationTable score_detection_table(const data::Dataset& dataset, const SearchOutputs& outputs,
+                                             const ProtocolOptions& options = {}) {
+  return detail::detection_table(
+      dataset, detail::match_outputs(dataset, outputs, options, "trident::eval::score_detection_table"), options);
+}
+
+/// Detection and search of the results on the dataset, in one table.
+inline EvaluationTable score_search_outputs(const data::Dataset& dataset, const SearchOutputs& outputs,
+                                            const ProtocolOptions& options = {},
+                                            const std::string& setting = "given galleries") {
+  constexpr const char* fn = "trident::eval::score_search_outputs";
+  const auto matched = detail::match_outputs(dataset, outputs, options, fn);
+  auto table = detail::detection_table(dataset, matched, options);
   table.search = detail::score_search(dataset, matched, options, setting, fn);
   return table;
 }

@@ -128,9 +128,8 @@ inline KeptGallery keep_gallery(std::span<const GalleryDetections> gallery, int6
       boxes.push_back(gallery[i].boxes.detach().to(at::kCPU, at::kDouble).index_select(0, keep));
       scores.push_back(s.index_select(0, keep).to(at::kFloat));
       embeddings.push_back(gallery[i].embeddings.detach().to(at::kCPU, at::kFloat).index_select(0, keep));
-      const auto rows = to_doubles(keep);
       search::check_unit_rows(embeddings.back(), unit_norm_tolerance, caller, [&](size_t r) {
-        return fmt::format("gallery[{}].embeddings row {}", i, static_cast<int64_t>(rows[r]));
+        return fmt::format("gallery[{}].embeddings row {}", i, keep[static_cast<int64_t>(r)].item<int64_t>());
       });
     }
     out.offsets.push_back(out.offsets.back() + keep.numel());

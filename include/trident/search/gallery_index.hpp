@@ -159,21 +159,6 @@ class HashingWriter {
   uint64_t written_ = 0;
 };
 
-/// Throws, naming `caller`, `what` and the row, unless every row of the float [N, D] rows at `data` has an L2
-/// norm within `tolerance` of 1.
-inline void check_unit_norms(const float* data, int64_t count, int64_t dim, double tolerance, std::string_view caller,
-                             std::string_view what) {
-  for (int64_t r = 0; r < count; ++r) {
-    const float* row = data + r * dim;
-    double squares = 0;
-    for (int64_t k = 0; k < dim; ++k) squares += static_cast<double>(row[k]) * row[k];
-    const double norm = std::sqrt(squares);
-    TRIDENT_CHECK(std::abs(norm - 1.0) <= tolerance,
-                  "{}: {} row {} has L2 norm {:.6g}, not 1 (tolerance {}): embeddings must be unit length", caller,
-                  what, r, norm, tolerance);
-  }
-}
-
 }  // namespace detail
 
 /// Writes `data` to `path` in the format of the file comment, atomically. Refuses, naming the field and the
@@ -210,7 +195,7 @@ inline void write_gallery_index(const std::string& path, const GalleryIndexData&
       TRIDENT_CHECK(std::isfinite(b[4 * i + k]), "{}: '{}': boxes[{}][{}] = {} is not finite", fn, path, i, k,
                     b[4 * i + k]);
   }
-  detail::check_unit_norms(embeddings.data_ptr<float>(), n, dim, 1e-3, fn, "embeddings");
+  check_unit_rows(embeddings, 1e-3, fn, [](size_t r) { return fmt::format("embeddings row {}", r); });
   uint64_t name_bytes = 0;
   for (const auto& name : data.pictures) name_bytes += name.size();
   const auto un = static_cast<uint64_t>(n), up = static_cast<uint64_t>(pictures);
@@ -390,7 +375,7 @@ class GalleryIndex {
     TRIDENT_CHECK(queries.defined() && (queries.dim() == 1 || queries.dim() == 2) && queries.size(-1) == dim_,
                   "{}: queries must be [{}] or [Q, {}] for '{}', got {}", caller, dim_, dim_, path_, shape_of(queries));
     const auto q = queries.detach().reshape({-1, dim_}).to(at::kCPU, at::kFloat).contiguous();
-    detail::check_unit_norms(q.data_ptr<float>(), q.size(0), dim_, 1e-3, caller, "query");
+    check_unit_rows(q, 1e-3, caller, [](size_t r) { return fmt::format("query row {}", r); });
     return q;
   }
 
@@ -487,8 +472,8 @@ class GalleryIndex {
       }
     }
     if (options.check_unit_norms)
-      detail::check_unit_norms(reinterpret_cast<const float*>(data_ + layout[0]), count_, dim_,
-                               options.unit_norm_tolerance, fn, fmt::format("'{}': embeddings", path_));
+      check_unit_rows(embeddings(), options.unit_norm_tolerance, fn,
+                      [&](size_t r) { return fmt::format("'{}': embeddings row {}", path_, r); });
   }
 
   std::string path_;
