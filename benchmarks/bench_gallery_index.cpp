@@ -47,7 +47,11 @@ struct Options {
   std::string dir = "/tmp/bench_gallery_index";
   std::vector<int64_t> nprobes{8, 16, 32, 64};
   std::vector<int64_t> efs{64, 128, 256};
+  std::vector<std::string> storages{"auto"};  // IVF storages to build (search::IvfStorage names)
+  int64_t nlist = 0;                          // IVF lists; 0: automatic
+  std::vector<int64_t> candidates{0};         // rows asked of FAISS before re-ranking; 0: the default
   bool keep = false;
+  bool breakdown = false;  // also time FAISS's candidate search alone (without the exact re-ranking)
 };
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -115,14 +119,20 @@ void row(const std::string& method, const std::string& parameters, double build_
             << std::flush;
 }
 
-std::vector<int64_t> parse_list(const std::string& text) {
-  std::vector<int64_t> out;
+std::vector<std::string> split(const std::string& text) {
+  std::vector<std::string> out;
   size_t start = 0;
   while (start <= text.size()) {
     const size_t end = std::min(text.find(',', start), text.size());
-    if (end > start) out.push_back(std::stoll(text.substr(start, end - start)));
+    if (end > start) out.push_back(text.substr(start, end - start));
     start = end + 1;
   }
+  return out;
+}
+
+std::vector<int64_t> parse_list(const std::string& text) {
+  std::vector<int64_t> out;
+  for (const auto& item : split(text)) out.push_back(std::stoll(item));
   return out;
 }
 
@@ -143,8 +153,12 @@ int main(int argc, char** argv) {
     else if (key == "--hnsw-max") o.hnsw_max = static_cast<int64_t>(std::stod(value));
     else if (key == "--nprobe") o.nprobes = parse_list(value);
     else if (key == "--ef") o.efs = parse_list(value);
+    else if (key == "--storage") o.storages = split(value);
+    else if (key == "--nlist") o.nlist = std::stoll(value);
+    else if (key == "--candidates") o.candidates = parse_list(value);
     else if (key == "--dir") o.dir = value;
     else if (key == "--keep") o.keep = value == "1";
+    else if (key == "--breakdown") o.breakdown = value == "1";
     else {
       std::cerr << "bench_gallery_index: unknown option " << key << "\n";
       return 2;
@@ -218,13 +232,19 @@ int main(int argc, char** argv) {
     }
 #if TRIDENT_HAVE_FAISS
     const auto run_faiss = [&](const std::string& method, const std::string& parameters, double build_s,
-                               const search::FaissIndex& ann, double bytes) {
+                               const search::FaissIndex& ann, double bytes, int64_t candidates = 0) {
       std::vector<std::vector<int64_t>> found(static_cast<size_t>(o.queries));
       const auto l = time_queries(o.queries, [&](int64_t q) {
-        const auto hits = ann.search(index, queries[q], params);
+        const auto hits = ann.search(index, queries[q], params, candidates);
         for (const auto& h : hits[0]) found[static_cast<size_t>(q)].push_back(h.row);
       });
       row(method, parameters, build_s, bytes, l, recall_at_10(truth, found));
+      if (o.breakdown) {
+        const int64_t asked = candidates > 0 ? candidates : 64;
+        const auto prepared = queries.contiguous();
+        const auto c = time_queries(o.queries, [&](int64_t q) { (void)ann.nearest(prepared.narrow(0, q, 1), asked); });
+        row(method, parameters + fmt::format(": FAISS's {} candidates alone", asked), build_s, bytes, c, 0);
+      }
     };
     if (n <= o.flat_max) {
       start = std::chrono::steady_clock::now();
@@ -236,17 +256,24 @@ int main(int argc, char** argv) {
                                static_cast<double>(n * o.dim * 4) / 1e9);
     }
     if (n >= 50000) {
-      start = std::chrono::steady_clock::now();
-      auto ivf = search::FaissIndex::build(index, {.kind = search::FaissKind::ivf});
-      const double build_s = seconds_since(start);
-      const double bytes = static_cast<double>(ivf.memory_bytes());
-      const int64_t automatic = ivf.nprobe();
-      const auto storage = search::automatic_ivf_storage(n, o.dim) == search::IvfStorage::sq8 ? "SQ8" : "flat";
-      for (const int64_t nprobe : o.nprobes) {
-        ivf.set_nprobe(nprobe);
-        run_faiss(fmt::format("FAISS IVF-{}", storage),
-                  fmt::format("nlist {}, nprobe {}{}", ivf.nlist(), nprobe, nprobe == automatic ? " (auto)" : ""),
-                  build_s, ivf, bytes);
+      for (const auto& name : o.storages) {
+        const auto asked = search::parse_ivf_storage(name, "bench_gallery_index: --storage");
+        const auto storage = asked == search::IvfStorage::automatic ? search::automatic_ivf_storage(n, o.dim) : asked;
+        start = std::chrono::steady_clock::now();
+        auto ivf = search::FaissIndex::build(index, {.kind = search::FaissKind::ivf, .nlist = o.nlist,
+                                                     .storage = asked});
+        const double build_s = seconds_since(start);
+        const double bytes = static_cast<double>(ivf.memory_bytes());
+        const int64_t automatic = ivf.nprobe();
+        for (const int64_t nprobe : o.nprobes)
+          for (const int64_t candidates : o.candidates) {
+            ivf.set_nprobe(nprobe);
+            run_faiss(fmt::format("FAISS IVF-{}{}", search::ivf_storage_name(storage),
+                                  asked == search::IvfStorage::automatic ? " (auto)" : ""),
+                      fmt::format("nlist {}, nprobe {}{}{}", ivf.nlist(), nprobe, nprobe == automatic ? " (auto)" : "",
+                                  candidates > 0 ? fmt::format(", {} candidates", candidates) : ""),
+                      build_s, ivf, bytes, candidates);
+          }
       }
     }
     if (n <= o.hnsw_max) {

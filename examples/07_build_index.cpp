@@ -56,7 +56,8 @@ namespace fs = std::filesystem;
 
 struct Options {
   std::string checkpoint, config = "small", dataset, root, split = "test", folder, list, out = "out/gallery.tgi";
-  std::string device = "auto", ann = "none";
+  std::string device = "auto", ann = "none", ivf_storage = "auto";
+  int64_t nlist = 0, nprobe = 0;
   int64_t batch = 4, save_every = 200, stop_after = 0, min_size = 0, max_size = 0;
   int threads = 0;
   double score_threshold = 0.05;
@@ -253,10 +254,17 @@ int run(const Options& o, NetOptions net_options, c10::Device device) {
   if (o.ann != "none") {
 #if TRIDENT_HAVE_FAISS
     const auto ann = search::FaissIndex::build(
-        index, {.kind = search::parse_faiss_kind(o.ann, "07_build_index"), .score_threshold = o.score_threshold});
+        index, {.kind = search::parse_faiss_kind(o.ann, "07_build_index"),
+                .score_threshold = o.score_threshold,
+                .nlist = o.nlist,
+                .nprobe = o.nprobe,
+                .storage = search::parse_ivf_storage(o.ivf_storage, "07_build_index: --ivf-storage")});
     ann.save(search::FaissIndex::sidecar_path(o.out));
-    std::cout << fmt::format("wrote {}: FAISS {} over {} rows\n", search::FaissIndex::sidecar_path(o.out),
-                             search::faiss_kind_name(ann.kind()), ann.size());
+    std::cout << fmt::format("wrote {}: FAISS {} over {} rows{}\n", search::FaissIndex::sidecar_path(o.out),
+                             search::faiss_kind_name(ann.kind()), ann.size(),
+                             ann.nlist() > 0 ? fmt::format(" ({} lists, {} searched, {})", ann.nlist(), ann.nprobe(),
+                                                           search::ivf_storage_name(ann.ivf_storage()))
+                                             : "");
 #else
     fail("07_build_index: --ann {} needs trident::faiss (FAISS was not found when this was built)", o.ann);
 #endif
@@ -291,6 +299,13 @@ int main(int argc, char** argv) {
   app.add_option("--stop-after", o.stop_after, "stop after this many pictures in this run (0: all)");
   app.add_option("--ann", o.ann, "also write <out>.faiss: none, auto, flat, ivf or hnsw (needs trident::faiss)")
       ->check(CLI::IsMember({"none", "auto", "flat", "ivf", "hnsw"}))->capture_default_str();
+  app.add_option("--ivf-storage", o.ivf_storage,
+                 "with an IVF --ann: auto, flat (float32), sq8 (8-bit), pq (8-bit product codes) or pq4 (4-bit "
+                 "fast-scan codes)")
+      ->check(CLI::IsMember({"auto", "flat", "sq8", "pq", "pq4"}))->capture_default_str();
+  app.add_option("--nlist", o.nlist, "with an IVF --ann: lists (0: automatic)")->capture_default_str();
+  app.add_option("--nprobe", o.nprobe, "with an IVF --ann: lists searched per query (0: automatic)")
+      ->capture_default_str();
   app.add_option("--min-size", o.min_size, "short side after resizing (default: paper 900, small: the picture's)");
   app.add_option("--max-size", o.max_size, "long side limit (default: paper 1500, small: the picture's)");
   app.add_option("--threads", o.threads, "intra-op threads (0: all cores)")->capture_default_str();

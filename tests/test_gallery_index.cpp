@@ -10,6 +10,7 @@
 #endif
 
 #include <ATen/ops/cat.h>
+#include <ATen/ops/dot.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/rand.h>
@@ -404,24 +405,76 @@ TEST_CASE("faiss index: IVF and HNSW recall@10 >= 0.95 on clustered embeddings")
   const auto queries = unit_rows(gallery.embeddings.index_select(0, picks) + 0.5 / std::sqrt(32.0) * at::randn({50, dim}));
   const search::SearchParams params{.top_k = 10, .score_threshold = 0};
   const auto exact = index.search(queries, params);
-  for (const auto kind : {search::FaissKind::ivf, search::FaissKind::hnsw}) {
-    const auto ann = search::FaissIndex::build(index, {.kind = kind, .nlist = 64, .nprobe = 16});
+  using search::IvfStorage;
+  const std::vector<std::pair<search::FaissKind, IvfStorage>> variants{
+      {search::FaissKind::ivf, IvfStorage::flat}, {search::FaissKind::ivf, IvfStorage::sq8},
+      {search::FaissKind::ivf, IvfStorage::pq},   {search::FaissKind::ivf, IvfStorage::pq4},
+      {search::FaissKind::hnsw, IvfStorage::automatic}};
+  for (const auto& [kind, storage] : variants) {
+    const auto ann = search::FaissIndex::build(index, {.kind = kind, .nlist = 64, .nprobe = 16, .storage = storage});
     CHECK(ann.kind() == kind);
+    CHECK(ann.ivf_storage() == storage);
     const auto found = ann.search(index, queries, params);
     double recall = 0;
     for (size_t q = 0; q < exact.size(); ++q) {
       std::set<int64_t> truth;
       for (const auto& h : exact[q]) truth.insert(h.row);
       for (const auto& h : found[q]) recall += truth.count(h.row) ? 0.1 / static_cast<double>(exact.size()) : 0;
+      // Whatever the codes, a hit's similarity is the exact one, recomputed from the float32 row.
+      for (const auto& h : found[q])
+        CHECK(h.similarity == doctest::Approx(at::dot(queries[static_cast<int64_t>(q)], index.embeddings()[h.row])
+                                                  .item<double>()).epsilon(1e-5));
     }
-    INFO("kind ", std::string(search::faiss_kind_name(kind)), " recall@10 ", recall);
+    INFO("kind ", std::string(search::faiss_kind_name(kind)), ", storage ", search::ivf_storage_name(storage),
+         ": recall@10 ", recall);
     CHECK(recall >= 0.95);
   }
+  // A row's codes take 1 byte per dimension (sq8) or per 8 dimensions (pq, pq4) instead of 4 bytes per dimension:
+  // the structure shrinks by that per row, less its codebooks (sq8: 2 D floats; pq: 256 centroids x D floats;
+  // pq4: 16 x D, and its lists padded to blocks of 32 rows), and a few hundred bytes of parameters.
+  const auto bytes = [&](IvfStorage storage) {
+    return static_cast<double>(
+        search::FaissIndex::build(index, {.kind = search::FaissKind::ivf, .nlist = 64, .storage = storage})
+            .memory_bytes());
+  };
+  const double flat_bytes = bytes(IvfStorage::flat), rows = static_cast<double>(n), d = static_cast<double>(dim);
+  const double parameters = 512;
+  CHECK(flat_bytes - bytes(IvfStorage::sq8) >= rows * (4 * d - d) - 2 * d * 4 - parameters);
+  CHECK(flat_bytes - bytes(IvfStorage::pq) >= rows * (4 * d - d / 8) - 256 * d * 4 - parameters);
+  CHECK(flat_bytes - bytes(IvfStorage::pq4) >= rows * (4 * d - d / 8) - 16 * d * 4 - 64 * 32 * d / 8 - parameters);
+  // A quantised index survives its sidecar: the loaded one finds the same rows, in the same order.
+  for (const auto storage : {IvfStorage::pq, IvfStorage::pq4}) {
+    const auto built = search::FaissIndex::build(index, {.kind = search::FaissKind::ivf, .nlist = 64, .nprobe = 8,
+                                                         .storage = storage});
+    const auto sidecar = search::FaissIndex::sidecar_path(path);
+    built.save(sidecar);
+    const auto loaded = search::FaissIndex::load(sidecar, index);
+    CHECK(loaded.nprobe() == 8);
+    CHECK(loaded.ivf_storage() == storage);
+    const auto a = built.search(index, queries, params), b = loaded.search(index, queries, params);
+    for (size_t q = 0; q < a.size(); ++q) {
+      REQUIRE(a[q].size() == b[q].size());
+      for (size_t j = 0; j < a[q].size(); ++j) CHECK(a[q][j].row == b[q][j].row);
+    }
+  }
+  CHECK(search::pq_subvectors(256, 8) == 32);
+  CHECK(search::pq_subvectors(256, 4) == 64);
+  CHECK(search::pq_subvectors(36, 8) == 4);  // 36 / 8 = 4.5: 4 sub-vectors of 9
+  CHECK(search::pq_subvectors(7, 8) == 1);
+  CHECK(search::parse_ivf_storage("pq4", "test") == IvfStorage::pq4);
+  CHECK_THROWS_WITH_AS(search::parse_ivf_storage("pq2", "test"), doctest::Contains("'pq2' is not an IVF storage"),
+                       Error);
   // The automatic rule: flat below 50,000 rows, IVF above, nlist ~ 4 sqrt(N) as a power of two.
   CHECK(search::automatic_faiss_kind(49999) == search::FaissKind::flat);
   CHECK(search::automatic_faiss_kind(50000) == search::FaissKind::ivf);
   CHECK(search::automatic_nlist(1000000) == 4096);
   CHECK(search::automatic_nlist(100000) == 1024);
+  // nlist / 16 lists searched; float32 lists up to 256 MiB of rows, 8-bit product codes above.
+  CHECK(search::automatic_nprobe(4096) == 256);
+  CHECK(search::automatic_nprobe(64) == 16);
+  CHECK(search::automatic_ivf_storage(262144, 256) == IvfStorage::flat);
+  CHECK(search::automatic_ivf_storage(262145, 256) == IvfStorage::pq);
+  CHECK(search::automatic_ivf_storage(1 << 20, 64) == IvfStorage::flat);
 }
 
 TEST_CASE("faiss index: a sidecar of another gallery index, or a corrupted one, is refused") {
@@ -432,6 +485,11 @@ TEST_CASE("faiss index: a sidecar of another gallery index, or a corrupted one, 
   const auto sidecar = search::FaissIndex::sidecar_path(a_path);
   search::FaissIndex::build(a).save(sidecar);
   CHECK(search::FaissIndex::load(sidecar, a).size() == 300);
+  // The ~30 rows with score >= 0.9 cannot train 256 centroids per sub-vector: refused, named.
+  CHECK_THROWS_WITH_AS(search::FaissIndex::build(a, {.kind = search::FaissKind::ivf, .score_threshold = 0.9, .nlist = 4,
+                                                     .storage = search::IvfStorage::pq}),
+                       doctest::Contains("IVF storage 'pq' trains 256 centroids per sub-vector and needs at least 256 rows"),
+                       Error);
   CHECK_THROWS_WITH_AS(search::FaissIndex::load(sidecar, b),
                        doctest::Contains(fmt::format("belongs to a gallery index of 300 rows, {} bytes, checksum {:016x}, "
                                                      "not to '{}'", a.file_size(), a.checksum(), b_path).c_str()),

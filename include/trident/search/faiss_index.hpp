@@ -15,11 +15,13 @@
 ///
 /// Kinds (FaissKind), `automatic` choosing by the number N of indexed rows (figures: docs/gallery-index.md):
 ///   flat   N < 50,000: faiss::IndexFlatIP, exact;
-///   ivf    N >= 50,000: an inverted file over k-means lists (faiss::IndexIVFFlat, or IndexIVFScalarQuantizer
-///          with 8-bit codes when the float32 rows would pass 4 GiB), nlist = the power of two nearest to
-///          4 sqrt(N), within [64, 4096] (k-means on few cores costs N x nlist), trained with 10 iterations on
-///          40 nlist evenly spaced rows; nprobe = max(16, nlist / 32) lists searched per query (recall@10 0.99
-///          on the clustered 10^6 x 256 set of bench_gallery_index);
+///   ivf    N >= 50,000: an inverted file over k-means lists, nlist = the power of two nearest to 4 sqrt(N),
+///          within [64, 4096] (k-means on few cores costs N x nlist), trained with 10 iterations on 40 nlist
+///          evenly spaced rows; nprobe = max(16, nlist / 16) lists searched per query. The lists hold float32 rows
+///          (faiss::IndexIVFFlat) while those take at most 256 MiB, else 8-bit product codes of D / 8 bytes a row
+///          (faiss::IndexIVFPQ): the re-ranking above makes the hits exact among the candidates, so the codes
+///          only choose them (recall@10 0.9965 at 1.9 ms on the clustered 10^6 x 256 set of
+///          bench_gallery_index, 0.98 at 7.4 ms on 10^7, two cores);
 ///   hnsw   on request: faiss::IndexHNSWFlat, M = 32, efConstruction = 80, efSearch = 128 (hours to build for
 ///          10^7 rows on two cores).
 /// save() writes the structure beside the gallery index (sidecar_path: `<index>.faiss`), atomically, with a
@@ -36,6 +38,8 @@
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVFFlat.h>
+#include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexIVFPQFastScan.h>
 #include <faiss/IndexScalarQuantizer.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_io.h>
@@ -58,8 +62,28 @@
 namespace trident::search {
 
 enum class FaissKind { automatic = 0, flat = 1, ivf = 2, hnsw = 3 };
-/// How an IVF index stores its rows: float32 (exact distances within the lists) or 8-bit scalar codes.
-enum class IvfStorage { automatic, flat, sq8 };
+/// How an IVF index stores its rows: float32 (flat), 8-bit scalar codes (sq8, D bytes a row), product codes of
+/// 8 bits (pq: D / 8 sub-vectors, D / 8 bytes a row) or 4 bits scanned with FAISS's fast-scan kernels (pq4: D / 4
+/// sub-vectors, D / 8 bytes a row). Codes only choose the candidates: a search re-ranks them exactly from the
+/// gallery index's float32 rows.
+enum class IvfStorage { automatic, flat, sq8, pq, pq4 };
+
+inline const char* ivf_storage_name(IvfStorage storage) {
+  switch (storage) {
+    case IvfStorage::automatic: return "auto";
+    case IvfStorage::flat: return "flat";
+    case IvfStorage::sq8: return "sq8";
+    case IvfStorage::pq: return "pq";
+    case IvfStorage::pq4: return "pq4";
+  }
+  return "?";
+}
+
+inline IvfStorage parse_ivf_storage(std::string_view text, std::string_view caller) {
+  for (const auto storage : {IvfStorage::automatic, IvfStorage::flat, IvfStorage::sq8, IvfStorage::pq, IvfStorage::pq4})
+    if (text == ivf_storage_name(storage)) return storage;
+  fail("{}: '{}' is not an IVF storage (auto, flat, sq8, pq, pq4)", caller, text);
+}
 
 inline const char* faiss_kind_name(FaissKind kind) {
   switch (kind) {
@@ -97,10 +121,18 @@ inline int64_t automatic_nlist(int64_t rows) {
   const int64_t power = int64_t{1} << static_cast<int>(std::lround(std::log2(target)));
   return std::clamp<int64_t>(power, 64, 4096);
 }
-inline int64_t automatic_nprobe(int64_t nlist) { return std::max<int64_t>(16, nlist / 32); }
+inline int64_t automatic_nprobe(int64_t nlist) { return std::max<int64_t>(16, nlist / 16); }
 inline IvfStorage automatic_ivf_storage(int64_t rows, int64_t dim) {
-  return static_cast<double>(rows) * static_cast<double>(dim) * 4.0 > 4.0 * (1ULL << 30) ? IvfStorage::sq8
-                                                                                           : IvfStorage::flat;
+  return static_cast<double>(rows) * static_cast<double>(dim) * 4.0 > 256.0 * (1ULL << 20) ? IvfStorage::pq
+                                                                                             : IvfStorage::flat;
+}
+
+/// Product-quantiser sub-vectors for D dimensions: the largest divisor of D that is at most D / `width` (each
+/// sub-vector at least `width` wide), at least 1.
+inline size_t pq_subvectors(int dim, int width) {
+  for (int m = std::max(1, dim / width); m > 1; --m)
+    if (dim % m == 0) return static_cast<size_t>(m);
+  return 1;
 }
 
 /// A FAISS structure over (some of) the rows of one gallery index.
@@ -145,15 +177,27 @@ class FaissIndex {
                     fn, nlist, nlist, gallery.path(), n, options.score_threshold);
       const auto storage =
           options.storage == IvfStorage::automatic ? automatic_ivf_storage(n, out.dim_) : options.storage;
+      const int64_t codebook = storage == IvfStorage::pq ? 256 : storage == IvfStorage::pq4 ? 16 : 1;
+      TRIDENT_CHECK(n >= codebook,
+                    "{}: IVF storage '{}' trains {} centroids per sub-vector and needs at least {} rows; '{}' has {} "
+                    "with score >= {}", fn, ivf_storage_name(storage), codebook, codebook, gallery.path(), n,
+                    options.score_threshold);
       auto quantizer = std::make_unique<faiss::IndexFlatIP>(d);
       std::unique_ptr<faiss::IndexIVF> ivf;
-      if (storage == IvfStorage::sq8)
-        ivf = std::make_unique<faiss::IndexIVFScalarQuantizer>(quantizer.get(), d, static_cast<size_t>(nlist),
+      const auto lists = static_cast<size_t>(nlist);
+      if (storage == IvfStorage::sq8) {
+        ivf = std::make_unique<faiss::IndexIVFScalarQuantizer>(quantizer.get(), d, lists,
                                                                faiss::ScalarQuantizer::QT_8bit,
                                                                faiss::METRIC_INNER_PRODUCT);
-      else
-        ivf = std::make_unique<faiss::IndexIVFFlat>(quantizer.get(), d, static_cast<size_t>(nlist),
-                                                    faiss::METRIC_INNER_PRODUCT);
+      } else if (storage == IvfStorage::pq) {
+        ivf = std::make_unique<faiss::IndexIVFPQ>(quantizer.get(), d, lists, pq_subvectors(d, 8), 8,
+                                                  faiss::METRIC_INNER_PRODUCT);
+      } else if (storage == IvfStorage::pq4) {
+        ivf = std::make_unique<faiss::IndexIVFPQFastScan>(quantizer.get(), d, lists, pq_subvectors(d, 4), 4,
+                                                          faiss::METRIC_INNER_PRODUCT);
+      } else {
+        ivf = std::make_unique<faiss::IndexIVFFlat>(quantizer.get(), d, lists, faiss::METRIC_INNER_PRODUCT);
+      }
       ivf->own_fields = true;
       quantizer.release();
       ivf->nprobe = static_cast<size_t>(options.nprobe > 0 ? options.nprobe : automatic_nprobe(nlist));
@@ -265,6 +309,15 @@ class FaissIndex {
   /// IVF: lists and lists searched per query; 0 for the other kinds.
   int64_t nlist() const { return ivf() ? static_cast<int64_t>(ivf()->nlist) : 0; }
   int64_t nprobe() const { return ivf() ? static_cast<int64_t>(ivf()->nprobe) : 0; }
+  /// IVF: how the lists store the rows; IvfStorage::automatic for the other kinds.
+  IvfStorage ivf_storage() const {
+    const auto* index = index_.get();
+    if (dynamic_cast<const faiss::IndexIVFPQFastScan*>(index)) return IvfStorage::pq4;
+    if (dynamic_cast<const faiss::IndexIVFPQ*>(index)) return IvfStorage::pq;
+    if (dynamic_cast<const faiss::IndexIVFScalarQuantizer*>(index)) return IvfStorage::sq8;
+    if (dynamic_cast<const faiss::IndexIVFFlat*>(index)) return IvfStorage::flat;
+    return IvfStorage::automatic;
+  }
   void set_nprobe(int64_t nprobe) {
     TRIDENT_CHECK(nprobe >= 1, "trident::search::FaissIndex::set_nprobe: nprobe must be >= 1, got {}", nprobe);
     if (auto* index = ivf()) index->nprobe = static_cast<size_t>(nprobe);
