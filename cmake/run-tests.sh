@@ -11,18 +11,30 @@
 # A CUDA-enabled LibTorch needs the CUDA toolkit at configure time (its CMake package looks for nvcc, cudart, ...):
 # the script takes $CUDAToolkit_ROOT or $CUDA_HOME, else nvcc from PATH, /usr/local/cuda-<LibTorch's CUDA version>
 # or /usr/local/cuda (preferring one of LibTorch's CUDA major version).
+#   cmake/run-tests.sh --sanitize address,undefined [build-dir]
+#                                                      the doctest suite built with AddressSanitizer + UBSan
+#                                                      (cmake/sanitizers.cmake) and run through CTest; default
+#                                                      build dir: build-asan. No examples, benchmarks, consumer
+#                                                      projects or compile-time checks (the ordinary legs run them)
+#   cmake/run-tests.sh --sanitize thread [build-dir]   the loader's tests (tests/test_loader.cpp) built with
+#                                                      ThreadSanitizer and run; default build dir: build-tsan
+# --sanitize goes with any --libtorch; CI runs it with Debian's (docs/reliability.md, "Sanitizers").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 libtorch=debian
+sanitize=""
 build=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --libtorch) [ $# -ge 2 ] || { echo "run-tests.sh: --libtorch needs debian, pip or a directory" >&2; exit 2; }
                 libtorch=$2; shift 2 ;;
     --libtorch=*) libtorch=${1#--libtorch=}; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-    -*) echo "run-tests.sh: unknown option '$1' (known: --libtorch debian|pip|DIR)" >&2; exit 2 ;;
+    --sanitize) [ $# -ge 2 ] || { echo "run-tests.sh: --sanitize needs address,undefined or thread" >&2; exit 2; }
+                sanitize=$2; shift 2 ;;
+    --sanitize=*) sanitize=${1#--sanitize=}; shift ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -*) echo "run-tests.sh: unknown option '$1' (known: --libtorch debian|pip|DIR, --sanitize LIST)" >&2; exit 2 ;;
     *) [ -z "$build" ] || { echo "run-tests.sh: one build directory only" >&2; exit 2; }
        build=$1; shift ;;
   esac
@@ -33,6 +45,19 @@ t0=$(date +%s)
 if [ "$libtorch" = pip ]; then cmake/install-deps.sh --pip-libtorch; else cmake/install-deps.sh; fi
 
 configure=(-DCMAKE_BUILD_TYPE=Release -DTRIDENT_WERROR=ON)
+case "$sanitize" in
+  "") ;;
+  thread) build=${build:-build-tsan} ;;
+  address|undefined|address,undefined|undefined,address) build=${build:-build-asan} ;;
+  *) echo "run-tests.sh: --sanitize takes address,undefined (or either alone) or thread, not '$sanitize'" >&2
+     exit 2 ;;
+esac
+if [ -n "$sanitize" ]; then
+  # -O1 with debug information: the sanitizers' usual level (readable reports, a fraction of -O0's run time).
+  configure=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g -DNDEBUG"
+             -DTRIDENT_WERROR=ON "-DTRIDENT_SANITIZE=$sanitize"
+             -DTRIDENT_BUILD_EXAMPLES=OFF -DTRIDENT_BUILD_BENCHMARKS=OFF)
+fi
 prefix=""
 case "$libtorch" in
   debian) build=${build:-build} ;;
@@ -100,10 +125,23 @@ fi
 
 start=$(date +%s)
 cmake -S . -B "$build" "${configure[@]}"
-cmake --build "$build" -j"$(nproc)"
-built=$(date +%s)
 rc=0
-ctest --test-dir "$build" --output-on-failure -j"$(nproc)" || rc=$?
-echo "run-tests.sh ($libtorch LibTorch, $build): dependencies $(( start - t0 )) s," \
+case "$sanitize" in
+  "") cmake --build "$build" -j"$(nproc)"
+      built=$(date +%s)
+      ctest --test-dir "$build" --output-on-failure -j"$(nproc)" || rc=$? ;;
+  thread)
+      # TSan: the loader's tests as their own program (trident_loader_tests), run directly.
+      cmake --build "$build" -j"$(nproc)" --target trident_loader_tests
+      built=$(date +%s)
+      OMP_WAIT_POLICY=PASSIVE "$build/tests/trident_loader_tests" || rc=$? ;;
+  *)  # ASan + UBSan: the doctest suite only (the programs' options: cmake/sanitizer-suppressions/).
+      cmake --build "$build" -j"$(nproc)" --target trident_tests
+      built=$(date +%s)
+      # Not the CUDA tests (their program is not built: CTest lists it as trident_cuda_tests_NOT_BUILT).
+      ctest --test-dir "$build" --output-on-failure -j"$(nproc)" -LE cuda \
+            -E '^(consumer|layering|compile_fail)[.]|_NOT_BUILT' || rc=$? ;;
+esac
+echo "run-tests.sh ($libtorch LibTorch${sanitize:+, sanitizers $sanitize}, $build): dependencies $(( start - t0 )) s," \
      "configure + build $(( built - start )) s, tests $(( $(date +%s) - built )) s$([ $rc -eq 0 ] || echo ", FAILED")"
 exit $rc

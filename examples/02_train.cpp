@@ -125,6 +125,8 @@ int run(const Options& o, const distributed::LaunchEnvironment& launch, NetOptio
   to.max_iterations = o.max_iterations;
   to.draw_curves = viz::training_curves_png((std::filesystem::path(o.out) / "curves.png").string());
   to.group = group;
+  // Recorded in each checkpoint; --resume refuses a checkpoint of another configuration by name.
+  to.configuration = o.config == "small" ? std::string("small") : "paper-" + o.dataset;
   if (leader)
     std::cout << fmt::format("{}: {} training images, {} identities; {} config, {} epochs of {} iterations (batch {}), "
                            "{} lr {} -> {}\n",
@@ -228,6 +230,12 @@ int main(int argc, char** argv) {
     data::ReadOptions read_options;
     read_options.gallery_size = o.gallery_size;
     const data::Dataset dataset = data::read_dataset(o.dataset, o.root, read_options);
+    TRIDENT_CHECK(!dataset.train.empty(), "02_train: the {} dataset '{}' has no training image (its split 'train' is "
+                  "empty)", o.dataset, o.root);
+    if (dataset.num_train_ids == 0 && launch.rank == 0)
+      std::cerr << fmt::format("warning: the {} dataset '{}' has no labeled training identity: the look-up table is "
+                               "empty, so the re-identification losses id, bin and un stay 0\n",
+                               o.dataset, o.root);
     const bool small = o.config == "small";
     if (o.optimizer.empty()) o.optimizer = small ? "adamw" : "sgd";
     if (o.epochs == 0) o.epochs = small ? 12 : o.dataset == "prw" ? 10 : 14;

@@ -393,7 +393,7 @@ TEST_CASE("checkpoints: a missing file, a file that is not a checkpoint, another
   fs::create_directories(dir);
   { std::ofstream(dir + "/junk.pt") << "not an archive"; }
   CHECK_THROWS_WITH(train::load_checkpoint(dir + "/junk.pt", q, sgd),
-                    doctest::Contains("junk.pt' is not a LibTorch archive"));
+                    doctest::Contains("junk.pt' is not a trident checkpoint"));
   train::save_checkpoint(dir + "/q.pt", q, sgd, {});
   CHECK(test::partial_files(dir).empty());
   torch::nn::Linear other(2, 2);

@@ -15,6 +15,7 @@
 #include <trident/data/mat_file.hpp>
 
 #include <array>
+#include <cmath>
 #include <filesystem>
 #include <string>
 #include <unordered_map>
@@ -46,6 +47,14 @@ namespace detail {
 
 /// A box as the annotation files give it, truncated to integers as the reference code compares them.
 using IntegerBox = std::array<int64_t, 4>;
+
+/// Whether integer_box may truncate x, y, w, h: finite and within +-2^53. Converting a NaN or a value beyond
+/// int64_t's range is undefined behaviour (a corrupt Images.mat found by fuzz/cuhk_sysu.cpp).
+inline bool integer_box_ok(double x, double y, double w, double h) {
+  for (const double v : {x, y, w, h})
+    if (!(std::fabs(v) <= 9007199254740992.0)) return false;
+  return true;
+}
 
 inline IntegerBox integer_box(double x, double y, double w, double h) {
   return {static_cast<int64_t>(x), static_cast<int64_t>(y), static_cast<int64_t>(w), static_cast<int64_t>(h)};
@@ -145,6 +154,9 @@ inline Dataset read_cuhk_sysu(const std::string& root, const CuhkSysuOptions& op
                            entry, record.name, w, h));
           continue;
         }
+        TRIDENT_CHECK(detail::integer_box_ok(x, y, w, h),
+                      "{}: '{}': box {} of {} ('{}') is [{}, {}, {}, {}], expected finite pixel coordinates", caller,
+                      mat.path(), r + 1, what, record.name, x, y, w, h);
         flat.insert(flat.end(), {float(x), float(y), float(x + w), float(y + h)});
         kept.push_back(detail::integer_box(x, y, w, h));
       }
@@ -176,6 +188,9 @@ inline Dataset read_cuhk_sysu(const std::string& root, const CuhkSysuOptions& op
   // Gives `pid` to the box of image `image` equal to `box` (compared as integers); counts a miss.
   const auto assign = [&](int64_t image, const std::array<double, 4>& box, int64_t pid, const std::string& file,
                           const std::string& what) {
+    TRIDENT_CHECK(detail::integer_box_ok(box[0], box[1], box[2], box[3]),
+                  "{}: '{}': {} is [{}, {}, {}, {}], expected finite pixel coordinates", caller, file, what, box[0],
+                  box[1], box[2], box[3]);
     const auto key = detail::integer_box(box[0], box[1], box[2], box[3]);
     auto& boxes = raw_boxes[static_cast<size_t>(image)];
     for (size_t b = 0; b < boxes.size(); ++b)

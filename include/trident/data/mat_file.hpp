@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <vector>
 
 namespace trident::data {
@@ -33,6 +34,11 @@ class MatFile {
     TRIDENT_CHECK(std::filesystem::is_regular_file(path_), "{}: the file '{}' does not exist", caller_, path_);
     file_.reset(Mat_Open(path_.c_str(), MAT_ACC_RDONLY));
     TRIDENT_CHECK(file_ != nullptr, "{}: '{}' is not a MAT file matio can read", caller_, path_);
+    std::error_code ec;
+    const auto bytes = std::filesystem::file_size(path_, ec);
+    // Every element takes at least one byte of the variable's data, and zlib (a compressed MAT file) inflates
+    // at most 1032 times: a count above this is a corrupt header, whatever matio made of it.
+    max_elements_ = ec ? 0 : static_cast<size_t>(bytes) * 1032 + 1024;
   }
 
   const std::string& path() const { return path_; }
@@ -53,12 +59,28 @@ class MatFile {
     return {var, &Mat_VarFree};
   }
 
-  /// Number of elements of an array (product of its dimensions); 0 for a missing (null) field.
+  /// Number of elements of an array (product of its dimensions); 0 for a missing (null) field. A product past
+  /// size_t's range (a corrupt header) gives SIZE_MAX, which no check below accepts.
   static size_t numel(const matvar_t* var) {
     if (var == nullptr || var->rank <= 0 || var->dims == nullptr) return 0;
     size_t n = 1;
-    for (int d = 0; d < var->rank; ++d) n *= var->dims[d];
+    for (int d = 0; d < var->rank; ++d) {
+      if (var->dims[d] != 0 && n > SIZE_MAX / var->dims[d]) return SIZE_MAX;
+      n *= var->dims[d];
+    }
     return n;
+  }
+
+  /// Throws unless the `numel(var)` elements of `element_bytes` bytes each can come from this file and are all
+  /// in the data matio holds (a corrupt header declares more: found by fuzz/prw.cpp, whose input made matrix()
+  /// fill gigabytes). `what` names the variable.
+  void check_elements(const matvar_t* var, size_t element_bytes, const std::string& what) const {
+    const size_t n = numel(var);
+    TRIDENT_CHECK(n <= max_elements_, "{}: '{}': {} declares {} ({} elements), more than the file can hold",
+                  caller_, path_, what, dims_of(var), n);
+    TRIDENT_CHECK(element_bytes == 0 || var->data == nullptr || var->nbytes / element_bytes >= n,
+                  "{}: '{}': {} declares {} ({} elements of {} bytes) but holds {} bytes", caller_, path_, what,
+                  dims_of(var), n, element_bytes, var->nbytes);
   }
 
   /// "2 x 3" for an array's dimensions.
@@ -73,12 +95,14 @@ class MatFile {
   void expect_struct(const matvar_t* var, const std::string& what) const {
     TRIDENT_CHECK(var != nullptr && var->class_type == MAT_C_STRUCT, "{}: '{}': {} must be a struct (array), got {}",
                   caller_, path_, what, class_name(var));
+    check_elements(var, 0, what);
   }
 
   /// Checks that `var` is a cell array; `what` names it in the error.
   void expect_cell(const matvar_t* var, const std::string& what) const {
     TRIDENT_CHECK(var != nullptr && var->class_type == MAT_C_CELL, "{}: '{}': {} must be a cell array, got {}",
                   caller_, path_, what, class_name(var));
+    check_elements(var, 0, what);
   }
 
   /// The field `field` of element `index` (0-based, linear) of the struct array `var`, which may be an empty
@@ -121,10 +145,12 @@ class MatFile {
     TRIDENT_CHECK(var != nullptr && var->class_type == MAT_C_CHAR, "{}: '{}': {} must be a char array, got {}",
                   caller_, path_, what, class_name(var));
     const size_t n = numel(var);
+    const bool wide = var->data_size == 2 || var->data_type == MAT_T_UINT16 || var->data_type == MAT_T_UTF16;
+    check_elements(var, wide ? 2 : 1, what);
     std::string s;
     s.reserve(n);
     if (n == 0 || var->data == nullptr) return s;
-    if (var->data_size == 2 || var->data_type == MAT_T_UINT16 || var->data_type == MAT_T_UTF16) {
+    if (wide) {
       const auto* c16 = static_cast<const uint16_t*>(var->data);
       for (size_t i = 0; i < n; ++i) {
         TRIDENT_CHECK(c16[i] < 128, "{}: '{}': {} has a non-ASCII character (code {})", caller_, path_, what,
@@ -146,6 +172,15 @@ class MatFile {
     if (var == nullptr || numel(var) == 0 || var->class_type == MAT_C_EMPTY) return m;
     TRIDENT_CHECK(!var->isComplex && var->data != nullptr, "{}: '{}': {} must be a real numeric array", caller_, path_,
                   what);
+    size_t element_bytes = 0;
+    switch (var->class_type) {
+      case MAT_C_DOUBLE: case MAT_C_INT64: case MAT_C_UINT64: element_bytes = 8; break;
+      case MAT_C_SINGLE: case MAT_C_INT32: case MAT_C_UINT32: element_bytes = 4; break;
+      case MAT_C_INT16: case MAT_C_UINT16: element_bytes = 2; break;
+      case MAT_C_INT8: case MAT_C_UINT8: element_bytes = 1; break;
+      default: trident::fail("{}: '{}': {} must be a numeric array, got {}", caller_, path_, what, class_name(var));
+    }
+    check_elements(var, element_bytes, what);
     m.rows = var->dims[0];
     m.cols = numel(var) / m.rows;
     m.values.resize(numel(var));
@@ -193,6 +228,7 @@ class MatFile {
   };
   std::string path_;
   std::string caller_;
+  size_t max_elements_ = 0;
   std::unique_ptr<mat_t, FileCloser> file_;
 };
 

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -97,7 +98,9 @@ inline Dataset read_prw(const std::string& root, const PrwOptions& options = {})
       std::vector<int64_t> pids;
       for (size_t r = 0; r < m.rows; ++r) {
         const double raw = m.at(r, 0);
-        TRIDENT_CHECK(raw == static_cast<double>(static_cast<int64_t>(raw)) && (raw >= 0 || raw == prw_unlabeled_pid),
+        // Range first: converting a NaN or a value beyond int64_t's range is undefined (found by fuzz/prw.cpp).
+        TRIDENT_CHECK(std::fabs(raw) <= 9007199254740992.0 && raw == std::floor(raw) &&
+                          (raw >= 0 || raw == prw_unlabeled_pid),
                       "{}: '{}': {} row {} has the pid {}, expected an id >= 0 or -2 (unlabeled)", caller, mat.path(),
                       box_key, r + 1, raw);
         const double x = std::max(m.at(r, 1), 0.0), y = std::max(m.at(r, 2), 0.0);
@@ -139,7 +142,8 @@ inline Dataset read_prw(const std::string& root, const PrwOptions& options = {})
     double pid = 0, x = 0, y = 0, w = 0, h = 0;
     std::string frame, rest;
     fields >> pid >> x >> y >> w >> h >> frame;
-    TRIDENT_CHECK(!fields.fail() && !(fields >> rest) && pid >= 0 && pid == static_cast<double>(int64_t(pid)),
+    TRIDENT_CHECK(!fields.fail() && !(fields >> rest) && pid >= 0 && pid <= 9007199254740992.0 &&
+                      pid == std::floor(pid),
                   "{}: '{}': line {} must be 'pid x y w h frame' with an id >= 0, got '{}'", caller, query_path,
                   number, line);
     if (frame.size() > 4 && frame.substr(frame.size() - 4) == ".jpg") frame.resize(frame.size() - 4);

@@ -88,6 +88,29 @@ inline void check_image(const at::Tensor& image, const char* function) {
                 function, shape_of(image));
 }
 
+/// A training picture's annotated boxes ([n, 4] float, x1 y1 x2 y2, in the picture's own pixels): each finite,
+/// of positive width and height, and overlapping the width x height picture. A box partly outside is kept (a person
+/// cut by the picture's edge); one wholly outside, empty or not a number is refused, naming the picture, the box
+/// and its values (the readers already leave out boxes of non-positive size, reporting them).
+inline void check_annotated_boxes(const at::Tensor& boxes, int64_t width, int64_t height, const std::string& path) {
+  if (!boxes.defined() || boxes.size(0) == 0) return;
+  const auto b = boxes.to(at::kDouble).contiguous();
+  const double* v = b.data_ptr<double>();
+  for (int64_t i = 0; i < b.size(0); ++i) {
+    const double x1 = v[4 * i], y1 = v[4 * i + 1], x2 = v[4 * i + 2], y2 = v[4 * i + 3];
+    const auto box = fmt::format("[{}, {}, {}, {}]", x1, y1, x2, y2);
+    TRIDENT_CHECK(std::isfinite(x1) && std::isfinite(y1) && std::isfinite(x2) && std::isfinite(y2),
+                  "trident::data::prepare_training_sample: '{}': box {} (x1, y1, x2, y2) = {} is not finite", path, i,
+                  box);
+    TRIDENT_CHECK(x2 > x1 && y2 > y1,
+                  "trident::data::prepare_training_sample: '{}': box {} (x1, y1, x2, y2) = {} has a width or height "
+                  "<= 0", path, i, box);
+    TRIDENT_CHECK(x2 > 0 && y2 > 0 && x1 < static_cast<double>(width) && y1 < static_cast<double>(height),
+                  "trident::data::prepare_training_sample: '{}': box {} (x1, y1, x2, y2) = {} lies wholly outside the "
+                  "{} x {} picture", path, i, box, width, height);
+  }
+}
+
 inline void check_boxes(const at::Tensor& boxes, const char* function) {
   TRIDENT_CHECK(!boxes.defined() || (boxes.dim() == 2 && boxes.size(1) == 4),
                 "trident::data::{}: target.boxes must be an [n, 4] tensor (x1, y1, x2, y2), got {}", function,
@@ -247,6 +270,7 @@ inline TrainingSample prepare_training_sample(const at::Tensor& image, const Ima
                 record.path, shape_of(target.boxes), shape_of(target.pids));
 
   detail::check_image(image, "prepare_training_sample");
+  detail::check_annotated_boxes(target.boxes, image.size(2), image.size(1), record.path);
   Resized resized = resize_for_detection(image, target, options.min_size, options.max_size);
   TrainingSample out;
   out.scale = resized.scale;

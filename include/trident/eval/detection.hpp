@@ -106,14 +106,19 @@ inline DetectionMetrics evaluate_detection(std::span<const ImageAnnotation> anno
       const auto iou = detail::to_doubles(ops::box_iou(gt_boxes, det_boxes));  // [num_gt, num_det] row-major
       const auto iou_at = [&](int64_t i, int64_t j) { return iou[static_cast<size_t>(i * num_det + j)]; };
       if (options.matching == DetectionMatching::mutual_best_iou) {
+        // Each ground truth's best detection (argmax, first on ties), once: O(G x D), not O(G x D^2) (a picture
+        // with a million detections).
+        std::vector<int64_t> best_det_of(static_cast<size_t>(num_gt), 0);
+        for (int64_t i = 0; i < num_gt; ++i) {
+          int64_t& best = best_det_of[static_cast<size_t>(i)];
+          for (int64_t k = 1; k < num_det; ++k)
+            if (iou_at(i, k) > iou_at(i, best)) best = k;
+        }
         for (int64_t j = 0; j < num_det; ++j) {
           int64_t best_gt = 0;  // argmax over ground truths, first on ties
           for (int64_t i = 1; i < num_gt; ++i)
             if (iou_at(i, j) > iou_at(best_gt, j)) best_gt = i;
-          int64_t best_det = 0;  // argmax over detections for that ground truth, first on ties
-          for (int64_t k = 1; k < num_det; ++k)
-            if (iou_at(best_gt, k) > iou_at(best_gt, best_det)) best_det = k;
-          if (best_det == j && iou_at(best_gt, j) >= options.iou_threshold) {
+          if (best_det_of[static_cast<size_t>(best_gt)] == j && iou_at(best_gt, j) >= options.iou_threshold) {
             matched[static_cast<size_t>(j)] = true;
             ++out.true_positives;
           }

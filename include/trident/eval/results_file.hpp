@@ -256,8 +256,10 @@ inline SearchOutputs load_search_outputs_json(const std::string& path) {
   TRIDENT_CHECK(version == static_cast<double>(results_format_version), "{}: '{}': version {} is not supported (this "
                 "reader knows version {})", fn, path, version, results_format_version);
   const double dim_value = r.number(root, "embedding_dim", "the file");
-  TRIDENT_CHECK(dim_value >= 0 && dim_value == static_cast<double>(static_cast<int64_t>(dim_value)),
-                "{}: '{}': embedding_dim must be a non-negative integer, got {}", fn, path, dim_value);
+  // Range first: converting a double beyond int64_t's range is undefined (found by fuzz/results_json.cpp). The
+  // binary form's bound (a u32) serves both forms.
+  TRIDENT_CHECK(dim_value >= 0 && dim_value <= 4294967295.0 && dim_value == std::floor(dim_value),
+                "{}: '{}': embedding_dim must be an integer in [0, 4294967295], got {}", fn, path, dim_value);
   const auto dim = static_cast<int64_t>(dim_value);
 
   SearchOutputs out;

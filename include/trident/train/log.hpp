@@ -10,6 +10,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -54,9 +56,12 @@ class TrainingLog {
                   names.size(), names_.size());
     if (!csv_path_.empty()) {
       std::ofstream csv(csv_path_, std::ios::app), jsonl(jsonl_path_, std::ios::app);
-      csv << csv_line(row);
-      jsonl << json_line(row);
-      TRIDENT_CHECK(csv && jsonl, "trident::train::TrainingLog: cannot append to '{}'", csv_path_);
+      errno = 0;
+      csv << csv_line(row) << std::flush;
+      jsonl << json_line(row) << std::flush;
+      // Flushed here, not in the destructors, so a full disk stops the run with the file's name.
+      TRIDENT_CHECK(csv && jsonl, "trident::train::TrainingLog: cannot append to '{}' and '{}': {}", csv_path_,
+                    jsonl_path_, errno != 0 ? std::strerror(errno) : "write failed");
     }
     rows_.push_back(std::move(row));
   }
@@ -89,11 +94,16 @@ class TrainingLog {
     std::ofstream csv(csv_path_, std::ios::trunc), jsonl(jsonl_path_, std::ios::trunc);
     TRIDENT_CHECK(csv && jsonl, "trident::train::TrainingLog: cannot write '{}'", csv_path_);
     if (names_.empty()) return;
+    errno = 0;
     csv << csv_header();
     for (const auto& r : rows_) {
       csv << csv_line(r);
       jsonl << json_line(r);
     }
+    csv.flush();
+    jsonl.flush();
+    TRIDENT_CHECK(csv && jsonl, "trident::train::TrainingLog: cannot write '{}' and '{}': {}", csv_path_, jsonl_path_,
+                  errno != 0 ? std::strerror(errno) : "write failed");
   }
 
   void read_back(int64_t before) {

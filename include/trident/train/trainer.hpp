@@ -8,7 +8,8 @@
 ///                         -> checkpoint every N iterations (option)
 ///   at every epoch end:   checkpoint, draw_curves hook (e.g. the curves PNG), on_epoch_end hook
 ///
-/// Everything a run writes goes into options.out_dir: checkpoint.pt (atomic), train_log.csv / .jsonl, and what
+/// Everything a run writes goes into options.out_dir: checkpoint.pt (atomic, checksummed; a start removes the
+/// temporary files a killed run left beside it), train_log.csv / .jsonl, and what
 /// options.draw_curves writes (02_train: curves.png through viz::training_curves_png, which needs OpenCV).
 /// options.resume continues from checkpoint.pt exactly: model and memory, optimizer, schedule position, data
 /// position and random state are restored, so k + (n - k) iterations give the same parameters as n uninterrupted
@@ -171,6 +172,9 @@ struct TrainerOptions {
   std::string out_dir = "out/train";
   int64_t checkpoint_every = 0;        ///< also checkpoint every N iterations; 0: only at epoch ends and at the stop
   bool resume = false;                 ///< continue from out_dir/checkpoint.pt (an error when it is missing)
+  /// The configuration's name (e.g. "small", "paper-cuhk-sysu"), recorded in every checkpoint: a resume from a
+  /// checkpoint of another named configuration is refused by name (empty: not recorded, not checked).
+  std::string configuration;
   int64_t seed = 0;                    ///< seeds LibTorch's generator at a fresh start (sampling, initialisation)
   c10::Device device = c10::kCPU;
   bool mixed_precision = false;        ///< CUDA autocast to amp_dtype (+ loss scaling for float16); CUDA only
@@ -313,7 +317,10 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
   TrainState state;
   state.iterations_per_epoch = per_epoch;
   state.seed = o.seed;
+  state.configuration = o.configuration;
   TrainSummary summary;
+  // Temporary files of checkpoints whose writer was killed (only this run's rank 0 writes this checkpoint).
+  if (leader) remove_stale_partials(checkpoint);
   std::unique_ptr<GradientBuckets> buckets;
   if (group != nullptr) {
     check_same_everywhere(*group,
@@ -336,7 +343,8 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
     if (group != nullptr)
       bytes = detail::broadcast_bytes(*group, leader ? read_whole_file(checkpoint, caller) : std::string());
     state = load_checkpoint(checkpoint, net, *optimizer,
-                            bytes ? std::optional<std::string_view>(*bytes) : std::nullopt);
+                            bytes ? std::optional<std::string_view>(*bytes) : std::nullopt, o.configuration);
+    if (state.configuration.empty()) state.configuration = o.configuration;  // named from now on
     TRIDENT_CHECK(state.iterations_per_epoch == per_epoch,
                   "{}: '{}' was written with {} iterations per epoch, the data source now gives {} (another dataset "
                   "or batch size?)",
