@@ -11,8 +11,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace trident::fuzz {
 
@@ -53,6 +56,32 @@ bool accepted(Read&& read) {
     if (std::string_view(e.what()).find("trident::") == std::string_view::npos) std::abort();
     return false;
   }
+}
+
+/// The harness of a reader of a dataset folder (cuhk_sysu, prw): `write_folder(dir)` writes a valid folder once,
+/// under work_dir() / `name`; the input's first byte picks one of `files`, which the rest of the input replaces;
+/// `read(dir)` runs the reader on the folder; the file's valid bytes are put back after the run.
+template <class WriteFolder, class Read>
+int fuzz_folder_file(const char* name, const std::vector<std::string>& files, WriteFolder&& write_folder, Read&& read,
+                     const uint8_t* data, size_t size) {
+  static const std::filesystem::path root = [&] {
+    const auto dir = work_dir() / name;
+    write_folder(dir);
+    return dir;
+  }();
+  static std::map<std::string, std::string> pristine;
+  if (size == 0) return 0;
+  const auto& file = files[data[0] % files.size()];
+  const auto path = root / file;
+  if (!pristine.count(file)) {
+    std::ifstream in(path, std::ios::binary);
+    pristine[file] = {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+  write_input(path, data + 1, size - 1);
+  accepted([&] { read(root.string()); });
+  const auto& original = pristine[file];
+  write_input(path, reinterpret_cast<const uint8_t*>(original.data()), original.size());
+  return 0;
 }
 
 }  // namespace trident::fuzz

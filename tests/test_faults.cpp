@@ -4,6 +4,7 @@
 // a training process killed (SIGKILL) at random points and in the middle of checkpoint writes, then resumed, ends
 // bit-identical to an uninterrupted run. docs/reliability.md lists these faults.
 #include "support/fixtures.hpp"
+#include "support/toy_training.hpp"
 #include "support/workers.hpp"
 
 #include <trident/core/files.hpp>
@@ -223,22 +224,6 @@ std::string message_under_limit(rlim_t limit, Write&& write) {
 
 using Small = SmallConfig<4, 64>;
 
-NetOptions fault_net_options() {
-  NetOptions o = small_net_options();  // fewer proposals and RoIs: a fast run
-  o.rpn.pre_nms_top_n_train = 300;
-  o.rpn.post_nms_top_n_train = 64;
-  o.sampler.batch_size_per_image = 32;
-  return o;
-}
-
-/// Two batches of two generated scenes each, visited in an order drawn from (seed, epoch).
-train::InMemorySource fault_source() {
-  at::manual_seed(99);
-  auto scenes = data::make_toy_scenes(4, 2, 4, 128, 192, 11);
-  return train::InMemorySource(train::split_into_batches(scenes.batch, scenes.targets, 2), /*shuffle=*/true,
-                               /*seed=*/3);
-}
-
 constexpr int64_t fault_epochs = 4;  // 2 batches an epoch: 8 iterations
 constexpr int64_t fault_iterations = 8;
 constexpr const char* fault_configuration = "small-faults";
@@ -276,9 +261,9 @@ TRIDENT_TEST_WORKER("faults-train") {
   const std::string out = env_or_empty("TRIDENT_FAULTS_OUT"), mode = env_or_empty("TRIDENT_FAULTS_MODE");
   const int ready = std::atoi(env_or_empty("TRIDENT_FAULTS_READY_FD").c_str());
   at::set_num_threads(1);  // every process of the test the same (reductions round by thread count)
-  auto source = fault_source();
+  auto source = test::toy_training_source();
   at::manual_seed(7);  // the initialisation (a resume overwrites it)
-  TridentNet<Small> net(fault_net_options());
+  TridentNet<Small> net(test::toy_training_options());
   train::TrainerOptions o = fault_options(out);
   o.resume = fs::exists(fs::path(out) / "checkpoint.pt");
   if (mode == "kill-at-epoch-end") o.on_epoch_end = [](int64_t) { ::kill(::getpid(), SIGKILL); };
@@ -414,7 +399,7 @@ int kill_in_nth_write(Trainer& t, int inotify_fd, int nth) {
 int64_t checkpoint_iteration(const std::string& out) {
   const auto path = (fs::path(out) / "checkpoint.pt").string();
   if (!fs::exists(path)) return -1;
-  TridentNet<Small> net(fault_net_options());
+  TridentNet<Small> net(test::toy_training_options());
   train::ForeachSgd sgd(train::detail::trainable(net), torch::optim::SGDOptions(0.1).momentum(0.9));
   return train::load_checkpoint(path, net, sgd, std::nullopt, fault_configuration).iteration;
 }
@@ -805,7 +790,7 @@ TEST_CASE("training killed (SIGKILL) at random points and inside checkpoint writ
     return train::load_checkpoint((fs::path(out) / "checkpoint.pt").string(), net, sgd);
   };
   at::manual_seed(1);
-  TridentNet<Small> a(fault_net_options()), b(fault_net_options());
+  TridentNet<Small> a(test::toy_training_options()), b(test::toy_training_options());
   train::ForeachSgd sgd_a(train::detail::trainable(a), torch::optim::SGDOptions(0.1).momentum(0.9));
   train::ForeachSgd sgd_b(train::detail::trainable(b), torch::optim::SGDOptions(0.1).momentum(0.9));
   const auto state_a = load(reference, a, sgd_a);

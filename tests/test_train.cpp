@@ -2,6 +2,7 @@
 // diverging loss, and the files a run writes. The trainer needs only trident::trident; the one check of the
 // curves picture needs trident::vision (OpenCV).
 #include "support/fixtures.hpp"
+#include "support/toy_training.hpp"
 
 #include <trident/backbone/resnet.hpp>
 #include <trident/core/threads.hpp>
@@ -37,22 +38,6 @@ std::string fresh_dir(const std::string& name) {
   const auto dir = fs::path(TRIDENT_TEST_TMP_DIR) / "train" / name;
   fs::remove_all(dir);
   return dir.string();
-}
-
-NetOptions small_options() {
-  NetOptions o = small_net_options();  // fewer proposals and RoIs: a fast test
-  o.rpn.pre_nms_top_n_train = 300;
-  o.rpn.post_nms_top_n_train = 64;
-  o.sampler.batch_size_per_image = 32;
-  return o;
-}
-
-/// Two batches of two generated scenes each (their noise comes from LibTorch's generator: seed it first).
-train::InMemorySource toy_source() {
-  at::manual_seed(99);
-  auto scenes = data::make_toy_scenes(4, 2, 4, 128, 192, 11);
-  return train::InMemorySource(train::split_into_batches(scenes.batch, scenes.targets, 2), /*shuffle=*/true,
-                               /*seed=*/3);
 }
 
 /// A one-parameter "network" whose loss is (w - 1)^2, or NaN from iteration `nan_at` on.
@@ -158,29 +143,29 @@ TEST_CASE("resume is exact: 3 iterations, stop, resume to 6 equals 6 uninterrupt
   o.print_every = 0;
 
   o.out_dir = fresh_dir("uninterrupted");
-  auto source_a = toy_source();
+  auto source_a = test::toy_training_source();
   at::manual_seed(7);  // the initialisation is the caller's; fit() seeds the sampling
-  TridentNet<Small> a(small_options());
+  TridentNet<Small> a(test::toy_training_options());
   const auto full = train::fit(a, source_a, o);
   CHECK(full.iterations == 6);
 
   o.out_dir = fresh_dir("interrupted");
   o.max_iterations = 3;
   {
-    auto source = toy_source();
+    auto source = test::toy_training_source();
     at::manual_seed(7);
-    TridentNet<Small> b(small_options());
+    TridentNet<Small> b(test::toy_training_options());
     const auto first = train::fit(b, source, o);
     CHECK(first.iterations == 3);
   }
-  auto source_b = toy_source();
+  auto source_b = test::toy_training_source();
   at::manual_seed(12345);  // whatever happened in between, resuming restores the generator
   o.max_iterations = -1;
   o.resume = true;
 #if TRIDENT_TESTS_WITH_VISION
   o.draw_curves = viz::training_curves_png((fs::path(o.out_dir) / "curves.png").string());
 #endif
-  TridentNet<Small> b(small_options());
+  TridentNet<Small> b(test::toy_training_options());
   const auto rest = train::fit(b, source_b, o);
   CHECK(rest.resumed_from == 3);
   CHECK(rest.iterations_this_run == 3);
@@ -210,9 +195,9 @@ TEST_CASE("an evaluation between epochs sees that epoch's weights (optimizer ste
   o.seed = 5;
   o.print_every = 0;
   o.out_dir = fresh_dir("evaluate_between_epochs");
-  auto source = toy_source();
+  auto source = test::toy_training_source();
   at::manual_seed(5);
-  TridentNet<Small> net(small_options());
+  TridentNet<Small> net(test::toy_training_options());
   const auto images = at::randn({1, 3, 64, 96});
   std::vector<at::Tensor> folded_outputs;
   o.on_epoch_end = [&](int64_t) {

@@ -167,8 +167,8 @@ train::InMemorySource dummy_source() {
 }
 
 double checkpoint_loss_scale(const std::string& path) {
-  torch::serialize::InputArchive ar;
-  ar.load_from(path, c10::Device(c10::kCPU));
+  // The checkpoint's archive behind its header (format 2: docs/training.md), checked as load_checkpoint checks it.
+  auto ar = train::detail::open_archive(path, "checkpoint_loss_scale", c10::Device(c10::kCPU));
   c10::IValue v;
   REQUIRE(ar.try_read("loss_scale", v));
   return v.toDouble();

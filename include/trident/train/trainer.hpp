@@ -466,7 +466,11 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
         summary.last_losses.clear();
         for (size_t i = 0; i < names.size(); ++i) summary.last_losses.emplace_back(names[i], values[i]);
 
-        if (o.checkpoint_every > 0 && state.iteration % o.checkpoint_every == 0) write_checkpoint();
+        // Not at an epoch's last iteration: the epoch-end checkpoint follows at once, and a checkpoint of the full
+        // epoch still naming it "in progress" would, after a kill in between, resume past the epoch end's work.
+        if (o.checkpoint_every > 0 && state.iteration % o.checkpoint_every == 0 && state.iteration % per_epoch != 0 &&
+            state.iteration < stop)
+          write_checkpoint();
       }
       state.epoch = state.iteration / per_epoch;
       const bool epoch_done = state.iteration % per_epoch == 0;
