@@ -110,18 +110,6 @@ std::vector<int64_t> longs(const at::Tensor& t) {
   return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
 }
 
-/// Runs `read` and checks that it throws a trident::Error whose message holds every one of `parts`.
-template <typename Read>
-void check_error(Read read, const std::vector<std::string>& parts) {
-  try {
-    read();
-    FAIL("no error was raised");
-  } catch (const trident::Error& e) {
-    const std::string message = e.what();
-    for (const auto& part : parts) CHECK_MESSAGE(message.find(part) != std::string::npos, message, " lacks ", part);
-  }
-}
-
 void check_cuhk(const trident::data::Dataset& d, const fs::path& root) {
   CHECK(d.name == "CUHK-SYSU");
   REQUIRE(d.images.size() == 5);

@@ -68,12 +68,7 @@ std::vector<std::string> run_ranks(int n, Fn&& fn, std::vector<int> worlds = {},
   return errors;
 }
 
-std::string fresh_dir(const std::string& name) {
-  const auto dir = fs::path(TRIDENT_TEST_TMP_DIR) / "distributed" / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
+std::string fresh_dir(const std::string& name) { return test::fresh_folder("distributed", name).string(); }
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path);

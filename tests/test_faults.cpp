@@ -54,12 +54,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string fresh_dir(const std::string& name) {
-  const auto dir = fs::path(TRIDENT_TEST_TMP_DIR) / "faults" / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
+std::string fresh_dir(const std::string& name) { return test::fresh_folder("faults", name).string(); }
 
 std::string file_bytes(const std::string& path) { return read_whole_file(path, "test"); }
 
@@ -561,32 +556,19 @@ TEST_CASE("checkpoint: another configuration, another version or another model i
                 "[3, 4] in the checkpoint, Float [5, 4] in the network");
 
   // The trainer records its configuration's name and refuses to resume another's.
-  std::vector<train::Batch> batches(1);
-  batches[0].images.images = at::zeros({1, 3, 8, 8});
-  batches[0].images.sizes = {{8, 8}};
-  batches[0].targets = {Target{at::zeros({0, 4}), at::zeros({0}, at::kLong)}};
-  struct Net : torch::nn::Module {
-    Net() { w = register_parameter("w", at::zeros({1})); }
-    LossMap losses(const ImageBatch&, const std::vector<Target>&) {
-      LossMap out;
-      out.add("square", ((w - 1) * (w - 1)).sum());
-      return out;
-    }
-    at::Tensor w;
-  };
-  train::InMemorySource source(batches);
+  auto source = test::dummy_source();
   train::TrainerOptions o;
   o.epochs = 2;
   o.print_every = 0;
   o.out_dir = dir + "/run";
   o.configuration = "paper-cuhk-sysu";
   o.max_iterations = 1;
-  Net a;
+  test::Quadratic a;
   train::fit(a, source, o);
   o.max_iterations = -1;
   o.resume = true;
   o.configuration = "paper-prw";
-  Net b;
+  test::Quadratic b;
   CHECK_THROWS_WITH_AS(train::fit(b, source, o),
                        doctest::Contains("was written by configuration 'paper-cuhk-sysu' (entry 'configuration'); "
                                          "this run is configuration 'paper-prw'"),

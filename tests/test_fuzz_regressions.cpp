@@ -2,6 +2,8 @@
 // tests/fixtures/fuzz/<harness>/ once crashed its reader, tripped a sanitizer, hung or allocated without bound.
 // Each must now be refused with a trident::Error that names the reading function, the file and the field (and
 // the value). A committed input without a case here fails the last test.
+#include "support/fixtures.hpp"
+
 #include <trident/config.hpp>
 #include <trident/io/tensor_file.hpp>
 #if defined(TRIDENT_TESTS_WITH_JSON)
@@ -39,10 +41,13 @@ struct Finding {
 /// read_prw over the prw harness's folder (fuzz/mat_datasets.hpp) with `file` replaced by the input at `input`,
 /// as the harness ran it.
 fs::path prw_root() { return fs::path(TRIDENT_TEST_TMP_DIR) / "fuzz_regressions" / "prw"; }
+/// prw_root() holding the valid PRW folder the prw harness starts from.
+fs::path fresh_prw() {
+  trident::fuzz::write_prw(trident::test::fresh_folder("fuzz_regressions", "prw"));
+  return prw_root();
+}
 void read_prw_with(const std::string& file, const std::string& input) {
-  const auto root = prw_root();
-  fs::remove_all(root);
-  trident::fuzz::write_prw(root);
+  const auto root = fresh_prw();
   fs::copy_file(input, root / file, fs::copy_options::overwrite_existing);
   trident::data::PrwOptions options;
   options.check_images = false;
@@ -120,16 +125,9 @@ TEST_CASE("fuzz findings: each committed crashing input is refused with an error
     CAPTURE(name);
     const std::string input = fuzz_dir() + "/" + name;
     REQUIRE(fs::is_regular_file(input));
-    std::string message;
-    try {
-      finding.read(input);
-    } catch (const trident::Error& e) {
-      message = e.what();
-    }
-    CAPTURE(message);
-    REQUIRE_FALSE(message.empty());  // refused, with a trident::Error
-    CHECK(message.find(finding.file.empty() ? input : finding.file) != std::string::npos);
-    for (const auto& fragment : finding.fragments) CHECK(message.find(fragment) != std::string::npos);
+    std::vector<std::string> parts{finding.file.empty() ? input : finding.file};  // refused, naming the file
+    parts.insert(parts.end(), finding.fragments.begin(), finding.fragments.end());
+    trident::test::check_error([&] { finding.read(input); }, parts);
   }
 }
 
@@ -154,8 +152,7 @@ TEST_CASE("fuzz findings: every committed input has its case (for the readers th
 TEST_CASE("fuzz findings: NaN or huge numbers in CUHK-SYSU boxes and PRW query pids are refused by name") {
   using trident::io::MatVariable;
   {
-    const auto root = fs::path(TRIDENT_TEST_TMP_DIR) / "fuzz_regressions" / "cuhk_sysu";
-    fs::remove_all(root);
+    const auto root = trident::test::fresh_folder("fuzz_regressions", "cuhk_sysu");
     trident::fuzz::write_cuhk_sysu(root);
     const double nan = std::numeric_limits<double>::quiet_NaN();
     std::vector<std::vector<MatVariable>> images;
@@ -168,36 +165,18 @@ TEST_CASE("fuzz findings: NaN or huge numbers in CUHK-SYSU boxes and PRW query p
     trident::data::CuhkSysuOptions options;
     options.check_images = false;
     options.gallery_size = 50;
-    std::string message;
-    try {
-      (void)trident::data::read_cuhk_sysu(root.string(), options);
-    } catch (const trident::Error& e) {
-      message = e.what();
-    }
-    CAPTURE(message);
-    CHECK(message.find("trident::data::read_cuhk_sysu") != std::string::npos);
-    CHECK(message.find((root / "annotation/Images.mat").string()) != std::string::npos);
-    CHECK(message.find("box 2 of Img(2).idlocate") != std::string::npos);
-    CHECK(message.find("[nan, 5, 10, 10]") != std::string::npos);
+    trident::test::check_error([&] { (void)trident::data::read_cuhk_sysu(root.string(), options); },
+                               {"trident::data::read_cuhk_sysu", (root / "annotation/Images.mat").string(),
+                                "box 2 of Img(2).idlocate", "[nan, 5, 10, 10]"});
   }
   {
-    const auto root = prw_root();
-    fs::remove_all(root);
-    trident::fuzz::write_prw(root);
+    const auto root = fresh_prw();
     std::ofstream(root / "query_info.txt", std::ios::binary) << "1e300 100 50 30 60 c3s2_000003\n";
     trident::data::PrwOptions options;
     options.check_images = false;
-    std::string message;
-    try {
-      (void)trident::data::read_prw(root.string(), options);
-    } catch (const trident::Error& e) {
-      message = e.what();
-    }
-    CAPTURE(message);
-    CHECK(message.find("trident::data::read_prw") != std::string::npos);
-    CHECK(message.find((root / "query_info.txt").string()) != std::string::npos);
-    CHECK(message.find("line 1 must be 'pid x y w h frame'") != std::string::npos);
-    CHECK(message.find("1e300") != std::string::npos);
+    trident::test::check_error([&] { (void)trident::data::read_prw(root.string(), options); },
+                               {"trident::data::read_prw", (root / "query_info.txt").string(),
+                                "line 1 must be 'pid x y w h frame'", "1e300"});
   }
 }
 #endif

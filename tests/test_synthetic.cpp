@@ -37,17 +37,7 @@ using trident::io::MatVariable;
 
 namespace {
 
-/// Runs `f` and checks that it throws a trident::Error whose message holds every one of `parts`.
-template <typename F>
-void check_error(F f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    FAIL("no error was raised");
-  } catch (const trident::Error& e) {
-    const std::string message = e.what();
-    for (const auto& part : parts) CHECK_MESSAGE(message.find(part) != std::string::npos, message, " lacks ", part);
-  }
-}
+using trident::test::check_error;
 
 std::string bytes_of(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);

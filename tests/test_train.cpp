@@ -34,34 +34,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string fresh_dir(const std::string& name) {
-  const auto dir = fs::path(TRIDENT_TEST_TMP_DIR) / "train" / name;
-  fs::remove_all(dir);
-  return dir.string();
-}
+std::string fresh_dir(const std::string& name) { return test::fresh_folder("train", name).string(); }
 
-/// A one-parameter "network" whose loss is (w - 1)^2, or NaN from iteration `nan_at` on.
-struct Quadratic : torch::nn::Module {
-  explicit Quadratic(int64_t nan_at) : nan_at(nan_at) { w = register_parameter("w", at::zeros({1})); }
-  LossMap losses(const ImageBatch&, const std::vector<Target>&) {
-    LossMap out;
-    out.add("square", ((w - 1) * (w - 1)).sum() * (calls++ >= nan_at ? std::numeric_limits<double>::quiet_NaN() : 1.0));
-    return out;
-  }
-  at::Tensor w;
-  int64_t nan_at;
-  int64_t calls = 0;
-};
-
-train::InMemorySource dummy_source(int batches) {
-  std::vector<train::Batch> v(static_cast<size_t>(batches));
-  for (auto& b : v) {
-    b.images.images = at::zeros({1, 3, 32, 32});
-    b.images.sizes = {{32, 32}};
-    b.targets = {Target{at::zeros({0, 4}), at::zeros({0}, at::kLong)}};
-  }
-  return train::InMemorySource(v);
-}
+using test::dummy_source;
+using test::Quadratic;
 
 }  // namespace
 

@@ -3,6 +3,7 @@
 // float16 with loss scaling), checkpoints that move between devices, and the trainer's mixed-precision options.
 // Tolerances and their reasons: docs/cuda-tests.md.
 #include "cuda_support.hpp"
+#include "support/toy_training.hpp"
 
 #include <trident/data/toy_scenes.hpp>
 #include <trident/model/configs.hpp>
@@ -147,24 +148,8 @@ bool all_finite(torch::nn::Module& net) {
   return true;
 }
 
-/// A one-parameter "network" with the trainer's interface: loss (w - 1)^2.
-struct Quadratic : torch::nn::Module {
-  Quadratic() { w = register_parameter("w", at::zeros({1})); }
-  LossMap losses(const ImageBatch&, const std::vector<Target>&) {
-    LossMap out;
-    out.add("square", ((w - 1) * (w - 1)).sum());
-    return out;
-  }
-  at::Tensor w;
-};
-
-train::InMemorySource dummy_source() {
-  train::Batch b;
-  b.images.images = at::zeros({1, 3, 32, 32});
-  b.images.sizes = {{32, 32}};
-  b.targets = {Target{at::zeros({0, 4}), at::zeros({0}, at::kLong)}};
-  return train::InMemorySource({b});
-}
+using test::dummy_source;
+using test::Quadratic;
 
 double checkpoint_loss_scale(const std::string& path) {
   // The checkpoint's archive behind its header (format 2: docs/training.md), checked as load_checkpoint checks it.

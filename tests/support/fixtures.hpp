@@ -32,6 +32,26 @@ inline std::vector<std::string> partial_files(const std::string& folder) {
   return out;
 }
 
+/// A fresh, empty folder `<tests' temporary directory>/<group>/<name>` (removed first if it is there).
+inline std::filesystem::path fresh_folder(const std::string& group, const std::string& name) {
+  const auto dir = std::filesystem::path(TRIDENT_TEST_TMP_DIR) / group / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+/// Runs `f` and checks that it throws a trident::Error whose message holds every one of `parts`.
+template <typename F>
+void check_error(F&& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    FAIL("no error was raised");
+  } catch (const trident::Error& e) {
+    const std::string message = e.what();
+    for (const auto& part : parts) CHECK_MESSAGE(message.find(part) != std::string::npos, message, " lacks ", part);
+  }
+}
+
 /// Largest absolute difference, as a double (0 for two empty tensors).
 inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   if (a.numel() == 0 && b.numel() == 0) return 0.0;

@@ -2,6 +2,8 @@
 // The dataset-reader tests' shorthand over trident::io's MAT writer (trident/io/mat_writer.hpp): char rows,
 // double matrices, struct arrays and cell arrays as owned trees, written one variable per file. Also a tiny
 // picture writer and a fresh temporary folder.
+#include "fixtures.hpp"
+
 #include <trident/io/mat_writer.hpp>
 
 #include <doctest/doctest.h>
@@ -70,11 +72,6 @@ inline void write_jpg(const std::filesystem::path& path, int width = 16, int hei
 }
 
 /// A fresh, empty folder under the tests' temporary directory.
-inline std::filesystem::path fresh_dir(const std::string& name) {
-  const auto dir = std::filesystem::path(TRIDENT_TEST_TMP_DIR) / "datasets" / name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
+inline std::filesystem::path fresh_dir(const std::string& name) { return fresh_folder("datasets", name); }
 
 }  // namespace trident::test

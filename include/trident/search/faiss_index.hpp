@@ -229,26 +229,26 @@ class FaissIndex {
                   "{}: '{}' has {} bytes: not a trident FAISS sidecar (truncated?)", fn, path, size);
     TRIDENT_CHECK(std::string_view(b, 8) == magic, "{}: '{}' is not a trident FAISS sidecar: its magic is '{}'", fn,
                   path, std::string(b, 8));
-    const auto version = detail::read_le<uint32_t>(b, 8);
+    const auto version = read_le<uint32_t>(b, 8);
     TRIDENT_CHECK(version == 1, "{}: '{}': version {}, this build reads version 1", fn, path, version);
-    const uint64_t checksum = detail::read_le<uint64_t>(b, size - 8);
+    const uint64_t checksum = read_le<uint64_t>(b, size - 8);
     const uint64_t actual = detail::fnv1a_words(b, (size - 8) / 8);
     TRIDENT_CHECK(checksum == actual, "{}: '{}': checksum {:016x} does not match the contents ({:016x}): corrupted",
                   fn, path, checksum, actual);
     FaissIndex out;
-    out.dim_ = detail::read_le<uint32_t>(b, 12);
-    out.gallery_checksum_ = detail::read_le<uint64_t>(b, 16);
-    out.gallery_rows_ = static_cast<int64_t>(detail::read_le<uint64_t>(b, 24));
-    out.gallery_bytes_ = detail::read_le<uint64_t>(b, 32);
-    out.score_threshold_ = detail::read_le<double>(b, 40);
+    out.dim_ = read_le<uint32_t>(b, 12);
+    out.gallery_checksum_ = read_le<uint64_t>(b, 16);
+    out.gallery_rows_ = static_cast<int64_t>(read_le<uint64_t>(b, 24));
+    out.gallery_bytes_ = read_le<uint64_t>(b, 32);
+    out.score_threshold_ = read_le<double>(b, 40);
     TRIDENT_CHECK(out.gallery_checksum_ == gallery.checksum() && out.gallery_rows_ == gallery.size() &&
                       out.gallery_bytes_ == gallery.file_size() && out.dim_ == gallery.dim(),
                   "{}: '{}' belongs to a gallery index of {} rows, {} bytes, checksum {:016x}, not to '{}' ({} rows, "
                   "{} bytes, checksum {:016x}): rebuild it (07_build_index --ann)", fn, path, out.gallery_rows_,
                   out.gallery_bytes_, out.gallery_checksum_, gallery.path(), gallery.size(), gallery.file_size(),
                   gallery.checksum());
-    const uint64_t count = detail::read_le<uint64_t>(b, 48);
-    const auto kind = detail::read_le<uint32_t>(b, 56);
+    const uint64_t count = read_le<uint64_t>(b, 48);
+    const auto kind = read_le<uint32_t>(b, 56);
     TRIDENT_CHECK(kind >= 1 && kind <= 3, "{}: '{}': kind = {} (1 flat, 2 ivf, 3 hnsw)", fn, path, kind);
     out.kind_ = static_cast<FaissKind>(kind);
     TRIDENT_CHECK(count <= static_cast<uint64_t>(gallery.size()) && count <= (size - header_bytes - 16) / 8,
@@ -260,7 +260,7 @@ class FaissIndex {
       TRIDENT_CHECK(out.rows_[i] >= 0 && out.rows_[i] < gallery.size(),
                     "{}: '{}': indexed row {} is {}, not a row of '{}'", fn, path, i, out.rows_[i], gallery.path());
     const uint64_t at = header_bytes + 8 * count;
-    const uint64_t structure = detail::read_le<uint64_t>(b, at);
+    const uint64_t structure = read_le<uint64_t>(b, at);
     TRIDENT_CHECK(structure <= size - at - 16, "{}: '{}': the FAISS structure's {} bytes do not fit in {} bytes", fn,
                   path, structure, size);
     faiss::VectorIOReader reader;
@@ -282,7 +282,7 @@ class FaissIndex {
     faiss::VectorIOWriter writer;
     faiss::write_index(index_.get(), &writer);
     std::string bytes(header_bytes, '\0');
-    const auto put = [&bytes](uint64_t offset, auto value) { std::memcpy(bytes.data() + offset, &value, sizeof value); };
+    const auto put = [&bytes](uint64_t offset, auto value) { write_le(bytes.data(), offset, value); };
     std::memcpy(bytes.data(), magic.data(), 8);
     put(8, uint32_t{1});
     put(12, static_cast<uint32_t>(dim_));

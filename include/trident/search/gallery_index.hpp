@@ -99,13 +99,6 @@ inline uint64_t fnv1a_words(const char* data, uint64_t words, uint64_t hash = fn
 
 inline uint64_t align64(uint64_t offset) { return (offset + 63) / 64 * 64; }
 
-template <class T>
-T read_le(const char* bytes, uint64_t at) {
-  T value;
-  std::memcpy(&value, bytes + at, sizeof(T));
-  return value;
-}
-
 /// Where each section starts for the given counts: embeddings, boxes, scores, picture_of, names, description,
 /// and the checksum (the file's size is that + 8). The caller has bounded the counts by the file's size.
 inline std::array<uint64_t, 7> gallery_layout(uint64_t count, uint64_t dim, uint64_t pictures, uint64_t name_bytes,
@@ -201,7 +194,7 @@ inline void write_gallery_index(const std::string& path, const GalleryIndexData&
   const auto un = static_cast<uint64_t>(n), up = static_cast<uint64_t>(pictures);
   const auto at = detail::gallery_layout(un, static_cast<uint64_t>(dim), up, name_bytes, data.description.size());
   std::array<char, detail::gallery_header_bytes> header{};
-  const auto put = [&header](uint64_t offset, auto value) { std::memcpy(header.data() + offset, &value, sizeof value); };
+  const auto put = [&header](uint64_t offset, auto value) { write_le(header.data(), offset, value); };
   std::memcpy(header.data(), gallery_index_magic.data(), 8);
   put(8, gallery_index_version);
   put(12, static_cast<uint32_t>(dim));
@@ -386,10 +379,10 @@ class GalleryIndex {
     const auto r = static_cast<uint64_t>(row);
     IndexHit h;
     h.row = row;
-    h.picture = detail::read_le<int64_t>(data_, at_[3] + 8 * r);
+    h.picture = read_le<int64_t>(data_, at_[3] + 8 * r);
     h.picture_name = pictures_[static_cast<size_t>(h.picture)];
-    for (uint64_t k = 0; k < 4; ++k) h.box[k] = detail::read_le<float>(data_, at_[1] + 16 * r + 4 * k);
-    h.score = detail::read_le<float>(data_, at_[2] + 4 * r);
+    for (uint64_t k = 0; k < 4; ++k) h.box[k] = read_le<float>(data_, at_[1] + 16 * r + 4 * k);
+    h.score = read_le<float>(data_, at_[2] + 4 * r);
     h.similarity = value;
     return h;
   }
@@ -405,16 +398,16 @@ class GalleryIndex {
 
   void validate(const OpenOptions& options) {
     constexpr const char* fn = "trident::search::GalleryIndex::open";
-    const auto u64 = [this](uint64_t at) { return detail::read_le<uint64_t>(data_, at); };
+    const auto u64 = [this](uint64_t at) { return read_le<uint64_t>(data_, at); };
     TRIDENT_CHECK(std::string_view(data_, 8) == gallery_index_magic,
                   "{}: '{}' is not a trident gallery index: its magic is '{}', not 'TRIDGIDX'", fn, path_,
                   std::string(data_, 8));
-    const auto version = detail::read_le<uint32_t>(data_, 8);
+    const auto version = read_le<uint32_t>(data_, 8);
     TRIDENT_CHECK(version == gallery_index_version, "{}: '{}': version {}, this build reads version {}", fn, path_,
                   version, gallery_index_version);
     TRIDENT_CHECK(u64(96) == size_, "{}: '{}': the header's file size is {} bytes, the file has {} (truncated?)", fn,
                   path_, u64(96), size_);
-    const uint64_t dim = detail::read_le<uint32_t>(data_, 12);
+    const uint64_t dim = read_le<uint32_t>(data_, 12);
     TRIDENT_CHECK(dim >= 1 && dim <= detail::gallery_max_dim, "{}: '{}': dim = {} is outside [1, {}]", fn, path_, dim,
                   detail::gallery_max_dim);
     const uint64_t count = u64(16), pictures = u64(24), name_bytes = u64(72), description_bytes = u64(88);
@@ -460,14 +453,14 @@ class GalleryIndex {
     dim_ = static_cast<int64_t>(dim);
     for (int64_t i = 0; i < count_; ++i) {
       const auto r = static_cast<uint64_t>(i);
-      const auto picture = detail::read_le<int64_t>(data_, layout[3] + 8 * r);
+      const auto picture = read_le<int64_t>(data_, layout[3] + 8 * r);
       TRIDENT_CHECK(picture >= 0 && static_cast<uint64_t>(picture) < pictures,
                     "{}: '{}': picture_of[{}] = {} is not a picture index (there are {})", fn, path_, i, picture,
                     pictures);
-      const auto score = detail::read_le<float>(data_, layout[2] + 4 * r);
+      const auto score = read_le<float>(data_, layout[2] + 4 * r);
       TRIDENT_CHECK(std::isfinite(score), "{}: '{}': scores[{}] = {} is not finite", fn, path_, i, score);
       for (uint64_t k = 0; k < 4; ++k) {
-        const auto v = detail::read_le<float>(data_, layout[1] + 16 * r + 4 * k);
+        const auto v = read_le<float>(data_, layout[1] + 16 * r + 4 * k);
         TRIDENT_CHECK(std::isfinite(v), "{}: '{}': boxes[{}][{}] = {} is not finite", fn, path_, i, k, v);
       }
     }

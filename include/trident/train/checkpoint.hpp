@@ -86,23 +86,13 @@ inline double read_double(torch::serialize::InputArchive& ar, const std::string&
   return v.toDouble();
 }
 
-inline void put_le(std::string& out, uint64_t value, int bytes) {
-  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xffu));
-}
-
-inline uint64_t get_le(std::string_view in, size_t offset, int bytes) {
-  uint64_t value = 0;
-  for (int i = 0; i < bytes; ++i)
-    value |= static_cast<uint64_t>(static_cast<unsigned char>(in[offset + static_cast<size_t>(i)])) << (8 * i);
-  return value;
-}
-
 /// The 32-byte header of a version-2 checkpoint whose payload is `payload` (see the file comment).
 inline std::string checkpoint_header(std::string_view payload) {
   std::string header(checkpoint_magic);
-  put_le(header, static_cast<uint64_t>(checkpoint_version), 4);
-  put_le(header, crc32(payload), 4);
-  put_le(header, payload.size(), 8);
+  header.resize(checkpoint_header_size);
+  write_le(header.data(), 16, static_cast<uint32_t>(checkpoint_version));
+  write_le(header.data(), 20, crc32(payload));
+  write_le(header.data(), 24, static_cast<uint64_t>(payload.size()));
   return header;
 }
 
@@ -147,18 +137,18 @@ inline std::string_view checkpoint_payload(std::string_view file, const std::str
   TRIDENT_CHECK(file.size() >= checkpoint_header_size,
                 "{}: '{}' is truncated: {} bytes, fewer than the {}-byte header (field 'header')", caller, path,
                 file.size(), checkpoint_header_size);
-  version = static_cast<int64_t>(get_le(file, 16, 4));
+  version = read_le<uint32_t>(file.data(), 16);
   TRIDENT_CHECK(version == checkpoint_version,
                 "{}: '{}' has version {} (header field 'version'); this trident reads versions 1 and {} (written by "
                 "another trident, or damaged)",
                 caller, path, version, checkpoint_version);
-  const uint64_t length = get_le(file, 24, 8);
+  const auto length = read_le<uint64_t>(file.data(), 24);
   const uint64_t present = file.size() - checkpoint_header_size;
   TRIDENT_CHECK(length == present,
                 "{}: '{}' is {}: header field 'payload_length' is {} bytes, the file has {} after the header", caller,
                 path, present < length ? "truncated" : "damaged (bytes beyond its end)", length, present);
   const std::string_view payload = file.substr(checkpoint_header_size);
-  const auto stored = static_cast<uint32_t>(get_le(file, 20, 4));
+  const auto stored = read_le<uint32_t>(file.data(), 20);
   const uint32_t actual = crc32(payload);
   TRIDENT_CHECK(stored == actual,
                 "{}: '{}' is damaged: header field 'checksum' is {:#010x}, the CRC-32 of its {} payload bytes is "

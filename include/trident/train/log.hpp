@@ -5,13 +5,13 @@
 /// kept in memory for the curves. A resumed run first drops the rows at or after the iteration it resumes from,
 /// so the files always describe one uninterrupted run.
 #include <trident/config.hpp>
+#include <trident/core/files.hpp>
 
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <filesystem>
-#include <cerrno>
-#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -61,7 +61,7 @@ class TrainingLog {
       jsonl << json_line(row) << std::flush;
       // Flushed here, not in the destructors, so a full disk stops the run with the file's name.
       TRIDENT_CHECK(csv && jsonl, "trident::train::TrainingLog: cannot append to '{}' and '{}': {}", csv_path_,
-                    jsonl_path_, errno != 0 ? std::strerror(errno) : "write failed");
+                    jsonl_path_, errno != 0 ? trident::detail::errno_text(errno) : std::string("write failed"));
     }
     rows_.push_back(std::move(row));
   }
@@ -103,7 +103,7 @@ class TrainingLog {
     csv.flush();
     jsonl.flush();
     TRIDENT_CHECK(csv && jsonl, "trident::train::TrainingLog: cannot write '{}' and '{}': {}", csv_path_, jsonl_path_,
-                  errno != 0 ? std::strerror(errno) : "write failed");
+                  errno != 0 ? trident::detail::errno_text(errno) : std::string("write failed"));
   }
 
   void read_back(int64_t before) {
