@@ -5,6 +5,7 @@
 #                                      # and run the PyTorch reference benchmarks; never needed by the library)
 #   cmake/install-deps.sh --pip-libtorch  # also python3-venv where python3 cannot make a venv (for
 #                                      # cmake/pip-libtorch.sh, the CI leg against pip's LibTorch 2.x)
+#   cmake/install-deps.sh --fuzzers  # also Clang 14 and its libFuzzer runtime (fuzz/run.sh, the CI leg fuzz)
 set -euo pipefail
 
 packages=(
@@ -26,7 +27,8 @@ for arg in "$@"; do
   case "$arg" in
     --fixtures) packages+=(python3-torch python3-torchvision) ;;
     --pip-libtorch) python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv) ;;
-    *) echo "install-deps.sh: unknown option '$arg' (known: --fixtures, --pip-libtorch)" >&2; exit 2 ;;
+    --fuzzers) packages+=(clang libclang-rt-14-dev) ;;
+    *) echo "install-deps.sh: unknown option '$arg' (known: --fixtures, --pip-libtorch, --fuzzers)" >&2; exit 2 ;;
   esac
 done
 

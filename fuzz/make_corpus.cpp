@@ -124,6 +124,9 @@ int main(int argc, char** argv) {
   {
     trident::fuzz::SmallModel model;
     torch::optim::SGD sgd(model.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+    // One step, so the checkpoint holds momentum buffers (what load_checkpoint restores into the optimizer).
+    (model.weight.sum() + model.inner->forward(torch::ones({1, 2})).sum()).backward();
+    sgd.step();
     trident::train::TrainState state;
     state.epoch = 1;
     fs::create_directories(out / "checkpoint");

@@ -2,8 +2,9 @@
 # Runs trident's fuzzers (fuzz/*.cpp, libFuzzer) for SECONDS each, one after the other, and prints for each the
 # executions, the coverage (libFuzzer's cov: edges and ft: features) and any crash, hang or out-of-memory input.
 #   fuzz/run.sh SECONDS [harness...]        (default: every harness; names as in fuzz/CMakeLists.txt)
-# Configures and builds build-fuzz/ with Clang when needed (TRIDENT_FUZZ_BUILD overrides the folder; extra
-# libFuzzer flags in TRIDENT_FUZZ_FLAGS). Seeds: trident_fuzz_make_corpus's files, the small torch.save test
+# Installs what is missing (cmake/install-deps.sh --fuzzers: Clang 14, libFuzzer), then configures and builds
+# build-fuzz/ with Clang when needed (TRIDENT_FUZZ_BUILD overrides the folder; TRIDENT_FUZZ_TIMEOUT the seconds one
+# input may take before it counts as a hang, default 10; extra libFuzzer flags in TRIDENT_FUZZ_FLAGS). Seeds: trident_fuzz_make_corpus's files, the small torch.save test
 # fixtures and the committed findings (tests/fixtures/fuzz/<harness>/). New corpus inputs go to
 # <build>/fuzz/corpus/<harness>/, findings to <build>/fuzz/findings/<harness>/. Exits 1 when a harness found
 # something.
@@ -20,8 +21,9 @@ all=(results_binary results_json dataset_json gallery_index tensor_file cuhk_sys
 harnesses=("$@")
 [[ ${#harnesses[@]} -gt 0 ]] || harnesses=("${all[@]}")
 
+"$root/cmake/install-deps.sh" --fuzzers >/dev/null
 if [[ ! -f $build/CMakeCache.txt ]]; then
-  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  cmake -S "$root" -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DTRIDENT_BUILD_FUZZERS=ON -DTRIDENT_BUILD_TESTS=OFF -DTRIDENT_BUILD_EXAMPLES=OFF \
     -DTRIDENT_BUILD_BENCHMARKS=OFF -DTRIDENT_WITH_FAISS=OFF
 fi
@@ -67,7 +69,7 @@ for h in "${harnesses[@]}"; do
     asan=$ASAN_OPTIONS
   fi
   set +e
-  ASAN_OPTIONS=$asan "$build/fuzz/trident_fuzz_$h" -max_total_time="$seconds" -timeout=10 "${limits[@]}" \
+  ASAN_OPTIONS=$asan "$build/fuzz/trident_fuzz_$h" -max_total_time="$seconds" -timeout="${TRIDENT_FUZZ_TIMEOUT:-10}" "${limits[@]}" \
     -max_len=65536 -print_final_stats=1 -artifact_prefix="$findings/" ${TRIDENT_FUZZ_FLAGS:-} "${dirs[@]}" \
     >"$log" 2>&1
   rc=$?

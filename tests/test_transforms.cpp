@@ -17,6 +17,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -231,6 +232,132 @@ TEST_CASE("transforms: load_image reads a png as RGB in [0, 1] and names a missi
     std::ofstream(not_a_picture) << "hello";
   }
   CHECK(what_of([&] { (void)td::load_image(not_a_picture.string()); }).find("not_a_picture.png") !=
+        std::string::npos);
+}
+
+namespace {
+
+std::string file_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+fs::path write_file(const fs::path& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  return path;
+}
+
+/// A random 8-bit colour picture encoded by OpenCV with `params` (its own encoder, not trident's code).
+fs::path encoded_picture(const std::string& name, int rows, int cols, const std::vector<int>& params = {}) {
+  cv::Mat bgr(rows, cols, CV_8UC3);
+  cv::randu(bgr, cv::Scalar::all(0), cv::Scalar::all(256));
+  const fs::path file = tmp_dir() / name;
+  REQUIRE(cv::imwrite(file.string(), bgr, params));
+  return file;
+}
+
+}  // namespace
+
+// Input limits (issue 16, docs/reliability.md "Input limits"): each kind of bad picture gets one behaviour.
+TEST_CASE("input limits: pictures that are empty, cut short, damaged, huge or not pictures are refused by name") {
+  // Empty, and not a picture at all.
+  const auto empty = write_file(tmp_dir() / "empty.jpg", "");
+  CHECK(what_of([&] { (void)td::load_image(empty.string()); }).find(fmt::format("'{}' is empty", empty.string())) !=
+        std::string::npos);
+  const auto text = write_file(tmp_dir() / "text.jpg", "not a picture\n");
+  CHECK(what_of([&] { (void)td::load_image(text.string()); }).find(fmt::format("cannot read the image file '{}'", text.string())) !=
+        std::string::npos);
+
+  // A whole JPEG: its header's size, and the walk reaches the end-of-image marker (plain and progressive).
+  for (const bool progressive : {false, true}) {
+    CAPTURE(progressive);
+    const auto jpeg = encoded_picture(progressive ? "progressive.jpg" : "baseline.jpg", 48, 64,
+                                      {cv::IMWRITE_JPEG_PROGRESSIVE, progressive ? 1 : 0});
+    const std::string bytes = file_bytes(jpeg);
+    const auto header = td::picture_header(bytes);
+    REQUIRE(header.has_value());
+    CHECK(header->format == "JPEG");
+    CHECK(header->width == 64);
+    CHECK(header->height == 48);
+    CHECK(header->complete);
+    const at::Tensor whole = td::load_image(jpeg.string());
+    CHECK(whole.sizes() == at::IntArrayRef({3, 48, 64}));
+
+    // Bytes after the end-of-image marker (cameras append their own data) change nothing.
+    const auto trailing = write_file(tmp_dir() / "trailing.jpg", bytes + std::string(5000, '\x42'));
+    CHECK(at::equal(td::load_image(trailing.string()), whole));
+
+    // Cut anywhere after its headers, or with its last two bytes (the marker) missing: refused by name; libjpeg
+    // alone would decode it with grey rows and a warning.
+    for (const size_t keep : {bytes.size() - 2, bytes.size() - 1, bytes.size() / 2, size_t{700}}) {
+      CAPTURE(keep);
+      const auto cut = write_file(tmp_dir() / "cut.jpg", bytes.substr(0, keep));
+      CHECK_FALSE(td::picture_header(bytes.substr(0, keep))->complete);
+      const std::string message = what_of([&] { (void)td::load_image(cut.string()); });
+      CHECK(message.find(fmt::format("'{}' is truncated or damaged", cut.string())) != std::string::npos);
+      CHECK(message.find(fmt::format("({} bytes)", keep)) != std::string::npos);
+    }
+
+    // An APP1 segment (where EXIF thumbnails live) holding a whole small JPEG, end-of-image marker included, in
+    // front of a cut main picture: the walk skips the segment by its length and still finds the cut.
+    const std::string thumbnail = std::string("\xFF\xD8\xFF\xD9", 4);
+    const std::string app1 = std::string("\xFF\xE1", 2) + std::string(1, '\0') +
+                             std::string(1, static_cast<char>(2 + thumbnail.size())) + thumbnail;
+    const std::string with_app1 = bytes.substr(0, 2) + app1 + bytes.substr(2);
+    CHECK(td::picture_header(with_app1)->complete);
+    CHECK_FALSE(td::picture_header(with_app1.substr(0, with_app1.size() / 2))->complete);
+  }
+
+  // Huge pictures, refused from their headers before anything is decoded: a JPEG whose frame header declares
+  // 60000 x 50000 (the file is a few kB: a decoder would allocate 9 GB), a PNG header of 20000 x 20000.
+  {
+    std::string bytes = file_bytes(encoded_picture("small.jpg", 48, 64));
+    const size_t sof = bytes.find(std::string("\xFF\xC0", 2));
+    REQUIRE(sof != std::string::npos);
+    bytes[sof + 5] = static_cast<char>(50000 >> 8);  // height (big-endian, after length and precision)
+    bytes[sof + 6] = static_cast<char>(50000 & 0xFF);
+    bytes[sof + 7] = static_cast<char>(60000 >> 8);  // width
+    bytes[sof + 8] = static_cast<char>(60000 & 0xFF);
+    const auto huge = write_file(tmp_dir() / "huge.jpg", bytes);
+    const std::string message = what_of([&] { (void)td::load_image(huge.string()); });
+    CHECK(message.find(fmt::format("'{}' is a JPEG picture of 60000 x 50000 pixels (3000.0 megapixels, declared "
+                                   "in its header; not decoded); the limit is 67108864 pixels", huge.string())) != std::string::npos);
+  }
+  {
+    std::string png = file_bytes(encoded_picture("small.png", 3, 5));
+    REQUIRE(png.substr(12, 4) == "IHDR");
+    CHECK(td::picture_header(png)->width == 5);
+    CHECK(td::picture_header(png)->height == 3);
+    for (const size_t at : {size_t{16}, size_t{20}}) png.replace(at, 4, std::string("\0\0\x4e\x20", 4));  // 20000
+    const auto huge = write_file(tmp_dir() / "huge.png", png);
+    CHECK(what_of([&] { (void)td::load_image(huge.string()); })
+              .find("is a PNG picture of 20000 x 20000 pixels (400.0 megapixels") != std::string::npos);
+  }
+
+  // The limit is an argument: 48 x 64 = 3072 pixels pass at 3072 and are refused at 3071; a BMP's header is read
+  // too; a format whose header is not read (PPM) is refused after decoding, before the float tensor is made.
+  const auto jpeg = encoded_picture("limit.jpg", 48, 64);
+  CHECK(td::load_image(jpeg.string(), 3072).size(2) == 64);
+  CHECK(what_of([&] { (void)td::load_image(jpeg.string(), 3071); }).find("the limit is 3071 pixels") !=
+        std::string::npos);
+  const auto bmp = encoded_picture("limit.bmp", 48, 64);
+  const auto bmp_header = td::picture_header(file_bytes(bmp));
+  REQUIRE(bmp_header.has_value());
+  CHECK(bmp_header->format == "BMP");
+  CHECK(bmp_header->width == 64);
+  CHECK(bmp_header->height == 48);
+  CHECK(what_of([&] { (void)td::load_image(bmp.string(), 3071); }).find("BMP picture of 64 x 48") !=
+        std::string::npos);
+  const auto ppm = encoded_picture("limit.ppm", 48, 64);
+  CHECK_FALSE(td::picture_header(file_bytes(ppm)).has_value());
+  CHECK(td::load_image(ppm.string(), 3072).size(1) == 48);
+  CHECK(what_of([&] { (void)td::load_image(ppm.string(), 3071); }).find("after decoding") != std::string::npos);
+
+  // A damaged PNG (cut in its pixel data): libpng's error, reported as a file OpenCV cannot read.
+  const std::string png = file_bytes(encoded_picture("whole.png", 40, 40));
+  const auto cut_png = write_file(tmp_dir() / "cut.png", png.substr(0, png.size() / 2));
+  CHECK(what_of([&] { (void)td::load_image(cut_png.string()); })
+            .find(fmt::format("cannot read the image file '{}' (not a picture, or damaged?)", cut_png.string())) !=
         std::string::npos);
 }
 

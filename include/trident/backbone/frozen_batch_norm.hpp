@@ -28,7 +28,8 @@
 
 namespace trident::backbone {
 
-/// Whether the backbone's batch norms are frozen (the paper, with ImageNet weights) or trained (from scratch).
+/// Whether the backbone's batch norms are frozen (trident's default with ImageNet weights; SeqNet and NAE train
+/// them) or trained (e.g. from scratch).
 enum class BatchNormMode { frozen, trainable };
 
 class FrozenBatchNorm2dImpl : public torch::nn::Module {

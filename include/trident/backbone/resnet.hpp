@@ -16,7 +16,7 @@
 /// outputs planes * Block::Impl::expansion channels). Which stages are frozen is a runtime option (StemOptions).
 ///
 ///   using Backbone = trident::backbone::ResNet50;
-///   auto stem = Backbone::make_stem();    // conv1 + layer1 frozen, as SeqNet / NAE
+///   auto stem = Backbone::make_stem();    // conv1 + layer1 frozen, batch norms frozen (trident's default)
 ///   auto head = Backbone::make_head();
 ///   at::Tensor features = stem(images);   // [N, 1024, H/16, W/16]
 ///   at::Tensor per_roi = head(pooled);    // [K, 1024, 24, 8] -> [K, 2048, 12, 4]
@@ -357,7 +357,8 @@ inline void set_requires_grad(torch::nn::Module& module, bool requires_grad) {
 enum class FrozenUpTo : int {
   none = 0,    ///< everything trains (e.g. a small network trained from scratch)
   conv1 = 1,   ///< conv1 (+ bn1)
-  layer1 = 2,  ///< conv1 and layer1: the reference codebases' choice (SeqNet, NAE) and the default
+  layer1 = 2,  ///< conv1 and layer1: the default (torchvision's detection default; SeqNet and NAE freeze only
+               ///< conv1 and bn1 and train the other batch norms: docs/paper-mapping.md, "Choices")
   layer2 = 3,
   layer3 = 4,  ///< the whole stem
 };

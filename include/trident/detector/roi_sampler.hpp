@@ -77,9 +77,9 @@ inline SampledProposals sample_proposals(const std::vector<at::Tensor>& proposal
     images.push_back(std::move(l));
   }
   // Each image's sample is full: min(batch_size_per_image, usable candidates) proposals, positives filling what
-  // the negatives cannot (sample_balanced's fill_with_positives). The paper's thresholds (0.5 / 0.5) ignore no
-  // candidate, so the sizes are known on the host; a band of ignored IoUs costs one read of the usable counts
-  // for the whole batch.
+  // the negatives cannot (sample_balanced's fill_with_positives). The default thresholds (0.5 / 0.5, SeqNet's)
+  // ignore no candidate, so the sizes are known on the host; a band of ignored IoUs costs one read of the usable
+  // counts for the whole batch.
   std::vector<int64_t> sizes;
   if (options.fg_iou_threshold > options.bg_iou_threshold && !images.empty()) {
     std::vector<at::Tensor> usable;

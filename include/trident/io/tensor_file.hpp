@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace trident::io {
@@ -26,31 +27,46 @@ using TensorDict = std::map<std::string, at::Tensor>;
 
 namespace detail {
 
-/// A file's bytes for LibTorch's zip reader, never more than are there. LibTorch 1.13's own adapter (the one
+/// Bytes for LibTorch's zip reader, never more than are there. LibTorch 1.13's own adapter (the one
 /// torch::jit::pickle_load uses) copies whatever the zip reader asks for; a damaged archive makes it ask past the
 /// end: a heap-buffer-overflow found by fuzz/tensor_file.cpp (tests/fixtures/fuzz/tensor_file/). A short read
-/// here makes the zip reader fail with an error instead.
-class BoundedBytes final : public caffe2::serialize::ReadAdapterInterface {
+/// here makes the zip reader fail with an error instead. BoundedView reads bytes owned elsewhere (they must
+/// outlive it); BoundedBytes owns them.
+class BoundedView : public caffe2::serialize::ReadAdapterInterface {
  public:
-  explicit BoundedBytes(std::vector<char> bytes) : bytes_(std::move(bytes)) {}
-  size_t size() const override { return bytes_.size(); }
+  BoundedView(const char* data, size_t size) : data_(data), size_(size) {}
+  size_t size() const override { return size_; }
   size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
-    if (pos >= bytes_.size()) return 0;
-    n = static_cast<size_t>(std::min<uint64_t>(n, bytes_.size() - pos));
-    std::memcpy(buf, bytes_.data() + pos, n);
+    if (pos >= size_) return 0;
+    n = static_cast<size_t>(std::min<uint64_t>(n, size_ - pos));
+    std::memcpy(buf, data_ + pos, n);
     return n;
   }
 
  private:
-  std::vector<char> bytes_;
+  const char* data_;
+  size_t size_;
+};
+
+struct OwnedBytes {
+  std::vector<char> bytes;
+};
+
+class BoundedBytes final : private OwnedBytes, public BoundedView {  // OwnedBytes first: it is constructed first
+ public:
+  explicit BoundedBytes(std::vector<char> owned)
+      : OwnedBytes{std::move(owned)}, BoundedView(bytes.data(), bytes.size()) {}
 };
 
 /// Throws unless every length-prefixed opcode of the pickle `data` (`size` bytes) asks for no more bytes than
 /// follow it. LibTorch 1.13's Unpickler sizes a string from the length before reading it: a 4-byte length of
 /// 4 GB in a 1.4 KB file made it allocate and fill 4 GB, and a memo index of 1.7e9 made it grow
 /// its memo to 26 GB (both found by fuzz/tensor_file.cpp); memo indexes must follow the pickler's numbering.
-/// The walk stops at STOP or at an opcode it does not know (the Unpickler then refuses it).
-inline void check_pickle_lengths(const unsigned char* data, size_t size, const std::string& path) {
+/// The walk stops at STOP or at an opcode it does not know (the Unpickler then refuses it). Errors name `caller`,
+/// the file `path` and the pickle's `record` in the archive.
+inline void check_pickle_lengths(const unsigned char* data, size_t size, const std::string& path,
+                                 std::string_view caller = "trident::io::load_tensor_dict",
+                                 std::string_view record = "data.pkl") {
   const auto little = [&](size_t at, int bytes) {
     uint64_t v = 0;
     for (int i = bytes - 1; i >= 0; --i) v = v << 8 | data[at + static_cast<size_t>(i)];
@@ -85,9 +101,8 @@ inline void check_pickle_lengths(const unsigned char* data, size_t size, const s
       if (op == 'q' || op == 'r') {  // BINPUT, LONG_BINPUT: the Unpickler grows its memo to the index
         const uint64_t index = little(at, fixed);
         TRIDENT_CHECK(index <= memoized,
-                      "trident::io::load_tensor_dict: '{}': the pickle (data.pkl) stores memo index {} with opcode "
-                      "0x{:02x} at offset {}, but only {} values were memoized before it", path, index, op, start,
-                      memoized);
+                      "{}: '{}': the pickle ({}) stores memo index {} with opcode 0x{:02x} at offset {}, but only {} "
+                      "values were memoized before it", caller, path, record, index, op, start, memoized);
         memoized = std::max(memoized, index + 1);
       } else if (op == 0x94) {  // MEMOIZE
         ++memoized;
@@ -99,8 +114,8 @@ inline void check_pickle_lengths(const unsigned char* data, size_t size, const s
       if ((op == 'T' || op == 0x8b) && (length & 0x80000000u)) length = 0;  // signed: the Unpickler refuses < 0
       at += static_cast<size_t>(length_bytes);
       TRIDENT_CHECK(length <= size - at,
-                    "trident::io::load_tensor_dict: '{}': the pickle (data.pkl) declares {} bytes for opcode 0x{:02x} "
-                    "at offset {}, but only {} follow", path, length, op, start, size - at);
+                    "{}: '{}': the pickle ({}) declares {} bytes for opcode 0x{:02x} at offset {}, but only {} follow",
+                    caller, path, record, length, op, start, size - at);
       at += static_cast<size_t>(length);
     } else {
       for (int k = 0; k < lines && at < size; ++k) {

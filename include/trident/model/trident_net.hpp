@@ -44,7 +44,8 @@
 
 namespace trident {
 
-/// Runtime options of the whole network; the paper's (and its reference codebases') values by default.
+/// Runtime options of the whole network; the paper's values by default, and trident's choices where the paper
+/// leaves one open (docs/paper-mapping.md, "Choices the paper leaves open", compares them with SeqNet and NAE).
 struct NetOptions {
   backbone::StemOptions stem{};
   detector::RpnOptions rpn{};
