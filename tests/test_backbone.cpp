@@ -324,6 +324,20 @@ TEST_CASE("freezing: conv1 and layer1 by default, batch norms always") {
   CHECK(parameters_with_requires_grad(*stem, true).empty());
   auto conv1_only = ResNetSmall::make_stem({.frozen_up_to = FrozenUpTo::conv1});
   CHECK(parameters_with_requires_grad(*conv1_only, false) == std::vector<std::string>{"conv1.weight"});
+
+  // SeqNet's and NAE's choice: conv1 and bn1's scale and shift frozen, every other batch norm trained, and bn1
+  // still normalising with the batch's statistics in train() (its running mean moves, its scale gets no gradient).
+  auto references = ResNetSmall::make_stem({.frozen_up_to = FrozenUpTo::conv1, .norm = BatchNormMode::trainable});
+  CHECK(parameters_with_requires_grad(*references, false) ==
+        std::vector<std::string>{"conv1.weight", "bn1.weight", "bn1.bias"});
+  references->train();
+  const auto running_before = references->bn1->running_mean.clone();
+  references(at::randn({2, 3, 64, 48})).sum().backward();
+  CHECK(references->bn1->running_mean.sub(running_before).abs().max().item<double>() > 0);
+  CHECK(!references->bn1->weight.grad().defined());
+  CHECK(references->layer1->named_parameters()["0.bn1.weight"].grad().defined());
+  references->set_frozen_up_to(FrozenUpTo::none);
+  CHECK(parameters_with_requires_grad(*references, false).empty());
   CHECK_THROWS_WITH_AS(
       stem->set_frozen_up_to(static_cast<FrozenUpTo>(7)),
       "trident::backbone::ResNetStem::set_frozen_up_to: stage must be a FrozenUpTo value (0..4), got 7",

@@ -336,6 +336,29 @@ TEST_CASE("L_part: labels from a foreground mask, Eq. (11) against the closed fo
   CHECK(r.max_abs_grad > 0.01);
   CHECK(r.max_abs_error < 1e-6 * r.max_abs_grad);
 
+  // P_ijk as probabilities (PartScores::probabilities): Eq. (11) on each partition's softmax, computed by hand.
+  const losses::PartLossOptions probabilities{.tau_part = 0.1, .scores = losses::PartScores::probabilities};
+  double expected_probabilities = 0;
+  for (size_t r = 0; r < 6; ++r) {
+    double total = 0;
+    for (const double v : flat[r]) total += std::exp(v);
+    Row q;
+    for (const double v : flat[r]) q.push_back(std::exp(v) / total);
+    expected_probabilities += closed_form_loss(q, zs[r], alpha[r / 2], 0.1) / 6;
+  }
+  const double with_probabilities = losses::part_loss<Agwf>(p, z, alpha_tensor, probabilities).item<double>();
+  CHECK(with_probabilities == doctest::Approx(expected_probabilities).epsilon(1e-12));
+  CHECK(std::abs(with_probabilities - expected) > 1e-3);  // the option changes the loss
+  const auto rp = test::gradcheck(
+      [&](const at::Tensor& v) { return losses::part_loss<Agwf>(v, z, alpha_tensor, probabilities); }, p);
+  CHECK(rp.max_abs_grad > 0.01);
+  CHECK(rp.max_abs_error < 1e-6 * rp.max_abs_grad);
+  losses::PartLossOptions unknown;
+  unknown.scores = static_cast<losses::PartScores>(5);
+  CHECK_THROWS_WITH_AS(losses::part_loss<Agwf>(p, z, alpha_tensor, unknown),
+                       "trident::losses::part_loss: options.scores must be PartScores::logits or ::probabilities, got 5",
+                       trident::Error);
+
   // No proposal at all: an exact 0 that backpropagates.
   const auto empty = at::zeros({0, 4, 5}, f64).requires_grad_(true);
   const auto none = losses::part_loss<Agwf>(empty, losses::part_labels(at::zeros({0}, at::kBool), 4),

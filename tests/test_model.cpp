@@ -254,6 +254,44 @@ TEST_CASE_TEMPLATE("the part branch cuts g into N_p strips and scores N_p + 1 cl
   CHECK(part.scores(ctx).sizes() == at::IntArrayRef({5, Np::value, Np::value + 1}));
 }
 
+TEST_CASE("det_reg: smooth L1 with beta 1/9 by default, or BranchSetup::detection_loss.box_beta, over foreground RoIs") {
+  branches::BranchSetup setup;
+  setup.stem_channels = 8;
+  setup.head_channels = 8;
+  at::manual_seed(3);
+  branches::RoiContext ctx;
+  ctx.boxes = {at::rand({3, 4}), at::rand({2, 4})};
+  ctx.g_hat = at::randn({5, 8});
+  ctx.g = at::randn({5, 8});
+  detector::SampledProposals sampled;
+  sampled.pids = at::tensor(std::vector<int64_t>{3, background_identity, 5, unlabeled_identity, background_identity});
+  sampled.regression_targets = at::randn({5, 4}) * 0.3;
+  ctx.sampled = &sampled;
+  for (const double beta : {-1.0, 1.0 / 9.0, 0.5, 1.0}) {
+    CAPTURE(beta);
+    if (beta > 0) setup.detection_loss.box_beta = beta;
+    at::manual_seed(4);
+    branches::DetectionBranch det(setup);
+    ctx.detection = det.detect(ctx);
+    LossMap losses;
+    det.add_losses<losses::Agwf, losses::ConfidenceGradient::detached>(ctx, losses);
+    // By hand: 0.5 d^2 / beta below beta, |d| - beta / 2 above, summed over the foreground rows (0, 2, 3: every
+    // row that is not background), divided by the 5 sampled RoIs.
+    const double b = beta > 0 ? beta : 1.0 / 9.0;
+    double expected = 0;
+    for (const int64_t row : {0, 2, 3})
+      for (int64_t k = 0; k < 4; ++k) {
+        const double d = std::abs(ctx.detection.deltas[row][k].item<double>() - sampled.regression_targets[row][k].item<double>());
+        expected += d < b ? 0.5 * d * d / b : d - 0.5 * b;
+      }
+    CHECK(losses["det_reg"].item<double>() == doctest::Approx(expected / 5).epsilon(1e-5));
+  }
+  setup.detection_loss.box_beta = 0;
+  CHECK_THROWS_WITH_AS(branches::DetectionBranch{setup},
+                       "trident::branches::DetectionBranch: detection_loss.box_beta must be a positive number, got 0",
+                       trident::Error);
+}
+
 TEST_CASE("branch layers start from normal(0, 0.01) weights and zero biases") {
   at::manual_seed(4);
   branches::BranchSetup setup;  // 1024 / 2048 channels: enough samples for the statistics

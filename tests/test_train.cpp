@@ -346,6 +346,54 @@ TEST_CASE("AdamW: hand-computed decoupled steps, and a resume restores its momen
   CHECK_THROWS_WITH(train::fit(resumed, source, o), doctest::Contains("the optimizer state does not match"));
 }
 
+TEST_CASE("decay_biases: true decays every parameter (SeqNet), false exempts the biases (NAE), for SGD and AdamW") {
+  torch::nn::Linear layer(3, 2);
+  const auto weight = layer->weight.detach().clone(), bias = layer->bias.detach().clone();
+  for (const auto kind : {train::OptimizerKind::sgd, train::OptimizerKind::adamw}) {
+    for (const bool decay_biases : {true, false}) {
+      CAPTURE(static_cast<int>(kind));
+      CAPTURE(decay_biases);
+      {
+        const at::NoGradGuard no_grad;
+        layer->weight.copy_(weight);
+        layer->bias.copy_(bias);
+      }
+      train::TrainerOptions o;
+      o.optimizer = kind;
+      o.decay_biases = decay_biases;
+      o.weight_decay = 0.1;
+      o.momentum = 0.9;
+      o.schedule.base_lr = 0.5;
+      const auto params = train::detail::trainable(*layer);
+      const auto optimizer = train::detail::make_optimizer(*layer, params, o);
+      REQUIRE(optimizer->param_groups().size() == (decay_biases ? 1u : 2u));
+      for (const auto& p : params) p.mutable_grad() = at::zeros_like(p);
+      optimizer->step();
+      // With zero gradients one step is the decay alone: SGD's first step moves p by lr * (wd * p) (its momentum
+      // buffer starts as that), AdamW multiplies p by 1 - lr * wd and its Adam step is 0.
+      const double kept = 1 - 0.5 * 0.1;
+      CHECK(layer->weight.sub(weight * kept).abs().max().item<double>() < 1e-7);
+      CHECK(layer->bias.sub(decay_biases ? bias * kept : bias).abs().max().item<double>() < 1e-7);
+    }
+  }
+  // A checkpoint of the one-group optimizer does not resume into the two-group one: refused, by trident's message.
+  train::TrainerOptions one, two;
+  two.decay_biases = false;
+  const auto params = train::detail::trainable(*layer);
+  const auto decaying = train::detail::make_optimizer(*layer, params, one);
+  const auto exempting = train::detail::make_optimizer(*layer, params, two);
+  for (const auto& p : params) p.mutable_grad() = at::ones_like(p);
+  decaying->step();
+  const std::string path = fresh_dir("decay_biases") + "/checkpoint.pt";
+  train::save_checkpoint(path, *layer, *decaying, {});
+  CHECK_THROWS_WITH(train::load_checkpoint(path, *layer, *exempting),
+                    doctest::Contains("the optimizer state does not match"));
+  CHECK(train::detail::is_bias("bias"));
+  CHECK(train::detail::is_bias("det.bbox_pred.bias"));
+  CHECK_FALSE(train::detail::is_bias("rpn.conv.weight"));
+  CHECK_FALSE(train::detail::is_bias("layer.biasx"));
+}
+
 TEST_CASE("checkpoints: a missing file, a file that is not a checkpoint, another model") {
   const auto dir = fresh_dir("bad");
   Quadratic q(100);

@@ -356,7 +356,8 @@ inline void set_requires_grad(torch::nn::Module& module, bool requires_grad) {
 /// and all earlier ones. The batch norms are always frozen (they hold buffers, not parameters).
 enum class FrozenUpTo : int {
   none = 0,    ///< everything trains (e.g. a small network trained from scratch)
-  conv1 = 1,   ///< conv1 (+ bn1)
+  conv1 = 1,   ///< conv1 and bn1's scale and shift; with BatchNormMode::trainable bn1 still normalises with the
+               ///< batch's statistics in train(): SeqNet's and NAE's choice (docs/paper-mapping.md, "Choices")
   layer1 = 2,  ///< conv1 and layer1: the default (torchvision's detection default; SeqNet and NAE freeze only
                ///< conv1 and bn1 and train the other batch norms: docs/paper-mapping.md, "Choices")
   layer2 = 3,
@@ -404,6 +405,7 @@ class ResNetStemImpl : public torch::nn::Module {
                   "trident::backbone::ResNetStem::set_frozen_up_to: stage must be a FrozenUpTo value (0..4), got {}",
                   last);
     detail::set_requires_grad(*conv1, last < 1);
+    detail::set_requires_grad(*bn1, last < 1);  // its scale and shift (parameters only when trainable)
     detail::set_requires_grad(*layer1, last < 2);
     detail::set_requires_grad(*layer2, last < 3);
     detail::set_requires_grad(*layer3, last < 4);

@@ -19,6 +19,13 @@ namespace trident::branches {
 /// What a branch is built from: the channel widths of the backbone policy and the runtime options of the
 /// paper's branches (temperatures, lambda, s_kappa, memory momentum; the paper's values by default). A custom
 /// branch reads what it needs and ignores the rest.
+/// The detection branch's loss choices the paper leaves open (docs/paper-mapping.md, "box regression loss").
+struct DetectionLossOptions {
+  /// smooth-L1's beta in det_reg: 1/9 (the default) as torchvision's Fast R-CNN loss and every RPN; SeqNet's and
+  /// NAE's box heads use 1 (PyTorch 1.2's smooth_l1_loss had no beta). Must be > 0.
+  double box_beta = 1.0 / 9.0;
+};
+
 struct BranchSetup {
   int64_t stem_channels = 1024;  ///< channels of g-hat, the proposal head's input (conv4)
   int64_t head_channels = 2048;  ///< channels of g, the proposal head's output (conv5)
@@ -30,6 +37,7 @@ struct BranchSetup {
   bool reid_embedding_norm = false;
   memory::ReidMemoryOptions memory{};
   losses::PartLossOptions part_loss{};
+  DetectionLossOptions detection_loss{};
 };
 
 /// The detection branch's outputs for every RoI; alpha is what AGWF scales the other branches' losses with.

@@ -3,8 +3,9 @@
 /// The detection branch (Section 4, Figure 2, red): person/background classification from both scales of the
 /// proposal feature — foreground classifiers without bias on g-hat and on g, whose logits add up — and box
 /// regression from g. Its person probability p_i1 is the confidence alpha_i that AGWF hands to the other
-/// branches. Losses: det_cls (cross-entropy over all sampled RoIs) and det_reg (smooth-L1, beta 1/9, over the
-/// foreground RoIs, normalised by the number of sampled RoIs, as torchvision's Fast R-CNN loss).
+/// branches. Losses: det_cls (cross-entropy over all sampled RoIs) and det_reg (smooth-L1, beta 1/9 unless
+/// BranchSetup::detection_loss says otherwise, over the foreground RoIs, normalised by the number of sampled
+/// RoIs, as torchvision's Fast R-CNN loss).
 
 #include <trident/branches/concepts.hpp>
 #include <trident/core/data_parallel.hpp>
@@ -17,13 +18,18 @@
 #include <torch/nn/init.h>
 #include <torch/nn/modules/linear.h>
 
+#include <cmath>
+
 namespace trident::branches {
 
 class DetectionBranch : public torch::nn::Module {
  public:
   static constexpr std::string_view name = "det";
 
-  explicit DetectionBranch(const BranchSetup& setup) {
+  explicit DetectionBranch(const BranchSetup& setup) : options_(setup.detection_loss) {
+    TRIDENT_CHECK(std::isfinite(options_.box_beta) && options_.box_beta > 0,
+                  "trident::branches::DetectionBranch: detection_loss.box_beta must be a positive number, got {}",
+                  options_.box_beta);
     cls_hat_ = register_module("cls_hat", torch::nn::Linear(torch::nn::LinearOptions(setup.stem_channels, 2).bias(false)));
     cls_ = register_module("cls", torch::nn::Linear(torch::nn::LinearOptions(setup.head_channels, 2).bias(false)));
     bbox_ = register_module("bbox_pred", torch::nn::Linear(setup.head_channels, 4));
@@ -52,7 +58,7 @@ class DetectionBranch : public torch::nn::Module {
                               at::cross_entropy_loss(d.logits, fg.to(at::kLong), {}, at::Reduction::Sum), sampled));
     // The foreground rows by mask, not by index: their number stays on the device.
     const auto rows = at::smooth_l1_loss(d.deltas, ctx.sampled->regression_targets.to(d.deltas.scalar_type()),
-                                         at::Reduction::None, 1.0 / 9.0);
+                                         at::Reduction::None, options_.box_beta);
     losses.add("det_reg", batch_mean_of_total(at::where(fg.unsqueeze(1), rows, 0.0).sum(), sampled));
   }
 
@@ -61,6 +67,7 @@ class DetectionBranch : public torch::nn::Module {
 
  private:
   torch::nn::Linear cls_hat_{nullptr}, cls_{nullptr}, bbox_{nullptr};
+  DetectionLossOptions options_;
 };
 
 }  // namespace trident::branches

@@ -14,6 +14,7 @@
 #include <ATen/ops/arange.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/softmax.h>
 #include <ATen/ops/where.h>
 
 #include <algorithm>
@@ -23,9 +24,23 @@
 
 namespace trident::losses {
 
+/// What Eq. (11) compares as P_ijk. The paper's text calls P_ijk "the probability that h_ij belongs to the k-th
+/// partition" and its classifier "a fully connected layer"; it does not say whether a softmax comes between.
+enum class PartScores {
+  /// The classifier's outputs themselves (the default): Eq. (11) is then Eq. (2)'s AGWF cross-entropy with
+  /// tau_3, the form of every other classification loss of the paper (L_id and L_un compare scores, not
+  /// probabilities). docs/paper-mapping.md, "Choices the paper leaves open", gives the reasons.
+  logits,
+  /// softmax(P_ij) over the Np + 1 classes first, then Eq. (11) on those probabilities: differences within
+  /// [-1, 1], so with tau_3 = 1/10 a partition's loss never falls below log(1 + Np exp(-10 alpha_i)) and its
+  /// gradient passes through the softmax's Jacobian.
+  probabilities,
+};
+
 /// Runtime hyper-parameters of the part loss, with the paper's value (Section 5.2).
 struct PartLossOptions {
-  double tau_part = 0.1;  ///< tau_3, the temperature of L_part
+  double tau_part = 0.1;                  ///< tau_3, the temperature of L_part
+  PartScores scores = PartScores::logits;  ///< what P_ijk is (see PartScores)
 };
 
 /// The part labels [M, Np] (int64) of M proposals from their foreground mask [M] (bool): row i is 0, 1, ..., Np-1
@@ -43,8 +58,9 @@ inline at::Tensor part_labels(const at::Tensor& foreground, int64_t num_parts) {
   return at::where(foreground.unsqueeze(1), parts, dummy).expand({foreground.size(0), num_parts}).contiguous();
 }
 
-/// L_part: scores [M, Np, Np + 1] (the part classifier's outputs P_ijk), labels [M, Np] int64 in [0, Np]
-/// (see part_labels), alpha [M] (read by `Agwf` only). Returns a 0-d tensor, the mean over the M * Np partitions.
+/// L_part: scores [M, Np, Np + 1] (the part classifier's outputs; P_ijk themselves or their softmax over k, as
+/// options.scores says), labels [M, Np] int64 in [0, Np] (see part_labels), alpha [M] (read by `Agwf` only).
+/// Returns a 0-d tensor, the mean over the M * Np partitions.
 template <typename Weighting = Agwf, ConfidenceGradient Confidence = ConfidenceGradient::detached>
 at::Tensor part_loss(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& alpha,
                      const PartLossOptions& options = {}) {
@@ -60,10 +76,14 @@ at::Tensor part_loss(const at::Tensor& scores, const at::Tensor& labels, const a
                 "{}: labels must be a [{}, {}] tensor, got {}", caller, m, parts, shape_of(labels));
   detail::check_labels(labels.reshape({-1}), m * parts, 0, parts + 1, scores, caller, "labels");
   detail::check_temperature(options.tau_part, caller, "options.tau_part");
+  TRIDENT_CHECK(options.scores == PartScores::logits || options.scores == PartScores::probabilities,
+                "{}: options.scores must be PartScores::logits or ::probabilities, got {}", caller,
+                static_cast<int>(options.scores));
   const auto weight = detail::effective_confidence<Weighting, Confidence>(alpha, m, scores, caller);
 
   // Eq. (11): (1 / (Np |Psi|)) sum_{i, j} log(1 + sum_{k != z_ij} exp(alpha_i (P_ijk - P_ijz_ij) / tau_3))
-  const auto rows = detail::weighted_cross_entropy(scores.reshape({m * parts, parts + 1}), labels.reshape({-1}),
+  const auto p = options.scores == PartScores::probabilities ? at::softmax(scores, 2) : scores;
+  const auto rows = detail::weighted_cross_entropy(p.reshape({m * parts, parts + 1}), labels.reshape({-1}),
                                                    weight.defined() ? weight.unsqueeze(1).expand({m, parts}).reshape({-1}) : weight,
                                                    options.tau_part);
   // The mean over the partitions of the whole batch (core/data_parallel.hpp: over every process's proposals).

@@ -168,6 +168,11 @@ struct TrainerOptions {
   OptimizerKind optimizer = OptimizerKind::sgd;
   double momentum = 0.9;               ///< SGD's momentum; AdamW: beta1 (beta2 is 0.999)
   double weight_decay = 5e-4;          ///< SGD: L2 added to the gradient; AdamW: decoupled decay (times lr)
+  /// Whether weight_decay applies to biases (parameters named `bias` or `....bias`) too: true (the default)
+  /// decays every trainable parameter, as SeqNet; false gives biases none, as NAE (docs/paper-mapping.md,
+  /// "weight decay on biases"). The optimizer then has two parameter groups (other parameters, biases), and a
+  /// checkpoint written with the other setting is refused when resumed (its optimizer state has another shape).
+  bool decay_biases = true;
   double clip_grad_norm = 0.0;         ///< clip the gradients' global L2 norm to this; 0: no clipping
   std::string out_dir = "out/train";
   int64_t checkpoint_every = 0;        ///< also checkpoint every N iterations; 0: only at epoch ends and at the stop
@@ -258,16 +263,43 @@ inline Batch to_device(Batch b, c10::Device device) {
   return b;
 }
 
-/// The optimizer `o` names over `params`, at the schedule's base learning rate (fit() sets it every iteration).
-inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<at::Tensor>& params,
+inline bool is_bias(const std::string& name) {
+  return name == "bias" || (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0);
+}
+
+/// The optimizer `o` names over `net`'s trainable parameters `params` (in net.parameters()' order), at the
+/// schedule's base learning rate (fit() sets it every iteration): one parameter group, or with
+/// `decay_biases = false` two, the biases' without weight decay.
+inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(torch::nn::Module& net,
+                                                               const std::vector<at::Tensor>& params,
                                                                const TrainerOptions& o) {
+  const auto adamw = [&](double decay) {
+    return torch::optim::AdamWOptions(o.schedule.base_lr).betas({o.momentum, 0.999}).weight_decay(decay);
+  };
+  const auto sgd = [&](double decay) {
+    return torch::optim::SGDOptions(o.schedule.base_lr).momentum(o.momentum).weight_decay(decay);
+  };
+  std::vector<at::Tensor> decayed, biases;
+  if (o.decay_biases) {
+    decayed = params;
+  } else {
+    for (const auto& item : net.named_parameters())
+      if (item.value().requires_grad()) (is_bias(item.key()) ? biases : decayed).push_back(item.value());
+  }
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  const auto add = [&](std::vector<at::Tensor>& group, double decay) {
+    if (group.empty()) return;
+    if (o.optimizer == OptimizerKind::adamw)
+      groups.emplace_back(group, std::make_unique<torch::optim::AdamWOptions>(adamw(decay)));
+    else
+      groups.emplace_back(group, std::make_unique<torch::optim::SGDOptions>(sgd(decay)));
+  };
+  add(decayed, o.weight_decay);
+  add(biases, 0.0);
   if (o.optimizer == OptimizerKind::adamw)
-    return std::make_unique<torch::optim::AdamW>(
-        params, torch::optim::AdamWOptions(o.schedule.base_lr)
-                    .betas({o.momentum, 0.999})
-                    .weight_decay(o.weight_decay));
-  return std::make_unique<ForeachSgd>(  // SGD's arithmetic and state, multi-tensor updates (foreach_sgd.hpp)
-      params, torch::optim::SGDOptions(o.schedule.base_lr).momentum(o.momentum).weight_decay(o.weight_decay));
+    return std::make_unique<torch::optim::AdamW>(std::move(groups), adamw(o.weight_decay));
+  // SGD's arithmetic and state, multi-tensor updates (foreach_sgd.hpp).
+  return std::make_unique<ForeachSgd>(std::move(groups), sgd(o.weight_decay));
 }
 
 inline std::vector<at::Tensor> trainable(torch::nn::Module& net) {
@@ -310,7 +342,7 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
   TRIDENT_CHECK(!params.empty(), "{}: the network has no trainable parameters", caller);
   TRIDENT_CHECK(o.optimizer != OptimizerKind::adamw || o.momentum < 1,
                 "{}: AdamW's beta1 (options.momentum) must be below 1, got {}", caller, o.momentum);
-  const auto optimizer = detail::make_optimizer(params, o);
+  const auto optimizer = detail::make_optimizer(net, params, o);
   GradScaler scaler({}, o.mixed_precision && o.amp_dtype == at::kHalf);  // bfloat16 needs no loss scaling
 
   const std::string checkpoint = (fs::path(o.out_dir) / "checkpoint.pt").string();
