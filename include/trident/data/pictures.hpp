@@ -107,12 +107,8 @@ inline std::optional<PictureHeader> picture_header(std::string_view b) {
   if (b.size() >= 24 && b.substr(0, 8) == std::string_view("\x89PNG\r\n\x1a\n", 8) && b.substr(12, 4) == "IHDR")
     return PictureHeader{"PNG", detail::big_endian(b, 16, 4), detail::big_endian(b, 20, 4), true};
   if (b.size() >= 26 && b.substr(0, 2) == "BM") {
-    const auto little32 = [&](size_t at) {
-      uint32_t v = 0;
-      for (int i = 3; i >= 0; --i) v = v << 8 | static_cast<unsigned char>(b[at + static_cast<size_t>(i)]);
-      return static_cast<int64_t>(static_cast<int32_t>(v));
-    };
-    const int64_t width = little32(18), height = little32(22);  // a negative height: rows stored top-down
+    // A negative height: rows stored top-down.
+    const int64_t width = read_le<int32_t>(b.data(), 18), height = read_le<int32_t>(b.data(), 22);
     return PictureHeader{"BMP", width < 0 ? -width : width, height < 0 ? -height : height, true};
   }
   return std::nullopt;
