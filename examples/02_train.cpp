@@ -1,8 +1,11 @@
-// 02_train — train trident: the paper's configuration on CUHK-SYSU or PRW, or the small CPU configuration on
-// any dataset (the synthetic one of example 01 to begin with).
+// 02_train — train trident: a configuration by name with its recipe (train/recipe.hpp), any option of which the
+// command line can change: the paper's configuration on CUHK-SYSU or PRW, the small CPU configuration and its
+// ablation rows on any dataset (the synthetic one of example 01 to begin with).
 //
 //   ./build/examples/02_train --dataset cuhk-sysu --root data/synthetic --config small --out out/small
 //   ./build/examples/02_train --dataset prw --root /data/PRW --config paper --weights resnet50.pt --device cuda --amp
+//   ./build/examples/02_train ... --config small-without-part             (an ablation row: --list-configs)
+//   ./build/examples/02_train ... --net-option branches.detection_loss.box_weight=10   (any network option)
 //   ./build/examples/02_train --config-file train.toml          (any option, as `name = value` lines)
 //   ./build/examples/02_train ... --resume                      (continue exactly where the last run stopped)
 //   ./build/examples/02_train ... --nproc 2                     (data parallelism: 2 processes on this machine)
@@ -10,10 +13,14 @@
 //
 // What it does:
 //   1. reads the dataset with its own reader (CUHK-SYSU's .mat files, PRW's, or the JSON format of your data);
-//   2. builds the network: `paper` = PaperConfig<CuhkSysu|Prw> (ResNet-50, conv1 + layer1 frozen, ImageNet
-//      weights from --weights); `small` = SmallConfig (a quarter-width ResNet trained from scratch);
-//   3. trains with train::fit: SGD (paper) or AdamW (small), warm-up to --lr, x0.1 at --milestone, fed by
-//      data::Loader's worker threads; checkpoint.pt, train_log.csv/.jsonl and curves.png go into --out;
+//   2. builds the network of --config (train/configurations.hpp: `paper` = paper-cuhk-sysu or paper-prw, by
+//      --dataset: ResNet-50, conv1 + layer1 frozen, ImageNet weights from --weights; `small` = a quarter-width
+//      ResNet trained from scratch; small-without-part, ... the paper's ablation rows on it), with its recipe's
+//      network options and those of --net-option;
+//   3. trains with train::fit and the recipe (paper: SGD, warm-up to 3e-3, x0.1 after epoch 8, batch 4; small:
+//      AdamW, the README's main job), fed by data::Loader's worker threads; checkpoint.pt (which records the
+//      configuration, the network options and the picture sizes, so that 03_evaluate and 05_search rebuild the
+//      network from it alone), train_log.csv/.jsonl and curves.png go into --out;
 //   4. (--evaluate) scores the trained model on the test split with the dataset's protocol.
 // Data parallelism (docs/training.md, "Several processes"): under torchrun or SLURM (their variables: RANK,
 // WORLD_SIZE, MASTER_ADDR, ...), or with --nproc N (this program starts N processes of itself), every process
@@ -26,8 +33,9 @@
 #include <trident/distributed/process_group.hpp>
 #include <trident/eval/inference.hpp>
 #include <trident/eval/protocol.hpp>
-#include <trident/model/configs.hpp>
 #include <trident/backbone/weights.hpp>
+#include <trident/model/options_text.hpp>
+#include <trident/train/configurations.hpp>
 #include <trident/train/loader_source.hpp>
 #include <trident/viz/curves.hpp>
 
@@ -36,41 +44,59 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <thread>
 
 namespace {
 using namespace trident;
 
-using Small = SmallCpuConfig;  // room for 512 training identities (a compile-time size), RoIs of 12 x 4
-
 struct Options {
   std::string dataset = "cuhk-sysu", root, out = "out/train", config = "small", weights, device = "cpu",
               optimizer;
   int gallery_size = 50;
-  int64_t epochs = 0, batch_size = 4, min_size = 0, max_size = 0, checkpoint_every = 0, max_iterations = -1;
-  int64_t warmup = -1, milestone = 0, rois_per_image = 0;
+  int64_t epochs = 0, batch_size = 0, min_size = 0, max_size = 0, checkpoint_every = 0, max_iterations = -1;
+  int64_t warmup = 0, milestone = 0, rois_per_image = 0;
   int workers = 2, threads = 0, nproc = 1;
   double dist_timeout = 600;
-  double lr = 0, clip = 0, flip = 0.5, momentum = 0.9, weight_decay = 5e-4;
+  double lr = 0, clip = 0, flip = 0, momentum = 0, weight_decay = 0;
   int64_t seed = 0;
-  bool resume = false, amp = false, evaluate = false, queue_background = true;
+  bool resume = false, amp = false, evaluate = false, queue_background = true, decay_biases = true;
+  std::vector<std::string> net_options;
   std::string amp_dtype = "float16";
+  std::map<std::string, CLI::Option*> flags;  ///< the recipe's options by flag: given ones replace its values
+
+  bool given(const std::string& flag) const { return flags.at(flag)->count() > 0; }
 };
 
-/// The network options the command line changes, on top of a configuration's own.
-NetOptions with_command_line(NetOptions net_options, const Options& o) {
-  if (o.rois_per_image > 0) net_options.sampler.batch_size_per_image = o.rois_per_image;
-  net_options.branches.memory.queue_background = o.queue_background;
-  return net_options;
+/// The recipe with what the command line gives instead.
+train::Recipe with_command_line(train::Recipe r, const Options& o) {
+  auto& t = r.trainer;
+  if (o.given("--epochs")) t.epochs = o.epochs;
+  if (o.given("--optimizer")) t.optimizer = o.optimizer == "adamw" ? train::OptimizerKind::adamw : train::OptimizerKind::sgd;
+  if (o.given("--lr")) t.schedule.base_lr = o.lr;
+  if (o.given("--momentum")) t.momentum = o.momentum;
+  if (o.given("--weight-decay")) t.weight_decay = o.weight_decay;
+  if (o.given("--decay-biases")) t.decay_biases = o.decay_biases;
+  if (o.given("--warmup")) t.schedule.warmup_iterations = o.warmup;
+  if (o.given("--milestone")) t.schedule.milestones = {o.milestone};
+  if (o.given("--clip")) t.clip_grad_norm = o.clip;
+  if (o.given("--batch-size")) r.loader.batch_size = o.batch_size;
+  if (o.given("--flip")) r.loader.transform.flip_probability = o.flip;
+  if (o.given("--min-size")) r.loader.transform.min_size = o.min_size;
+  if (o.given("--max-size")) r.loader.transform.max_size = o.max_size;
+  if (o.given("--rois-per-image")) r.net.sampler.batch_size_per_image = o.rois_per_image;
+  if (o.given("--queue-background")) r.net.branches.memory.queue_background = o.queue_background;
+  for (const auto& assignment : o.net_options) set_net_option(r.net, assignment, "02_train: --net-option");
+  return r;
 }
 
-/// Trains a TridentNet<Cfg> whose look-up table has `lut_rows` rows.
+/// Trains a TridentNet<Cfg> with `recipe`.
 template <class Cfg>
-int run(const Options& o, const distributed::LaunchEnvironment& launch, NetOptions net_options,
-        const data::Dataset& dataset, int64_t lut_rows) {
-  TRIDENT_CHECK(dataset.num_train_ids <= lut_rows,
+int run(const Options& o, const std::string& name, const distributed::LaunchEnvironment& launch,
+        train::Recipe recipe, const data::Dataset& dataset) {
+  TRIDENT_CHECK(dataset.num_train_ids <= lut_rows_v<Cfg>,
                 "02_train: '{}' has {} training identities, the {} configuration's look-up table has {} rows",
-                o.root, dataset.num_train_ids, o.config, lut_rows);
+                o.root, dataset.num_train_ids, name, lut_rows_v<Cfg>);
   // Data parallelism: `launch` is the launch this process belongs to (one process when no launcher set its
   // variables).
   const bool leader = launch.rank == 0;
@@ -83,38 +109,26 @@ int run(const Options& o, const distributed::LaunchEnvironment& launch, NetOptio
     group = distributed::join(launch, go);
     if (leader)
       std::cout << fmt::format("data parallelism: {} processes ({} variables), each with its part of every "
-                               "batch of {} images\n", launch.world_size, launch.source, o.batch_size);
+                               "batch of {} images\n", launch.world_size, launch.source, recipe.loader.batch_size);
   }
   // 2. The network. The seed fixes the initialisation here and, inside fit(), the proposal sampling.
   at::manual_seed(static_cast<uint64_t>(o.seed));
-  TridentNet<Cfg> net(net_options);
+  TridentNet<Cfg> net(recipe.net);
   if (!o.weights.empty() && !o.resume) {
     backbone::load_torchvision_weights(o.weights, net.stem(), net.head());
     if (leader) std::cout << fmt::format("ImageNet weights from {}\n", o.weights);
   }
 
   // 3. Data: worker threads decode, resize, flip and normalise; the order is a function of (seed, epoch).
-  data::LoaderOptions lo;
-  lo.batch_size = o.batch_size;
+  data::LoaderOptions lo = recipe.loader;
   lo.workers = o.workers;
   lo.seed = static_cast<uint64_t>(o.seed);
   lo.shard_rank = launch.rank;  // --batch-size is the global batch: this process loads its part of each
   lo.shard_count = launch.world_size;
-  lo.transform.flip_probability = o.flip;
-  if (o.min_size > 0) lo.transform.min_size = o.min_size;
-  if (o.max_size > 0) lo.transform.max_size = o.max_size;
   data::Loader loader(dataset, dataset.train, lo);
   train::LoaderSource source(loader);
 
-  train::TrainerOptions to;
-  to.epochs = o.epochs;
-  to.optimizer = o.optimizer == "adamw" ? train::OptimizerKind::adamw : train::OptimizerKind::sgd;
-  to.momentum = o.momentum;
-  to.weight_decay = o.weight_decay;
-  to.schedule.base_lr = o.lr;
-  to.schedule.warmup_iterations = o.warmup;
-  to.schedule.milestones = {o.milestone};
-  to.clip_grad_norm = o.clip;
+  train::TrainerOptions to = recipe.trainer;
   to.out_dir = o.out;
   to.checkpoint_every = o.checkpoint_every;
   to.resume = o.resume;
@@ -125,13 +139,21 @@ int run(const Options& o, const distributed::LaunchEnvironment& launch, NetOptio
   to.max_iterations = o.max_iterations;
   to.draw_curves = viz::training_curves_png((std::filesystem::path(o.out) / "curves.png").string());
   to.group = group;
-  // Recorded in each checkpoint; --resume refuses a checkpoint of another configuration by name.
-  to.configuration = o.config == "small" ? std::string("small") : "paper-" + o.dataset;
-  if (leader)
-    std::cout << fmt::format("{}: {} training images, {} identities; {} config, {} epochs of {} iterations (batch {}), "
-                           "{} lr {} -> {}\n",
-                           dataset.name, dataset.train.size(), dataset.num_train_ids, o.config, o.epochs,
-                           loader.batches_per_epoch(), o.batch_size, o.optimizer, o.lr, o.out);
+  // Recorded in each checkpoint: --resume refuses a checkpoint of another configuration by name, and 03_evaluate
+  // and 05_search rebuild the network from the name, the network options and the picture sizes.
+  to.configuration = name;
+  to.metadata = train::run_metadata(recipe.net, lo.transform.min_size, lo.transform.max_size, recipe.name);
+  if (leader) {
+    std::cout << fmt::format("{}: {} training images, {} identities; configuration {}, recipe {}: {} epochs of {} "
+                             "iterations (batch {}), {} lr {} (x0.1 from epoch {}) -> {}\n",
+                             dataset.name, dataset.train.size(), dataset.num_train_ids, name, recipe.name, to.epochs,
+                             loader.batches_per_epoch(), lo.batch_size,
+                             to.optimizer == train::OptimizerKind::adamw ? "adamw" : "sgd", to.schedule.base_lr,
+                             to.schedule.milestones.at(0), o.out);
+    if (to.schedule.milestones.at(0) >= to.epochs)
+      std::cerr << fmt::format("warning: the learning rate's milestone (epoch {}) is not before the end ({} epochs): "
+                               "it never decays (--milestone)\n", to.schedule.milestones.at(0), to.epochs);
+  }
   const auto summary = train::fit(net, source, to);
   if (!leader) return 0;  // rank 0 reports and evaluates
   std::cout << fmt::format("trained {} iterations ({} in this run) in {}, {:.2f} images/s{}; checkpoint {}\n",
@@ -156,33 +178,55 @@ int run(const Options& o, const distributed::LaunchEnvironment& launch, NetOptio
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"trident example 02: train the paper's configuration or the small CPU configuration"};
+  CLI::App app{"trident example 02: train a configuration (the paper's, the small CPU one, an ablation row) with its "
+               "recipe"};
   Options o;
+  const auto configurations = train::example_configurations();
+  auto& f = o.flags;
   app.set_config("--config-file", "", "read options from a file (TOML / INI: `name = value` lines)");
   app.add_option("--dataset", o.dataset, "cuhk-sysu, prw or json")
       ->check(CLI::IsMember({"cuhk-sysu", "prw", "json"}))->capture_default_str();
-  app.add_option("--root", o.root, "dataset folder (json: the dataset's .json file)")->required();
+  app.add_option("--root", o.root, "dataset folder (json: the dataset's .json file)");
   app.add_option("--out", o.out, "run folder: checkpoint.pt, train_log.csv/.jsonl, curves.png")->capture_default_str();
-  app.add_option("--config", o.config, "small (CPU, from scratch) or paper (ResNet-50)")
-      ->check(CLI::IsMember({"small", "paper"}))->capture_default_str();
+  app.add_option("--config", o.config,
+                 fmt::format("the configuration: paper (paper-<dataset>) or one of {}",
+                             train::configuration_names(configurations)))->capture_default_str();
+  bool list = false;
+  app.add_flag("--list-configs", list, "print the configurations, their recipes' values and the network options, "
+               "then stop");
   app.add_option("--weights", o.weights, "torchvision ResNet-50 weights for the paper configuration (see README)");
   app.add_option("--gallery-size", o.gallery_size, "CUHK-SYSU protocol used for --evaluate")->capture_default_str();
-  app.add_option("--epochs", o.epochs, "epochs (default: CUHK-SYSU 14, PRW 10; small: 12)");
-  app.add_option("--batch-size", o.batch_size, "images per iteration (with several processes: all of theirs)")->capture_default_str();
-  app.add_option("--lr", o.lr, "learning rate after warm-up (default: paper 0.003; small: adamw 0.001, sgd 0.01)");
-  app.add_option("--optimizer", o.optimizer, "sgd or adamw (default: paper sgd, small adamw)")
-      ->check(CLI::IsMember({"sgd", "adamw"}));
-  app.add_option("--momentum", o.momentum, "SGD momentum; AdamW's beta1")->capture_default_str();
-  app.add_option("--weight-decay", o.weight_decay, "SGD: L2 on the gradient; AdamW: decoupled")->capture_default_str();
-  app.add_option("--warmup", o.warmup, "warm-up iterations (-1: one epoch, the paper's)")->capture_default_str();
-  app.add_option("--milestone", o.milestone, "epoch from which the rate is x0.1 (default: paper 8, small: the last 2 epochs)");
-  app.add_option("--clip", o.clip, "clip the gradient norm to this (0: off; small default 10)");
-  app.add_option("--min-size", o.min_size, "short side after resizing (default: paper 900, small: the picture's)");
-  app.add_option("--max-size", o.max_size, "long side limit (default: paper 1500, small: the picture's)");
-  app.add_option("--rois-per-image", o.rois_per_image, "RoIs sampled per image for the heads (default: paper 128, small 64)");
-  app.add_option("--queue-background", o.queue_background,
-                 "whether background proposals enter the re-id queue (the paper: yes)")->capture_default_str();
-  app.add_option("--flip", o.flip, "horizontal flip probability")->capture_default_str();
+  // The recipe's values (train/recipe.hpp; --list-configs prints them): each flag given replaces one.
+  f["--epochs"] = app.add_option("--epochs", o.epochs, "epochs (recipe: paper 14 CUHK-SYSU, 10 PRW; small 12)");
+  f["--batch-size"] = app.add_option("--batch-size", o.batch_size,
+                                     "images per iteration, over all processes (recipes: 4)");
+  f["--lr"] = app.add_option("--lr", o.lr, "learning rate after warm-up (recipe: paper 0.003, small 0.001)");
+  f["--optimizer"] = app.add_option("--optimizer", o.optimizer, "sgd or adamw (recipe: paper sgd, small adamw)")
+                         ->check(CLI::IsMember({"sgd", "adamw"}));
+  f["--momentum"] = app.add_option("--momentum", o.momentum, "SGD momentum; AdamW's beta1 (recipes: 0.9)");
+  f["--weight-decay"] = app.add_option("--weight-decay", o.weight_decay,
+                                       "SGD: L2 on the gradient; AdamW: decoupled (recipes: 5e-4)");
+  f["--decay-biases"] = app.add_option("--decay-biases", o.decay_biases,
+                                       "whether biases get weight decay too (recipes: true, as SeqNet; NAE: false)");
+  f["--warmup"] = app.add_option("--warmup", o.warmup,
+                                 "warm-up iterations, -1: one epoch (recipe: paper one epoch, small 30)");
+  f["--milestone"] = app.add_option("--milestone", o.milestone,
+                                    "epoch from which the rate is x0.1 (recipe: paper 8, small 10)");
+  f["--clip"] = app.add_option("--clip", o.clip, "clip the gradient norm to this, 0: off (recipe: paper 0, small 10)");
+  f["--min-size"] = app.add_option("--min-size", o.min_size,
+                                   "short side after resizing, 0: the pictures' own (recipe: paper 900, small 0)");
+  f["--max-size"] = app.add_option("--max-size", o.max_size,
+                                   "long side limit, 0: the pictures' own (recipe: paper 1500, small 0)");
+  f["--flip"] = app.add_option("--flip", o.flip, "horizontal flip probability (recipes: 0.5)");
+  f["--rois-per-image"] = app.add_option("--rois-per-image", o.rois_per_image,
+                                         "RoIs sampled per image for the heads (recipe: paper 128, small 32)");
+  f["--queue-background"] = app.add_option("--queue-background", o.queue_background,
+                                           "whether background proposals enter the re-id queue (the paper: yes)");
+  f["--net-option"] = app.add_option("--net-option", o.net_options,
+                                     "set a network option, name=value (repeatable; --list-configs lists them), e.g. "
+                                     "branches.part_loss.scores=probabilities, branches.detection_loss.box_beta=1, "
+                                     "branches.detection_loss.box_weight=10, stem.frozen_up_to=conv1, "
+                                     "stem.norm=trainable, sampler.bg_iou_threshold=0.1");
   app.add_option("--workers", o.workers, "loader threads (0: load on the training thread)")->capture_default_str();
   app.add_option("--checkpoint-every", o.checkpoint_every, "also checkpoint every N iterations")->capture_default_str();
   app.add_option("--max-iterations", o.max_iterations, "stop after N iterations in total (a checkpoint is written)");
@@ -201,6 +245,23 @@ int main(int argc, char** argv) {
   app.add_flag("--evaluate", o.evaluate, "score the trained model on the test split");
   CLI11_PARSE(app, argc, argv);
   try {
+    if (list) {
+      boost::hana::for_each(configurations, [](const auto& entry) {
+        const auto r = entry.recipe();
+        const auto& t = r.trainer;
+        std::cout << fmt::format("{:<28} {}\n{:<28} recipe {}: {} epochs, batch {}, {} lr {} (warm-up {}, x0.1 from "
+                                 "epoch {}), momentum {}, weight decay {}, clip {}, pictures {}/{}\n",
+                                 entry.name, entry.summary, "", r.name, t.epochs, r.loader.batch_size,
+                                 t.optimizer == train::OptimizerKind::adamw ? "adamw" : "sgd", t.schedule.base_lr,
+                                 t.schedule.warmup_iterations, t.schedule.milestones.at(0), t.momentum,
+                                 t.weight_decay, t.clip_grad_norm, r.loader.transform.min_size,
+                                 r.loader.transform.max_size);
+      });
+      std::cout << "\nnetwork options (--net-option name=value; the defaults, which the recipes change in part):\n"
+                << net_options_text(NetOptions{});
+      return 0;
+    }
+    TRIDENT_CHECK(!o.root.empty(), "02_train: --root is required (the dataset's folder or .json file)");
     const auto launch = distributed::LaunchEnvironment::from_environment();
     if (o.nproc > 1 && launch.source == "defaults") {
       // This program again, as o.nproc processes with torchrun's variables, without --nproc.
@@ -236,25 +297,23 @@ int main(int argc, char** argv) {
       std::cerr << fmt::format("warning: the {} dataset '{}' has no labeled training identity: the look-up table is "
                                "empty, so the re-identification losses id, bin and un stay 0\n",
                                o.dataset, o.root);
-    const bool small = o.config == "small";
-    if (o.optimizer.empty()) o.optimizer = small ? "adamw" : "sgd";
-    if (o.epochs == 0) o.epochs = small ? 12 : o.dataset == "prw" ? 10 : 14;
-    if (o.lr == 0) o.lr = small ? (o.optimizer == "adamw" ? 1e-3 : 0.01) : 3e-3;
-    if (o.milestone == 0) o.milestone = small ? std::max<int64_t>(1, o.epochs - 2) : 8;
-    if (small && o.clip == 0) o.clip = 10.0;
-    if (small) {
-      // The small configuration keeps the pictures at their own size (the synthetic ones are 192 x 320).
-      const auto& first = dataset.images.at(static_cast<size_t>(dataset.train.at(0)));
-      const auto [short_side, long_side] = data::picture_sides(first.path);
-      if (o.min_size == 0) o.min_size = short_side;
-      if (o.max_size == 0) o.max_size = long_side;
-      return run<Small>(o, launch, with_command_line(small_net_options(), o), dataset, 512);
-    }
-    if (o.weights.empty() && !o.resume)
-      std::cerr << "warning: the paper configuration without --weights trains ResNet-50 from random weights\n";
-    const NetOptions net_options = with_command_line({}, o);
-    if (o.dataset == "prw") return run<PaperConfig<Prw>>(o, launch, net_options, dataset, Prw::identities);
-    return run<PaperConfig<CuhkSysu>>(o, launch, net_options, dataset, CuhkSysu::identities);
+    const std::string name = o.config == "paper" ? "paper-" + o.dataset : o.config;
+    return train::with_configuration(configurations, name, [&](const auto& entry) {
+      using Cfg = typename std::decay_t<decltype(entry)>::config;
+      auto recipe = with_command_line(entry.recipe(), o);
+      // A recipe's picture size 0: the pictures at their own size (the synthetic ones are 192 x 320).
+      auto& t = recipe.loader.transform;
+      if (t.min_size == 0 || t.max_size == 0) {
+        const auto& first = dataset.images.at(static_cast<size_t>(dataset.train.at(0)));
+        const auto [short_side, long_side] = data::picture_sides(first.path);
+        if (t.min_size == 0) t.min_size = short_side;
+        if (t.max_size == 0) t.max_size = long_side;
+      }
+      if (!std::is_same_v<typename Cfg::backbone, backbone::ResNetSmall> && o.weights.empty() && !o.resume &&
+          launch.rank == 0)
+        std::cerr << "warning: a ResNet-50 configuration without --weights trains from random weights\n";
+      return run<Cfg>(o, std::string(entry.name), launch, std::move(recipe), dataset);
+    });
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

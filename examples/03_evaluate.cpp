@@ -1,7 +1,7 @@
 // 03_evaluate — evaluate a trained model, or score a results file, with the person-search protocols.
 //
 //   ./build/examples/03_evaluate --dataset cuhk-sysu --root data/synthetic --checkpoint out/small/checkpoint.pt
-//                                --config small --gallery-sizes 50 [--results run.trs] [--compare-untrained]
+//                                --gallery-sizes 50 [--results run.trs] [--compare-untrained]
 //   ./build/examples/03_evaluate --dataset cuhk-sysu --root data/cuhk_sysu --results run.trs [--json scores.json]
 //                                [--gallery-sizes 50,100,500,1000,2000,4000,full] [--curve gallery.png]
 //   ./build/examples/03_evaluate --dataset prw --root data/PRW --results run.json [--similarity cosine]
@@ -29,8 +29,9 @@
 // Pictures are never opened: scoring needs the annotations only. The results must cover every test image (by
 // file name) and every query (by image and box); an error names what is missing.
 //
-// With --checkpoint the model comes first (step 0): the network of --config is built, the checkpoint's weights
-// are loaded, and eval::compute_search_outputs runs it over every test picture and embeds every query from its
+// With --checkpoint the model comes first (step 0): the network the checkpoint records (its configuration, its
+// network options and picture sizes: train::trained_network; --config, --min-size and --max-size replace them)
+// is built, the checkpoint's weights are loaded, and eval::compute_search_outputs runs it over every test picture and embeds every query from its
 // box; the outputs are written to --results (when given) and scored as above. --compare-untrained also scores
 // the same network with its initial random weights (the same seed as 02_train), the floor the training lifts.
 
@@ -39,9 +40,9 @@
 #include <trident/eval/inference.hpp>
 #include <trident/eval/protocol.hpp>
 #include <trident/eval/results_file.hpp>
-#include <trident/model/configs.hpp>
 #include <trident/core/files.hpp>
 #include <trident/train/checkpoint.hpp>
+#include <trident/train/configurations.hpp>
 #include <trident/viz/gallery_curve.hpp>
 
 #include <CLI/CLI.hpp>
@@ -204,23 +205,24 @@ eval::EvaluationTable score_and_print(const std::string& kind, const std::string
   return table;
 }
 
-/// What step 0 needs: the checkpoint, the configuration and the picture size.
+/// What step 0 needs: the checkpoint, and what may replace what it records (configuration, picture sizes).
 struct ModelOptions {
-  std::string checkpoint, config = "small";
+  std::string checkpoint, config;
   bool compare_untrained = false;
   int64_t seed = 0, min_size = 0, max_size = 0;
 };
 
 // Step 0: run the network of configuration Cfg (trained, and untrained when asked) over the test split.
 template <class Cfg>
-std::vector<SearchOutputs> run_model(const ModelOptions& m, NetOptions net_options, const data::Dataset& dataset) {
+std::vector<SearchOutputs> run_model(const ModelOptions& m, const train::TrainedNetwork& trained,
+                                     const data::Dataset& dataset) {
   eval::InferenceOptions io;
-  if (m.min_size > 0) io.min_size = m.min_size;
-  if (m.max_size > 0) io.max_size = m.max_size;
-  if (m.min_size == 0 && m.config == "small") {  // the small configuration runs the pictures at their own size
+  io.min_size = m.min_size > 0 ? m.min_size : trained.min_size;
+  io.max_size = m.max_size > 0 ? m.max_size : trained.max_size;
+  if (io.min_size == 0 || io.max_size == 0) {  // trained at the pictures' own size
     const auto sides = data::picture_sides(dataset.images.at(static_cast<size_t>(dataset.test.at(0))).path);
-    io.min_size = sides[0];
-    io.max_size = sides[1];
+    if (io.min_size == 0) io.min_size = sides[0];
+    if (io.max_size == 0) io.max_size = sides[1];
   }
   int64_t last = -1;
   io.progress = [&last](int64_t done, int64_t total) {
@@ -229,10 +231,12 @@ std::vector<SearchOutputs> run_model(const ModelOptions& m, NetOptions net_optio
   };
   std::vector<SearchOutputs> out;
   at::manual_seed(static_cast<uint64_t>(m.seed));  // the initialisation 02_train started from
-  TridentNet<Cfg> untrained(net_options);
-  TridentNet<Cfg> net(net_options);
-  train::load_model(m.checkpoint, net);
-  std::cout << fmt::format("{}: {} test pictures, {} queries, pictures resized to {}/{}\n", m.checkpoint,
+  TridentNet<Cfg> untrained(trained.net);
+  TridentNet<Cfg> net(trained.net);
+  train::load_model(m.checkpoint, net, trained.configuration);
+  std::cout << fmt::format("{}: configuration {}{}; {} test pictures, {} queries, pictures resized to {}/{}\n",
+                           m.checkpoint, trained.configuration,
+                           trained.recorded ? "" : " (its network options and sizes not recorded: its recipe's)",
                            dataset.test.size(), dataset.queries.size(), io.min_size, io.max_size);
   out.push_back(eval::compute_search_outputs(net, dataset, io));
   if (m.compare_untrained) out.push_back(eval::compute_search_outputs(untrained, dataset, io));
@@ -254,12 +258,12 @@ int main(int argc, char** argv) {
   ModelOptions model;
   app.add_option("--results", results, "the results file (.json, .trs or .bin) to score; with --checkpoint, to write");
   app.add_option("--checkpoint", model.checkpoint, "run this checkpoint of 02_train over the test split first");
-  app.add_option("--config", model.config, "the checkpoint's configuration: small or paper")
-      ->check(CLI::IsMember({"small", "paper"}))->capture_default_str();
+  app.add_option("--config", model.config, "the checkpoint's configuration (default: the one it records; paper: "
+                 "paper-<dataset>)");
   app.add_flag("--compare-untrained", model.compare_untrained, "also score the untrained network (same seed)");
   app.add_option("--seed", model.seed, "the seed 02_train initialised the network with")->capture_default_str();
-  app.add_option("--min-size", model.min_size, "short side of the test pictures (default: paper 900, small: theirs)");
-  app.add_option("--max-size", model.max_size, "long side limit (default: paper 1500, small: the pictures')");
+  app.add_option("--min-size", model.min_size, "short side of the test pictures (default: the checkpoint's)");
+  app.add_option("--max-size", model.max_size, "long side limit (default: the checkpoint's)");
   app.add_option("--json", options.json_out, "also write the table to this JSON file");
   app.add_option("--gallery-sizes", options.gallery_sizes,
                  "CUHK-SYSU: one search row per gallery size (50, 100, 500, 1000, 2000, 4000) and 'full' (every test "
@@ -322,10 +326,12 @@ int main(int argc, char** argv) {
           break;
         }
       const auto dataset = data::read_dataset(kind, root, read_options);
-      std::vector<SearchOutputs> runs;
-      if (model.config == "small") runs = run_model<SmallCpuConfig>(model, small_net_options(), dataset);
-      else if (kind == "prw") runs = run_model<PaperConfig<Prw>>(model, {}, dataset);
-      else runs = run_model<PaperConfig<CuhkSysu>>(model, {}, dataset);
+      const auto configurations = train::example_configurations();
+      const std::string config = model.config == "paper" ? "paper-" + kind : model.config;
+      const auto network = train::trained_network(configurations, model.checkpoint, config);
+      const auto runs = train::with_configuration(configurations, network.configuration, [&](const auto& entry) {
+        return run_model<typename std::decay_t<decltype(entry)>::config>(model, network, dataset);
+      });
       if (!results.empty()) {
         eval::save_search_outputs(runs[0], results);
         std::cout << fmt::format("wrote {}\n", results);

@@ -1,12 +1,13 @@
 // 05_search — search a gallery for a person with a trained model and draw the best matches.
 //
 //   ./build/examples/05_search --checkpoint out/small/checkpoint.pt --dataset cuhk-sysu --root data/synthetic --query 3
-//   ./build/examples/05_search --checkpoint run/checkpoint.pt --config paper --dataset prw --root /data/PRW --query 0
+//   ./build/examples/05_search --checkpoint run/checkpoint.pt --dataset prw --root /data/PRW --query 0
 //   ./build/examples/05_search --checkpoint ... --query-image me.jpg --query-box 40,30,120,260 --gallery photos/
 //   ./build/examples/05_search --checkpoint ... --index out/gallery.tgi --query 3 --root data/synthetic
 //   ./build/examples/05_search --checkpoint ... --index photos.tgi --query-image me.jpg --query-box 40,30,120,260
 //
-// 1. builds the network of the checkpoint's configuration and loads its weights (train::load_model);
+// 1. builds the network the checkpoint records — its configuration, network options and picture sizes
+//    (train::trained_network) — and loads its weights (train::load_model);
 // 2. embeds the query person from its box (describe_box: the query's feature comes from its annotated box);
 // 3. detects everyone in every gallery picture (detect_picture: boxes, confidences, embeddings);
 // 4. ranks all detections by the confidence-weighted cosine similarity (search::rank_gallery);
@@ -23,7 +24,6 @@
 #include <trident/data/read_dataset.hpp>
 #include <trident/eval/inference.hpp>
 #include <trident/eval/search.hpp>
-#include <trident/model/configs.hpp>
 #include <trident/ops/boxes.hpp>
 #include <trident/search/gallery_index.hpp>
 #include <trident/search/rank.hpp>
@@ -31,6 +31,7 @@
 #include <trident/search/faiss_index.hpp>
 #endif
 #include <trident/train/checkpoint.hpp>
+#include <trident/train/configurations.hpp>
 #include <trident/viz/search_results.hpp>
 
 #include <CLI/CLI.hpp>
@@ -47,7 +48,7 @@ using namespace trident;
 namespace fs = std::filesystem;
 
 struct Options {
-  std::string checkpoint, config = "small", dataset = "cuhk-sysu", root, query_image, gallery, out = "out/05_search.png";
+  std::string checkpoint, config, dataset = "cuhk-sysu", root, query_image, gallery, out = "out/05_search.png";
   std::vector<float> query_box;
   int query = -1, gallery_size = 50, threads = 0, height = 240;
   int64_t top_k = 5, min_size = 0, max_size = 0;
@@ -141,27 +142,29 @@ std::vector<int64_t> true_positives(const std::vector<search::Match>& ranking,
   return out;
 }
 
-/// The picture sizes the network sees: --min-size/--max-size, or (small configuration) the query picture's own.
-eval::InferenceOptions inference_options(const Options& o, const std::string& query_path) {
+/// The picture sizes the network sees: --min-size/--max-size, or those it trained at (the checkpoint's), where 0
+/// means the query picture's own.
+eval::InferenceOptions inference_options(const Options& o, const train::TrainedNetwork& trained,
+                                         const std::string& query_path) {
   eval::InferenceOptions io;
-  if (o.min_size > 0) io.min_size = o.min_size;
-  if (o.max_size > 0) io.max_size = o.max_size;
-  if (o.min_size == 0 && o.config == "small") {  // the small configuration runs pictures at their own size
+  io.min_size = o.min_size > 0 ? o.min_size : trained.min_size;
+  io.max_size = o.max_size > 0 ? o.max_size : trained.max_size;
+  if (io.min_size == 0 || io.max_size == 0) {
     const auto sides = data::picture_sides(query_path);
-    io.min_size = sides[0];
-    io.max_size = sides[1];
+    if (io.min_size == 0) io.min_size = sides[0];
+    if (io.max_size == 0) io.max_size = sides[1];
   }
   return io;
 }
 
 template <class Cfg>
-int run(const Options& o, NetOptions net_options) {
+int run(const Options& o, const train::TrainedNetwork& trained) {
   // 1. The network and its trained weights.
-  TridentNet<Cfg> net(net_options);
-  train::load_model(o.checkpoint, net);
+  TridentNet<Cfg> net(trained.net);
+  train::load_model(o.checkpoint, net, trained.configuration);
   eval::EvalModeScope<TridentNet<Cfg>> eval_mode(net);
   const Problem p = o.query_image.empty() ? from_dataset(o) : from_folder(o);
-  const auto io = inference_options(o, p.query_path);
+  const auto io = inference_options(o, trained, p.query_path);
   // 2. The query person's embedding, from its box.
   const at::Tensor query = eval::describe_box(net, p.query_path, p.query_box, io);
   // 3. Everyone in the gallery.
@@ -208,7 +211,7 @@ int run(const Options& o, NetOptions net_options) {
 
 /// --index: the query from a dataset (--query N with --root) or a picture and a box; the gallery from the index.
 template <class Cfg>
-int run_index(const Options& o, NetOptions net_options) {
+int run_index(const Options& o, const train::TrainedNetwork& trained) {
   using clock = std::chrono::steady_clock;
   const auto since = [](clock::time_point t) { return std::chrono::duration<double, std::milli>(clock::now() - t).count(); };
   auto start = clock::now();
@@ -236,10 +239,10 @@ int run_index(const Options& o, NetOptions net_options) {
     query_box = {o.query_box[0], o.query_box[1], o.query_box[2], o.query_box[3]};
   }
   // 2. The query person's embedding, from its box.
-  TridentNet<Cfg> net(net_options);
-  train::load_model(o.checkpoint, net);
+  TridentNet<Cfg> net(trained.net);
+  train::load_model(o.checkpoint, net, trained.configuration);
   eval::EvalModeScope<TridentNet<Cfg>> eval_mode(net);
-  const auto io = inference_options(o, query_path);
+  const auto io = inference_options(o, trained, query_path);
   const at::Tensor query = eval::describe_box(net, query_path, query_box, io).reshape({1, -1});
   // 3. The index answers (a few more than asked, since the query's own picture is dropped).
   search::SearchParams params;
@@ -304,9 +307,9 @@ int main(int argc, char** argv) {
   CLI::App app{"trident example 05: search a gallery for a person and draw the best matches"};
   Options o;
   app.add_option("--checkpoint", o.checkpoint, "checkpoint of 02_train (its model is loaded)")->required();
-  app.add_option("--config", o.config, "the checkpoint's configuration: small or paper")
-      ->check(CLI::IsMember({"small", "paper"}))->capture_default_str();
-  app.add_option("--dataset", o.dataset, "cuhk-sysu, prw or json (also picks the paper configuration's table size)")
+  app.add_option("--config", o.config, "the checkpoint's configuration (default: the one it records; paper: "
+                 "paper-<dataset>)");
+  app.add_option("--dataset", o.dataset, "cuhk-sysu, prw or json")
       ->check(CLI::IsMember({"cuhk-sysu", "prw", "json"}))->capture_default_str();
   app.add_option("--root", o.root, "dataset folder (json: the .json file)");
   app.add_option("--query", o.query, "query index in the dataset");
@@ -319,8 +322,8 @@ int main(int argc, char** argv) {
   app.add_option("--top-k", o.top_k, "matches to show")->capture_default_str();
   app.add_option("--score-threshold", o.score_threshold, "detections below this confidence are ignored")
       ->capture_default_str();
-  app.add_option("--min-size", o.min_size, "short side after resizing (default: paper 900, small: the picture's)");
-  app.add_option("--max-size", o.max_size, "long side limit (default: paper 1500, small: the picture's)");
+  app.add_option("--min-size", o.min_size, "short side after resizing (default: the checkpoint's)");
+  app.add_option("--max-size", o.max_size, "long side limit (default: the checkpoint's)");
   app.add_option("--out", o.out, "the picture to write")->capture_default_str();
   app.add_option("--height", o.height, "height of each picture in the drawing, pixels")->capture_default_str();
   app.add_option("--threads", o.threads, "intra-op threads (0: all cores)")->capture_default_str();
@@ -329,14 +332,14 @@ int main(int argc, char** argv) {
     std::cout << fmt::format("trident example 05, {} threads\n", use_all_cores(o.threads));
     TRIDENT_CHECK(o.query_image.empty() != (o.query < 0),
                   "05_search: give either --query N (with --root) or --query-image with --query-box and --gallery");
-    if (!o.index.empty()) {
-      if (o.config == "small") return run_index<SmallCpuConfig>(o, small_net_options());
-      if (o.dataset == "prw") return run_index<PaperConfig<Prw>>(o, {});
-      return run_index<PaperConfig<CuhkSysu>>(o, {});
-    }
-    if (o.config == "small") return run<SmallCpuConfig>(o, small_net_options());
-    if (o.dataset == "prw") return run<PaperConfig<Prw>>(o, {});
-    return run<PaperConfig<CuhkSysu>>(o, {});
+    // 1. The network the checkpoint records (its configuration, network options and picture sizes).
+    const auto configurations = train::example_configurations();
+    const auto trained = train::trained_network(configurations, o.checkpoint,
+                                                o.config == "paper" ? "paper-" + o.dataset : o.config);
+    return train::with_configuration(configurations, trained.configuration, [&](const auto& entry) {
+      using Cfg = typename std::decay_t<decltype(entry)>::config;
+      return o.index.empty() ? run<Cfg>(o, trained) : run_index<Cfg>(o, trained);
+    });
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

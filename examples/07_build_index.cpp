@@ -1,12 +1,13 @@
 // 07_build_index — embed every picture of an archive once and write a gallery index to search many times.
 //
 //   ./build/examples/07_build_index --checkpoint out/train/checkpoint.pt --dataset cuhk-sysu --root data/synthetic
-//   ./build/examples/07_build_index --checkpoint run/checkpoint.pt --config paper --folder photos/ --out photos.tgi
+//   ./build/examples/07_build_index --checkpoint run/checkpoint.pt --folder photos/ --out photos.tgi
 //   ./build/examples/07_build_index --checkpoint ... --list frames.txt --out frames.tgi --resume --ann ivf
 //
 // 1. the pictures: a dataset's split (--dataset/--root/--split), every .jpg/.jpeg/.png under a folder (--folder,
 //    sorted), or a text file with one picture path per line (--list; blank lines and '#' comments skipped);
-// 2. builds the network of the checkpoint's configuration and loads its weights (train::load_model), on CUDA
+// 2. builds the network the checkpoint records (train::trained_network: configuration, network options, picture
+//    sizes) and loads its weights (train::load_model), on CUDA
 //    when there is one (--device auto);
 // 3. detects everyone in --batch pictures per network call (pictures zero-padded to a common size, as in
 //    training; boxes mapped back to each picture's own pixels) and keeps the detections whose confidence
@@ -27,9 +28,9 @@
 #include <trident/data/read_dataset.hpp>
 #include <trident/data/transforms.hpp>
 #include <trident/eval/inference.hpp>
-#include <trident/model/configs.hpp>
 #include <trident/search/gallery_index.hpp>
 #include <trident/train/checkpoint.hpp>
+#include <trident/train/configurations.hpp>
 #if TRIDENT_HAVE_FAISS
 #include <trident/search/faiss_index.hpp>
 #endif
@@ -55,7 +56,7 @@ using namespace trident;
 namespace fs = std::filesystem;
 
 struct Options {
-  std::string checkpoint, config = "small", dataset, root, split = "test", folder, list, out = "out/gallery.tgi";
+  std::string checkpoint, config, dataset, root, split = "test", folder, list, out = "out/gallery.tgi";
   std::string device = "auto", ann = "none", ivf_storage = "auto";
   int64_t nlist = 0, nprobe = 0;
   int64_t batch = 4, save_every = 200, stop_after = 0, min_size = 0, max_size = 0;
@@ -108,13 +109,14 @@ uint64_t checksum_of(const std::string& bytes) {
 }
 
 /// What a partial state must agree on to be resumed: one "name: value" line each.
-std::string run_identity(const Options& o, const std::vector<std::string>& pictures, const eval::InferenceOptions& io) {
+std::string run_identity(const Options& o, const std::string& config, const std::vector<std::string>& pictures,
+                         const eval::InferenceOptions& io) {
   std::string names;
   for (const auto& p : pictures) names += p + "\n";
   return fmt::format("trident 07_build_index\ncheckpoint: {} (checksum {:016x})\nconfig: {}\npicture list: {} pictures "
                      "(checksum {:016x})\nscore threshold: {}\npicture size: {}/{}\n",
                      fs::absolute(o.checkpoint).string(), checksum_of(read_whole_file(o.checkpoint, "07_build_index")),
-                     o.config, pictures.size(), checksum_of(names), o.score_threshold, io.min_size, io.max_size);
+                     config, pictures.size(), checksum_of(names), o.score_threshold, io.min_size, io.max_size);
 }
 
 /// The detections gathered so far, in picture order.
@@ -136,22 +138,22 @@ struct Gathered {
 };
 
 template <class Cfg>
-int run(const Options& o, NetOptions net_options, c10::Device device) {
+int run(const Options& o, const train::TrainedNetwork& trained, c10::Device device) {
   const auto pictures = picture_list(o);
   // 2. The network and its trained weights.
-  TridentNet<Cfg> net(net_options);
-  train::load_model(o.checkpoint, net);
+  TridentNet<Cfg> net(trained.net);
+  train::load_model(o.checkpoint, net, trained.configuration);
   net.to(device);
   eval::EvalModeScope<TridentNet<Cfg>> eval_mode(net);
   eval::InferenceOptions io;
-  if (o.min_size > 0) io.min_size = o.min_size;
-  if (o.max_size > 0) io.max_size = o.max_size;
-  if (o.min_size == 0 && o.config == "small") {  // the small configuration runs pictures at their own size
+  io.min_size = o.min_size > 0 ? o.min_size : trained.min_size;  // the checkpoint's, 0: the pictures' own
+  io.max_size = o.max_size > 0 ? o.max_size : trained.max_size;
+  if (io.min_size == 0 || io.max_size == 0) {
     const auto sides = data::picture_sides(pictures.front());
-    io.min_size = sides[0];
-    io.max_size = sides[1];
+    if (io.min_size == 0) io.min_size = sides[0];
+    if (io.max_size == 0) io.max_size = sides[1];
   }
-  const std::string identity = run_identity(o, pictures, io);
+  const std::string identity = run_identity(o, trained.configuration, pictures, io);
   const std::string partial = o.out + ".partial";
   Gathered g;
   int64_t dim = 0;
@@ -180,7 +182,7 @@ int run(const Options& o, NetOptions net_options, c10::Device device) {
     std::cerr << fmt::format("note: {} exists; starting over (--resume continues it)\n", partial);
   }
   std::cout << fmt::format("{}: {} pictures, config {}, device {}, batch {}, pictures resized to {}/{}\n",
-                           o.checkpoint, pictures.size(), o.config, device.str(), o.batch, io.min_size, io.max_size);
+                           o.checkpoint, pictures.size(), trained.configuration, device.str(), o.batch, io.min_size, io.max_size);
   // 3. The detections, --batch pictures per network call.
   const auto start = std::chrono::steady_clock::now();
   const int64_t first = g.pictures;
@@ -278,8 +280,8 @@ int main(int argc, char** argv) {
   CLI::App app{"trident example 07: embed every picture of an archive once and write a gallery index"};
   Options o;
   app.add_option("--checkpoint", o.checkpoint, "checkpoint of 02_train (its model is loaded)")->required();
-  app.add_option("--config", o.config, "the checkpoint's configuration: small or paper")
-      ->check(CLI::IsMember({"small", "paper"}))->capture_default_str();
+  app.add_option("--config", o.config, "the checkpoint's configuration (default: the one it records; paper: "
+                 "paper-<dataset>)");
   app.add_option("--dataset", o.dataset, "cuhk-sysu, prw or json: embed a split of this dataset")
       ->check(CLI::IsMember({"cuhk-sysu", "prw", "json"}));
   app.add_option("--root", o.root, "dataset folder (json: the .json file)");
@@ -306,8 +308,8 @@ int main(int argc, char** argv) {
   app.add_option("--nlist", o.nlist, "with an IVF --ann: lists (0: automatic)")->capture_default_str();
   app.add_option("--nprobe", o.nprobe, "with an IVF --ann: lists searched per query (0: automatic)")
       ->capture_default_str();
-  app.add_option("--min-size", o.min_size, "short side after resizing (default: paper 900, small: the picture's)");
-  app.add_option("--max-size", o.max_size, "long side limit (default: paper 1500, small: the picture's)");
+  app.add_option("--min-size", o.min_size, "short side after resizing (default: the checkpoint's)");
+  app.add_option("--max-size", o.max_size, "long side limit (default: the checkpoint's)");
   app.add_option("--threads", o.threads, "intra-op threads (0: all cores)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
@@ -319,9 +321,13 @@ int main(int argc, char** argv) {
     const bool cuda = torch::cuda::is_available();
     TRIDENT_CHECK(o.device != "cuda" || cuda, "07_build_index: --device cuda, but LibTorch sees no CUDA device");
     const c10::Device device(o.device == "auto" ? (cuda ? "cuda" : "cpu") : o.device);
-    if (o.config == "small") return run<SmallCpuConfig>(o, small_net_options(), device);
-    if (o.dataset == "prw") return run<PaperConfig<Prw>>(o, {}, device);
-    return run<PaperConfig<CuhkSysu>>(o, {}, device);
+    // 2. The network the checkpoint records (its configuration, network options and picture sizes).
+    const auto configurations = train::example_configurations();
+    const auto trained = train::trained_network(configurations, o.checkpoint,
+                                                o.config == "paper" ? "paper-" + o.dataset : o.config);
+    return train::with_configuration(configurations, trained.configuration, [&](const auto& entry) {
+      return run<typename std::decay_t<decltype(entry)>::config>(o, trained, device);
+    });
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

@@ -24,6 +24,9 @@ struct DetectionLossOptions {
   /// smooth-L1's beta in det_reg: 1/9 (the default) as torchvision's Fast R-CNN loss and every RPN; SeqNet's and
   /// NAE's box heads use 1 (PyTorch 1.2's smooth_l1_loss had no beta). Must be > 0.
   double box_beta = 1.0 / 9.0;
+  /// det_reg's weight in the total loss: 1 by default (the paper gives its losses no weights); SeqNet's and NAE's
+  /// box heads weight it 10. Must be >= 0 (0 switches the box regression's training off).
+  double box_weight = 1.0;
 };
 
 struct BranchSetup {

@@ -5,7 +5,7 @@
 /// regression from g. Its person probability p_i1 is the confidence alpha_i that AGWF hands to the other
 /// branches. Losses: det_cls (cross-entropy over all sampled RoIs) and det_reg (smooth-L1, beta 1/9 unless
 /// BranchSetup::detection_loss says otherwise, over the foreground RoIs, normalised by the number of sampled
-/// RoIs, as torchvision's Fast R-CNN loss).
+/// RoIs, as torchvision's Fast R-CNN loss; weighted 1 unless detection_loss.box_weight says otherwise).
 
 #include <trident/branches/concepts.hpp>
 #include <trident/core/data_parallel.hpp>
@@ -30,6 +30,9 @@ class DetectionBranch : public torch::nn::Module {
     TRIDENT_CHECK(std::isfinite(options_.box_beta) && options_.box_beta > 0,
                   "trident::branches::DetectionBranch: detection_loss.box_beta must be a positive number, got {}",
                   options_.box_beta);
+    TRIDENT_CHECK(std::isfinite(options_.box_weight) && options_.box_weight >= 0,
+                  "trident::branches::DetectionBranch: detection_loss.box_weight must be a number >= 0, got {}",
+                  options_.box_weight);
     cls_hat_ = register_module("cls_hat", torch::nn::Linear(torch::nn::LinearOptions(setup.stem_channels, 2).bias(false)));
     cls_ = register_module("cls", torch::nn::Linear(torch::nn::LinearOptions(setup.head_channels, 2).bias(false)));
     bbox_ = register_module("bbox_pred", torch::nn::Linear(setup.head_channels, 4));
@@ -59,7 +62,8 @@ class DetectionBranch : public torch::nn::Module {
     // The foreground rows by mask, not by index: their number stays on the device.
     const auto rows = at::smooth_l1_loss(d.deltas, ctx.sampled->regression_targets.to(d.deltas.scalar_type()),
                                          at::Reduction::None, options_.box_beta);
-    losses.add("det_reg", batch_mean_of_total(at::where(fg.unsqueeze(1), rows, 0.0).sum(), sampled));
+    auto reg = batch_mean_of_total(at::where(fg.unsqueeze(1), rows, 0.0).sum(), sampled);
+    losses.add("det_reg", options_.box_weight == 1.0 ? reg : reg * options_.box_weight);
   }
 
   /// Nothing per box: the model reports the detection boxes and scores itself (Detections::boxes, ::scores).

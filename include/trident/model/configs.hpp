@@ -9,8 +9,11 @@
 #include <trident/branches/detection.hpp>
 #include <trident/branches/part.hpp>
 #include <trident/branches/reid.hpp>
+#include <trident/model/ablation.hpp>
 #include <trident/model/config.hpp>
 #include <trident/model/trident_net.hpp>
+
+#include <algorithm>
 
 namespace trident {
 
@@ -44,30 +47,22 @@ using PaperConfig = Config<Backbone, roi::RoiAlignPooler<24, 8>,
                                     branches::PartBranch<Parts<paper_parts>>>,
                            losses::Agwf>;
 
+/// The ablation rows of Tables 1 and 2 (model/ablation.hpp applies them to any configuration).
 /// Table 1, "w/o Part cls.".
 template <class Dataset, class Backbone = backbone::ResNet50>
-using WithoutPartConfig = Config<Backbone, roi::RoiAlignPooler<24, 8>,
-                                 Branches<branches::DetectionBranch, PaperReidBranch<Dataset>>, losses::Agwf>;
+using WithoutPartConfig = Ablated<PaperConfig<Dataset, Backbone>, ablation::WithoutPart>;
 
 /// Table 1, "w/o AGWF": every loss with alpha = 1.
 template <class Dataset, class Backbone = backbone::ResNet50>
-using WithoutAgwfConfig = Config<Backbone, roi::RoiAlignPooler<24, 8>,
-                                 Branches<branches::DetectionBranch, PaperReidBranch<Dataset>,
-                                          branches::PartBranch<Parts<paper_parts>>>,
-                                 losses::PlainSoftmax>;
+using WithoutAgwfConfig = Ablated<PaperConfig<Dataset, Backbone>, ablation::WithoutAgwf>;
 
 /// Table 1, "w/o AGWF & Part cls.".
 template <class Dataset, class Backbone = backbone::ResNet50>
-using WithoutAgwfAndPartConfig = Config<Backbone, roi::RoiAlignPooler<24, 8>,
-                                        Branches<branches::DetectionBranch, PaperReidBranch<Dataset>>,
-                                        losses::PlainSoftmax>;
+using WithoutAgwfAndPartConfig = Ablated<PaperConfig<Dataset, Backbone>, ablation::WithoutAgwf, ablation::WithoutPart>;
 
 /// Table 2, "w/o L_bin & L_un": the re-id branch trains with L_id alone.
 template <class Dataset, class Backbone = backbone::ResNet50>
-using WithoutBinAndUnConfig = Config<Backbone, roi::RoiAlignPooler<24, 8>,
-                                     Branches<branches::DetectionBranch, PaperReidBranch<Dataset, branches::IdLossOnly>,
-                                              branches::PartBranch<Parts<paper_parts>>>,
-                                     losses::Agwf>;
+using WithoutBinAndUnConfig = Ablated<PaperConfig<Dataset, Backbone>, ablation::WithoutBinAndUn>;
 
 /// A small configuration for CPU training and tests: the paper's structure on backbone::ResNetSmall (a quarter
 /// of ResNet-50's widths, 2 blocks per stage), a smaller memory, the same branches and AGWF. The RoI size is the
@@ -87,6 +82,25 @@ using SmallConfig = Config<backbone::ResNetSmall, Pooler,
 /// iteration's arithmetic -- costs a quarter (2x the images/s, and more mAP per minute: docs/training.md).
 /// The part branch's 6 strips are then one conv5 row each.
 using SmallCpuConfig = SmallConfig<512, 512, paper_parts, roi::RoiAlignPooler<12, 4>>;
+
+namespace detail {
+template <class B>
+constexpr int64_t lut_size_of() {
+  if constexpr (requires { B::lut_size; }) return B::lut_size;
+  else return 0;
+}
+template <class BranchList>
+struct lut_rows_of;
+template <class... Bs>
+struct lut_rows_of<Branches<Bs...>> {
+  static constexpr int64_t value = std::max({int64_t{0}, lut_size_of<Bs>()...});
+};
+}  // namespace detail
+
+/// The rows of a configuration's re-id look-up table (0 without a re-id branch): the most labeled training
+/// identities it can learn.
+template <class Cfg>
+inline constexpr int64_t lut_rows_v = detail::lut_rows_of<typename Cfg::branches>::value;
 
 /// The runtime options that go with SmallConfig: no ImageNet weights, so nothing is frozen and the batch norms
 /// train; fewer proposals and RoIs per image, as suits small pictures with a few people each; batch-normalised

@@ -69,6 +69,9 @@ struct TrainState {
   /// The name of the configuration that wrote the checkpoint (TrainerOptions::configuration, e.g. "small"); empty:
   /// unnamed (a version-1 checkpoint, or a program that names none).
   std::string configuration;
+  /// What the program recorded to rebuild the network from the checkpoint alone (TrainerOptions::metadata):
+  /// `name = value` lines; empty when it recorded nothing (and in checkpoints written before the entry existed).
+  std::string metadata;
 };
 
 namespace detail {
@@ -226,6 +229,15 @@ inline std::string check_configuration(torch::serialize::InputArchive& ar, std::
   return name;
 }
 
+/// The archive's entry 'metadata' ("" when it has none: checkpoints written before it existed).
+inline std::string read_metadata(torch::serialize::InputArchive& ar, const std::string& path,
+                                 std::string_view caller) {
+  c10::IValue v;
+  if (!ar.try_read("metadata", v)) return {};
+  TRIDENT_CHECK(v.isString(), "{}: '{}' has an entry 'metadata' that is not a string", caller, path);
+  return v.toStringRef();
+}
+
 /// Throws unless `model` can take the archive `ar` whole: every parameter and buffer, in every serializable
 /// submodule, present with the model's shape and type (LibTorch's own loading would take another shape).
 inline void check_model_entry(torch::serialize::InputArchive& ar, const torch::nn::Module& model,
@@ -288,6 +300,7 @@ inline void save_checkpoint(const std::string& path, torch::nn::Module& model, t
   ar.write("format", c10::IValue(std::string(checkpoint_format)));
   ar.write("version", c10::IValue(checkpoint_version));
   ar.write("configuration", c10::IValue(state.configuration));
+  ar.write("metadata", c10::IValue(state.metadata));
   model.save(model_ar);
   ar.write("model", model_ar);
   optimizer.save(optim_ar);
@@ -321,6 +334,7 @@ inline TrainState load_checkpoint(const std::string& path, torch::nn::Module& mo
   auto ar = detail::open_archive(path, caller, detail::module_device(model), bytes);
   TrainState s;
   s.configuration = detail::check_configuration(ar, configuration, path, caller);
+  s.metadata = detail::read_metadata(ar, path, caller);
   s.epoch = detail::read_int(ar, "epoch", path, caller);
   s.iteration = detail::read_int(ar, "iteration", path, caller);
   s.iterations_per_epoch = detail::read_int(ar, "iterations_per_epoch", path, caller);
@@ -363,6 +377,40 @@ inline void load_model(const std::string& path, torch::nn::Module& model, std::s
   detail::check_configuration(ar, configuration, path, caller);
   auto model_ar = detail::model_entry(ar, model, path, caller);
   detail::load_model_entry(model_ar, model, path, caller);
+}
+
+/// What a checkpoint says about the run that wrote it, read without a model: its configuration's name and its
+/// metadata (TrainerOptions::metadata), with the file's checks (magic, version, length, checksum, format).
+struct CheckpointInfo {
+  std::string configuration;
+  std::string metadata;
+  /// The value of the metadata line `name = value` (spaces around the value trimmed); nullopt when absent.
+  std::optional<std::string> value(std::string_view name) const {
+    std::string_view rest = metadata;
+    while (!rest.empty()) {
+      const auto end = rest.find('\n');
+      std::string_view line = rest.substr(0, end);
+      rest.remove_prefix(end == std::string_view::npos ? rest.size() : end + 1);
+      const auto eq = line.find('=');
+      if (eq == std::string_view::npos) continue;
+      auto key = line.substr(0, eq), val = line.substr(eq + 1);
+      while (!key.empty() && key.back() == ' ') key.remove_suffix(1);
+      while (!key.empty() && key.front() == ' ') key.remove_prefix(1);
+      while (!val.empty() && val.front() == ' ') val.remove_prefix(1);
+      while (!val.empty() && (val.back() == ' ' || val.back() == '\r')) val.remove_suffix(1);
+      if (key == name) return std::string(val);
+    }
+    return std::nullopt;
+  }
+};
+
+inline CheckpointInfo checkpoint_info(const std::string& path) {
+  static constexpr const char* caller = "trident::train::checkpoint_info";
+  auto ar = detail::open_archive(path, caller, c10::kCPU);
+  CheckpointInfo info;
+  info.configuration = detail::check_configuration(ar, {}, path, caller);
+  info.metadata = detail::read_metadata(ar, path, caller);
+  return info;
 }
 
 }  // namespace trident::train

@@ -180,6 +180,10 @@ struct TrainerOptions {
   /// The configuration's name (e.g. "small", "paper-cuhk-sysu"), recorded in every checkpoint: a resume from a
   /// checkpoint of another named configuration is refused by name (empty: not recorded, not checked).
   std::string configuration;
+  /// What else a program needs to rebuild the network from a checkpoint alone, recorded in every checkpoint as
+  /// entry 'metadata' (train::checkpoint_metadata reads it back): `name = value` lines, e.g. the picture sizes
+  /// and the network options' text (model/options_text.hpp). A resume keeps this run's value.
+  std::string metadata;
   int64_t seed = 0;                    ///< seeds LibTorch's generator at a fresh start (sampling, initialisation)
   c10::Device device = c10::kCPU;
   bool mixed_precision = false;        ///< CUDA autocast to amp_dtype (+ loss scaling for float16); CUDA only
@@ -350,6 +354,7 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
   state.iterations_per_epoch = per_epoch;
   state.seed = o.seed;
   state.configuration = o.configuration;
+  state.metadata = o.metadata;
   TrainSummary summary;
   // Temporary files of checkpoints whose writer was killed (only this run's rank 0 writes this checkpoint).
   if (leader) remove_stale_partials(checkpoint);
@@ -377,6 +382,7 @@ TrainSummary fit(Net& net, Source& source, const TrainerOptions& o) {
     state = load_checkpoint(checkpoint, net, *optimizer,
                             bytes ? std::optional<std::string_view>(*bytes) : std::nullopt, o.configuration);
     if (state.configuration.empty()) state.configuration = o.configuration;  // named from now on
+    state.metadata = o.metadata;
     TRIDENT_CHECK(state.iterations_per_epoch == per_epoch,
                   "{}: '{}' was written with {} iterations per epoch, the data source now gives {} (another dataset "
                   "or batch size?)",
