@@ -31,9 +31,9 @@ rm -rf "$out/train"
 "$ex"/02_train --config-file cmake/main-job.toml --root "$out/synthetic" --out "$out/train"
 stamp "trained"
 "$ex"/03_evaluate --dataset cuhk-sysu --root "$out/synthetic" --gallery-sizes 50 \
-  --checkpoint "$out/train/checkpoint.pt" --config small --compare-untrained \
+  --checkpoint "$out/train/checkpoint.pt" --compare-untrained \
   --results "$out/results.trs" --json "$out/evaluation.json"
 stamp "evaluated"
-"$ex"/05_search --checkpoint "$out/train/checkpoint.pt" --config small --dataset cuhk-sysu --root "$out/synthetic" \
+"$ex"/05_search --checkpoint "$out/train/checkpoint.pt" --dataset cuhk-sysu --root "$out/synthetic" \
   --query 1 --top-k 5 --out "$out/search.png"
 stamp "done: $out/evaluation.json, $out/search.png, $out/train/curves.png"

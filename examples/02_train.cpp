@@ -297,7 +297,7 @@ int main(int argc, char** argv) {
       std::cerr << fmt::format("warning: the {} dataset '{}' has no labeled training identity: the look-up table is "
                                "empty, so the re-identification losses id, bin and un stay 0\n",
                                o.dataset, o.root);
-    const std::string name = o.config == "paper" ? "paper-" + o.dataset : o.config;
+    const std::string name = train::configuration_name(o.config, o.dataset);
     return train::with_configuration(configurations, name, [&](const auto& entry) {
       using Cfg = typename std::decay_t<decltype(entry)>::config;
       auto recipe = with_command_line(entry.recipe(), o);

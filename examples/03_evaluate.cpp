@@ -327,7 +327,7 @@ int main(int argc, char** argv) {
         }
       const auto dataset = data::read_dataset(kind, root, read_options);
       const auto configurations = train::example_configurations();
-      const std::string config = model.config == "paper" ? "paper-" + kind : model.config;
+      const std::string config = train::configuration_name(model.config, kind);
       const auto network = train::trained_network(configurations, model.checkpoint, config);
       const auto runs = train::with_configuration(configurations, network.configuration, [&](const auto& entry) {
         return run_model<typename std::decay_t<decltype(entry)>::config>(model, network, dataset);

@@ -2,15 +2,18 @@
 //
 //   ./build/examples/04_custom_branches [--iterations 30] [--threads 0]
 //
-// A branch is any torch::nn::Module with a `name`, a constructor from BranchSetup, templated `add_losses`
-// and `infer` (trident/branches/concepts.hpp). The network runs the detection branch first, so every branch
-// can read the detection confidence alpha — and weight its own loss with it, as AGWF does. Here we:
+// A branch is any torch::nn::Module with a `name`, the `loss_names` it adds, a constructor from BranchSetup (and
+// from options of its own, if it has any), templated `add_losses` and `infer` (trident/branches/concepts.hpp).
+// The network runs the detection branch first, so every branch can read the detection confidence alpha — and
+// weight its own loss with it as the configuration says (losses::confidence_weights). Here we:
 //   1. write ShapeBranch, which learns the aspect ratio log(h / w) of the person a proposal belongs to from g
-//      (a self-supervised task: the boxes are the labels), and weights its loss by alpha;
+//      (a self-supervised task: the boxes are the labels), weights its loss by the confidence, and has an option
+//      of its own (the loss's weight);
 //   2. build a configuration with detection + re-id + ShapeBranch, without the part branch;
 //   3. train it for a few iterations on generated scenes and print every loss;
 //   4. run inference and read ShapeBranch's per-detection output next to the re-id embedding.
-// A type that is not a branch fails to compile with a sentence saying what is missing (try deleting `infer`).
+// A type that is not a branch fails to compile with a sentence saying what is missing (try deleting `infer`), and
+// so does a configuration whose branches declare the same loss name (try naming ShapeBranch's loss "id").
 
 #include <trident/core/threads.hpp>
 #include <trident/data/toy_scenes.hpp>
@@ -36,9 +39,16 @@ using namespace trident;
 // --- 1. A branch of our own ------------------------------------------------------------------------------------
 class ShapeBranch : public torch::nn::Module {
  public:
-  static constexpr std::string_view name = "shape";  // module name and the name of its loss
+  static constexpr std::string_view name = "shape";                          // its module name
+  static constexpr std::array<std::string_view, 1> loss_names{"shape"};       // every loss it adds
 
-  explicit ShapeBranch(const branches::BranchSetup& setup) {
+  // Options of its own: given to the network's constructor beside NetOptions (options_type{} when not given).
+  struct Options {
+    double weight = 1.0;  // the loss's weight in the total
+  };
+  using options_type = Options;
+
+  ShapeBranch(const branches::BranchSetup& setup, const Options& options) : options_(options) {
     // The widths come from the backbone policy, so the branch works on ResNet-50 and on the small backbone.
     regressor_ = register_module("regressor", torch::nn::Linear(setup.head_channels, 1));
     torch::nn::init::normal_(regressor_->weight, 0.0, 0.01);  // as the paper initialises its branch layers
@@ -53,13 +63,10 @@ class ShapeBranch : public torch::nn::Module {
     const auto target = at::log((boxes.select(1, 3) - boxes.select(1, 1)) / (boxes.select(1, 2) - boxes.select(1, 0)));
     const auto predicted = regressor_->forward(ctx.g.index_select(0, fg)).squeeze(1);
     auto per_roi = at::smooth_l1_loss(predicted, target, at::Reduction::None, 1.0);
-    // Follow the configuration's gradient weighting: with AGWF, trust confident detections more.
-    if constexpr (Weighting::uses_confidence) {
-      auto alpha = ctx.detection.alpha.index_select(0, fg);
-      if constexpr (C == losses::ConfidenceGradient::detached) alpha = alpha.detach();
-      per_roi = per_roi * alpha;
-    }
-    out.add(std::string(name), fg.numel() ? per_roi.mean() : predicted.sum() * 0);
+    // Follow the configuration's gradient weighting: with AGWF, trust confident detections more (alpha, detached
+    // unless the configuration propagates it); without AGWF, every RoI alike (ones).
+    per_roi = per_roi * losses::confidence_weights<Weighting, C>(ctx.detection.alpha.index_select(0, fg));
+    out.add("shape", options_.weight * (fg.numel() ? per_roi.mean() : predicted.sum() * 0));
   }
 
   // Inference: the predicted aspect ratio h / w of every detection.
@@ -69,6 +76,7 @@ class ShapeBranch : public torch::nn::Module {
 
  private:
   torch::nn::Linear regressor_{nullptr};
+  Options options_;
 };
 
 // --- 2. A configuration: the small backbone, detection + re-id + ShapeBranch, no part branch ----------------
@@ -96,7 +104,9 @@ int main(int argc, char** argv) {
     options.rpn.post_nms_top_n_train = 128;
     options.rpn.post_nms_top_n_test = 50;
     options.sampler.batch_size_per_image = 32;
-    TridentNet<Mine> net(options);
+    ShapeBranch::Options shape;  // ShapeBranch's own options, beside the network's
+    shape.weight = 0.5;
+    TridentNet<Mine> net(options, shape);
 
     // --- 3. Train on four generated scenes --------------------------------------------------------------------
     auto scenes = data::make_toy_scenes(4, 2, 4);

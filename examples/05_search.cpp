@@ -335,7 +335,7 @@ int main(int argc, char** argv) {
     // 1. The network the checkpoint records (its configuration, network options and picture sizes).
     const auto configurations = train::example_configurations();
     const auto trained = train::trained_network(configurations, o.checkpoint,
-                                                o.config == "paper" ? "paper-" + o.dataset : o.config);
+                                                train::configuration_name(o.config, o.dataset));
     return train::with_configuration(configurations, trained.configuration, [&](const auto& entry) {
       using Cfg = typename std::decay_t<decltype(entry)>::config;
       return o.index.empty() ? run<Cfg>(o, trained) : run_index<Cfg>(o, trained);

@@ -32,6 +32,7 @@
 #include <trident/data/toy_scenes.hpp>
 #include <trident/data/transforms.hpp>
 #include <trident/model/configs.hpp>
+#include <trident/train/configurations.hpp>
 #include <trident/ops/boxes.hpp>
 #include <trident/search/rank.hpp>
 #include <trident/train/trainer.hpp>
@@ -385,8 +386,16 @@ int main(int argc, char** argv) {
     const c10::Device device(o.device);
     TRIDENT_CHECK(!device.is_cuda() || torch::cuda::is_available(),
                   "06_train_generated: --device {}, but LibTorch sees no CUDA device", o.device);
-    if (paper) return run<PaperConfig<CuhkSysu>>(o, NetOptions{}, device, true);
-    return run<SmallCpuConfig>(o, small_net_options(), device, false);
+    // The two configurations this program trains, by name (train/configurations.hpp); the network options are
+    // each configuration's defaults (not the recipes': this program has its own short schedule and scenes).
+    const auto configurations = boost::hana::make_tuple(
+        train::named_configuration<SmallCpuConfig>("small", "the small CPU configuration", &train::small_recipe),
+        train::named_configuration<PaperConfig<CuhkSysu>>("paper", "the paper's configuration (CUHK-SYSU sizes)",
+                                                          +[] { return train::paper_recipe("cuhk-sysu"); }));
+    return train::with_configuration(configurations, o.config, [&](const auto& entry) {
+      using Cfg = typename std::decay_t<decltype(entry)>::config;
+      return run<Cfg>(o, paper ? NetOptions{} : small_net_options(), device, paper);
+    });
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

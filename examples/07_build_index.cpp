@@ -324,7 +324,7 @@ int main(int argc, char** argv) {
     // 2. The network the checkpoint records (its configuration, network options and picture sizes).
     const auto configurations = train::example_configurations();
     const auto trained = train::trained_network(configurations, o.checkpoint,
-                                                o.config == "paper" ? "paper-" + o.dataset : o.config);
+                                                train::configuration_name(o.config, o.dataset));
     return train::with_configuration(configurations, trained.configuration, [&](const auto& entry) {
       return run<typename std::decay_t<decltype(entry)>::config>(o, trained, device);
     });

@@ -12,6 +12,9 @@
 #include <trident/search/similarity.hpp>
 
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
 #include <torch/optim/sgd.h>
 
 #include <fmt/ranges.h>
@@ -254,7 +257,7 @@ TEST_CASE_TEMPLATE("the part branch cuts g into N_p strips and scores N_p + 1 cl
   CHECK(part.scores(ctx).sizes() == at::IntArrayRef({5, Np::value, Np::value + 1}));
 }
 
-TEST_CASE("det_reg: smooth L1 with beta 1/9 by default, or BranchSetup::detection_loss.box_beta, over foreground RoIs") {
+TEST_CASE("det_reg: smooth L1 with beta 1/9 by default, or BranchSetup::detection_loss.box_beta, over foreground RoIs, weighted by box_weight") {
   branches::BranchSetup setup;
   setup.stem_channels = 8;
   setup.head_channels = 8;
@@ -285,7 +288,23 @@ TEST_CASE("det_reg: smooth L1 with beta 1/9 by default, or BranchSetup::detectio
         expected += d < b ? 0.5 * d * d / b : d - 0.5 * b;
       }
     CHECK(losses["det_reg"].item<double>() == doctest::Approx(expected / 5).epsilon(1e-5));
+    // detection_loss.box_weight scales it (SeqNet's and NAE's 10), and 0 switches it off.
+    for (const double weight : {10.0, 0.0}) {
+      auto weighted = setup;
+      weighted.detection_loss.box_weight = weight;
+      at::manual_seed(4);
+      branches::DetectionBranch det_weighted(weighted);
+      LossMap weighted_losses;
+      det_weighted.add_losses<losses::Agwf, losses::ConfidenceGradient::detached>(ctx, weighted_losses);
+      CHECK(weighted_losses["det_reg"].item<double>() == doctest::Approx(weight * expected / 5).epsilon(1e-5));
+      CHECK(weighted_losses["det_cls"].item<double>() == doctest::Approx(losses["det_cls"].item<double>()));
+    }
   }
+  setup.detection_loss.box_weight = -1;
+  CHECK_THROWS_WITH_AS(branches::DetectionBranch{setup},
+                       "trident::branches::DetectionBranch: detection_loss.box_weight must be a number >= 0, got -1",
+                       trident::Error);
+  setup.detection_loss.box_weight = 1;
   setup.detection_loss.box_beta = 0;
   CHECK_THROWS_WITH_AS(branches::DetectionBranch{setup},
                        "trident::branches::DetectionBranch: detection_loss.box_beta must be a positive number, got 0",
@@ -321,3 +340,190 @@ TEST_CASE("search similarity is the confidence-weighted cosine") {
                       at::tensor({1.f, 0.6f, 0.f}).view({1, 3}), 1e-6);
   CHECK_THROWS_AS(search::similarity(q, g, at::ones({2})), trident::Error);
 }
+
+// ---- The open contract: ablations of any configuration, backbone and pooler policies, branch options ---------
+
+namespace {
+
+using SmallFull = SmallConfig<16, 32, 3, roi::RoiAlignPooler<12, 4>>;
+using SmallReid = branches::ReidBranch<LutSize<16>, QueueSize<32>, EmbedDim<64>>;
+
+}  // namespace
+
+// Each row of Ablated<> against the configuration written out by hand.
+static_assert(std::is_same_v<Ablated<SmallFull, ablation::WithoutPart>,
+                             Config<backbone::ResNetSmall, roi::RoiAlignPooler<12, 4>,
+                                    Branches<branches::DetectionBranch, SmallReid>, losses::Agwf>>);
+static_assert(std::is_same_v<Ablated<SmallFull, ablation::WithoutAgwf>,
+                             Config<backbone::ResNetSmall, roi::RoiAlignPooler<12, 4>,
+                                    Branches<branches::DetectionBranch, SmallReid, branches::PartBranch<Parts<3>>>,
+                                    losses::PlainSoftmax>>);
+static_assert(std::is_same_v<Ablated<SmallFull, ablation::WithoutAgwf, ablation::WithoutPart>,
+                             Ablated<SmallFull, ablation::WithoutPart, ablation::WithoutAgwf>>);
+static_assert(std::is_same_v<
+              Ablated<SmallFull, ablation::WithoutBinAndUn>,
+              Config<backbone::ResNetSmall, roi::RoiAlignPooler<12, 4>,
+                     Branches<branches::DetectionBranch,
+                              branches::ReidBranch<LutSize<16>, QueueSize<32>, EmbedDim<64>, branches::IdLossOnly>,
+                              branches::PartBranch<Parts<3>>>,
+                     losses::Agwf>>);
+static_assert(std::is_same_v<WithoutAgwfAndPartConfig<Prw>,
+                             Config<backbone::ResNet50, roi::RoiAlignPooler<24, 8>,
+                                    Branches<branches::DetectionBranch, PaperReidBranch<Prw>>, losses::PlainSoftmax>>);
+static_assert(std::is_same_v<Ablated<SmallFull, ablation::WithoutAgwf>::backbone, backbone::ResNetSmall>);
+static_assert(lut_rows_v<SmallFull> == 16 && lut_rows_v<PaperConfig<Prw>> == 482 &&
+              lut_rows_v<Config<backbone::ResNetSmall, roi::RoiAlignPooler<12, 4>, Branches<branches::DetectionBranch>>> == 0);
+static_assert(backbone::BackbonePolicy<backbone::ResNet18> && !backbone::BackbonePolicy<int>);
+static_assert(roi::PoolerPolicy<roi::RoiAlignPooler<7, 7>> && !roi::PoolerPolicy<backbone::ResNetSmall>);
+
+namespace {
+
+// A backbone that is not a ResNet: two strided convolutions (stride 16) as the stem, one as the head; its modules
+// are torch::nn::Sequential.
+struct TinyBackbone {
+  static constexpr int64_t stem_channels = 24;
+  static constexpr int64_t head_channels = 40;
+  static torch::nn::Sequential make_stem(const backbone::StemOptions&) {
+    return torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 16, 5).stride(4).padding(2)),
+                                 torch::nn::ReLU(),
+                                 torch::nn::Conv2d(torch::nn::Conv2dOptions(16, stem_channels, 5).stride(4).padding(2)),
+                                 torch::nn::ReLU());
+  }
+  static torch::nn::Sequential make_head(backbone::BatchNormMode) {
+    return torch::nn::Sequential(
+        torch::nn::Conv2d(torch::nn::Conv2dOptions(stem_channels, head_channels, 3).stride(2).padding(1)),
+        torch::nn::ReLU());
+  }
+};
+
+// A pooler that is not RoiAlignPooler, built without options: RoIAlign with aligned = true and 1 sample per bin,
+// counting its calls.
+struct CountingPooler {
+  static constexpr int64_t output_height = 8;
+  static constexpr int64_t output_width = 4;
+  inline static int calls = 0;
+  at::Tensor operator()(const at::Tensor& f, const std::vector<at::Tensor>& boxes) const {
+    ++calls;
+    return ops::roi_align(f, boxes, {8, 4}, 1.0 / 16, 1, true);
+  }
+  at::Tensor operator()(const at::Tensor& f, const at::Tensor& rois) const {
+    ++calls;
+    return ops::roi_align(f, rois, {8, 4}, 1.0 / 16, 1, true);
+  }
+};
+
+// A branch with options of its own: a constant loss of options.value, and an output of its options.
+struct OptionsBranch : torch::nn::Module {
+  static constexpr std::string_view name = "with_options";
+  static constexpr std::array<std::string_view, 1> loss_names{"constant"};
+  struct Options {
+    double value = 0.25;
+  };
+  using options_type = Options;
+  OptionsBranch(const branches::BranchSetup&, const Options& o) : options(o) {}
+  template <class W, losses::ConfidenceGradient C>
+  void add_losses(const branches::RoiContext& ctx, LossMap& out) {
+    out.add("constant", at::scalar_tensor(options.value, ctx.g.options()));
+  }
+  void infer(const branches::RoiContext& ctx, RoiOutputs& outputs) {
+    outputs["value"] = at::full({ctx.size()}, options.value, ctx.g.options());
+  }
+  Options options;
+};
+
+// A branch that adds a loss its loss_names do not declare.
+struct UndeclaredLossBranch : torch::nn::Module {
+  static constexpr std::string_view name = "undeclared";
+  static constexpr std::array<std::string_view, 1> loss_names{"declared"};
+  explicit UndeclaredLossBranch(const branches::BranchSetup&) {}
+  template <class W, losses::ConfidenceGradient C>
+  void add_losses(const branches::RoiContext& ctx, LossMap& out) {
+    out.add("declared", ctx.g.sum() * 0);
+    out.add("surprise", ctx.g.sum() * 0);
+  }
+  void infer(const branches::RoiContext&, RoiOutputs&) {}
+};
+
+}  // namespace
+
+TEST_CASE("a backbone and a pooler of one's own: TridentNet trains and detects with them") {
+  using Tiny = Config<TinyBackbone, CountingPooler,
+                      Branches<branches::DetectionBranch, branches::ReidBranch<LutSize<8>, QueueSize<16>, EmbedDim<8>>,
+                               branches::PartBranch<Parts<2>>>>;
+  at::manual_seed(5);
+  TridentNet<Tiny> net(small_options());
+  static_assert(std::is_same_v<TridentNet<Tiny>::Stem, torch::nn::Sequential>);
+  auto scenes = data::make_toy_scenes(2, 2, 3);
+  net.train();
+  CountingPooler::calls = 0;
+  const auto losses = net.losses(scenes.batch, scenes.targets);
+  CHECK(CountingPooler::calls == 1);
+  CHECK(loss_names(losses) == std::set<std::string>{"rpn_cls", "rpn_reg", "det_cls", "det_reg", "id", "bin", "un", "part"});
+  losses.total().backward();
+  // The gradient reaches the backbone's first layer through the RoI features and the RPN.
+  const auto first = net.stem()->named_parameters()["0.weight"];
+  CHECK(first.grad().defined());
+  CHECK(first.grad().abs().sum().item<double>() > 0);
+  // Inference: every detection carries an embedding of 2 x 8 values.
+  net.eval();
+  torch::NoGradGuard no_grad;
+  const auto detections = net.detect(scenes.batch);
+  REQUIRE(detections.size() == 2);
+  const auto described = net.describe(scenes.batch, {scenes.targets[0].boxes, scenes.targets[1].boxes});
+  CHECK(described[0].at("embedding").size(0) == scenes.targets[0].boxes.size(0));
+  CHECK(described[0].at("embedding").size(1) == 16);
+}
+
+TEST_CASE("a branch's own options: given to the network's constructor, or options_type{} by default") {
+  using WithOptions = Config<backbone::ResNetSmall, roi::RoiAlignPooler<12, 4>,
+                             Branches<branches::DetectionBranch, OptionsBranch>>;
+  auto scenes = data::make_toy_scenes(1, 2, 3);
+  for (const double value : {-1.0, 3.5}) {
+    CAPTURE(value);
+    at::manual_seed(6);
+    OptionsBranch::Options given;
+    given.value = value;
+    auto net = value < 0 ? TridentNet<WithOptions>(small_options()) : TridentNet<WithOptions>(small_options(), given);
+    const double expected = value < 0 ? 0.25 : 3.5;
+    CHECK(net.branch<OptionsBranch>().options.value == expected);
+    net.train();
+    const auto losses = net.losses(scenes.batch, scenes.targets);
+    CHECK(losses["constant"].item<double>() == expected);
+    net.eval();
+    torch::NoGradGuard no_grad;
+    const auto described = net.describe(scenes.batch, {scenes.targets[0].boxes});
+    CHECK(at::all(described[0].at("value") == expected).item<bool>());
+  }
+}
+
+TEST_CASE("a branch that adds a loss it does not declare is refused by name") {
+  using Undeclared = Config<backbone::ResNetSmall, roi::RoiAlignPooler<12, 4>,
+                            Branches<branches::DetectionBranch, UndeclaredLossBranch>>;
+  at::manual_seed(7);
+  TridentNet<Undeclared> net(small_options());
+  net.train();
+  auto scenes = data::make_toy_scenes(1, 2, 3);
+  CHECK_THROWS_WITH_AS(net.losses(scenes.batch, scenes.targets),
+                       "trident::TridentNet::losses: branch 'undeclared' added a loss 'surprise' that its loss_names do "
+                       "not declare (declared)",
+                       trident::Error);
+}
+
+TEST_CASE("confidence_weights: alpha (detached or in the graph) with AGWF, ones without") {
+  const auto alpha = at::tensor(std::vector<double>{0.9, 0.2, 0.55}).requires_grad_(true);
+  const auto detached = losses::confidence_weights<losses::Agwf>(alpha);
+  CHECK(at::equal(detached, alpha.detach()));
+  CHECK(!detached.requires_grad());
+  const auto propagated = losses::confidence_weights<losses::Agwf, losses::ConfidenceGradient::propagated>(alpha);
+  CHECK(propagated.requires_grad());
+  // d/d alpha of sum(3 * weights) is 3 for every row when the confidence is propagated.
+  (propagated * 3).sum().backward();
+  CHECK(at::allclose(alpha.grad(), at::full({3}, 3.0, alpha.options().requires_grad(false))));
+  const auto plain = losses::confidence_weights<losses::PlainSoftmax>(alpha);
+  CHECK(at::equal(plain, at::ones({3}, at::kDouble)));
+  CHECK_THROWS_WITH_AS(losses::confidence_weights<losses::Agwf>(at::ones({2, 2})),
+                       "trident::losses::confidence_weights: alpha must be a floating-point [N] tensor (one confidence "
+                       "per row), got [2, 2]",
+                       trident::Error);
+}
+

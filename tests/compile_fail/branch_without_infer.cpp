@@ -4,6 +4,7 @@
 
 struct NoInferBranch : torch::nn::Module {
   static constexpr std::string_view name = "no_infer";
+  static constexpr std::array<std::string_view, 0> loss_names{};
   explicit NoInferBranch(const trident::branches::BranchSetup&) {}
   template <class W, trident::losses::ConfidenceGradient C>
   void add_losses(const trident::branches::RoiContext&, trident::LossMap&) {}

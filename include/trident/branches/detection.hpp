@@ -25,6 +25,7 @@ namespace trident::branches {
 class DetectionBranch : public torch::nn::Module {
  public:
   static constexpr std::string_view name = "det";
+  static constexpr std::array<std::string_view, 2> loss_names{"det_cls", "det_reg"};
 
   explicit DetectionBranch(const BranchSetup& setup) : options_(setup.detection_loss) {
     TRIDENT_CHECK(std::isfinite(options_.box_beta) && options_.box_beta > 0,

@@ -21,6 +21,7 @@ class PartBranch : public torch::nn::Module {
 
  public:
   static constexpr std::string_view name = "part";
+  static constexpr std::array<std::string_view, 1> loss_names{"part"};
   static constexpr int64_t num_parts = NumParts::value;
 
   explicit PartBranch(const BranchSetup& setup) : options_(setup.part_loss) {

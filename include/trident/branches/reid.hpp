@@ -38,6 +38,11 @@ class ReidBranch : public torch::nn::Module {
 
  public:
   static constexpr std::string_view name = "reid";
+  /// "un" is logged already multiplied by lambda (the sum of the logged losses is Eq. (6)).
+  static constexpr auto loss_names = [] {
+    if constexpr (std::is_same_v<Terms, FullReidLoss>) return std::array<std::string_view, 3>{"id", "bin", "un"};
+    else return std::array<std::string_view, 1>{"id"};
+  }();
   static constexpr int64_t lut_size = Lut::value;
   static constexpr int64_t queue_size = Queue::value;
   static constexpr int64_t encoder_dim = Embed::value;

@@ -32,6 +32,7 @@
 #include <ATen/ops/log_softmax.h>
 #include <ATen/ops/max.h>
 #include <ATen/ops/min.h>
+#include <ATen/ops/ones_like.h>
 #include <ATen/ops/stack.h>
 
 #include <c10/core/ScalarType.h>
@@ -165,6 +166,25 @@ at::Tensor classification_loss(const at::Tensor& scores, const at::Tensor& label
                                double tau) {
   return detail::checked_classification_loss<Weighting, Confidence>(scores, labels, alpha, tau,
                                                                     "trident::losses::classification_loss", "labels");
+}
+
+/// The per-row confidence that a configuration's gradient weighting gives a branch's loss, for a branch of your
+/// own that follows the configuration's choice (examples/04_custom_branches.cpp): alpha itself for a weighting
+/// that uses it (Agwf; detached from the graph unless Confidence is `propagated`), ones for one that does not
+/// (PlainSoftmax: the "w/o AGWF" ablation). A classification loss applies it the paper's way through
+/// classification_loss (the scores scaled by alpha before the softmax, Eq. (5)); another loss may scale its
+/// per-row values with it.
+///
+/// alpha [N] floating point (the detection branch's p_i1: RoiContext::detection.alpha). Returns [N].
+template <typename Weighting = Agwf, ConfidenceGradient Confidence = ConfidenceGradient::detached>
+at::Tensor confidence_weights(const at::Tensor& alpha) {
+  detail::assert_gradient_weighting<Weighting>();
+  constexpr std::string_view caller = "trident::losses::confidence_weights";
+  TRIDENT_CHECK(alpha.defined() && alpha.dim() == 1 && alpha.is_floating_point(),
+                "{}: alpha must be a floating-point [N] tensor (one confidence per row), got {}", caller,
+                shape_of(alpha));
+  const auto weight = detail::effective_confidence<Weighting, Confidence>(alpha, alpha.size(0), alpha, caller);
+  return weight.defined() ? weight : at::ones_like(alpha);
 }
 
 }  // namespace trident::losses

@@ -11,6 +11,7 @@
 /// detection confidence) and every branch's per-box outputs (the re-id "embedding"); describe(batch, boxes)
 /// gives the same outputs for given boxes (the query's ground-truth box).
 
+#include <trident/backbone/concepts.hpp>
 #include <trident/backbone/resnet.hpp>
 #include <trident/branches/concepts.hpp>
 #include <trident/branches/detection.hpp>
@@ -31,11 +32,13 @@
 #include <c10/core/GradMode.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -63,6 +66,18 @@ struct NetOptions {
 
 namespace detail {
 
+/// B::loss_names, or none for a type without them (check_branch has said why it is not a branch).
+template <class B>
+constexpr auto loss_names_of() {
+  if constexpr (branches::HasLossNames<B>) {
+    std::array<std::string_view, std::tuple_size_v<std::remove_cvref_t<decltype(B::loss_names)>>> out{};
+    for (size_t i = 0; i < out.size(); ++i) out[i] = B::loss_names[i];
+    return out;
+  } else {
+    return std::array<std::string_view, 0>{};
+  }
+}
+
 template <class BranchList>
 struct branch_tuple;
 template <class... Bs>
@@ -79,6 +94,41 @@ struct branch_tuple<Branches<Bs...>> {
         if (names[i] == names[j]) return false;
     return true;
   }
+  /// Every loss the network adds: the RPN's two, then each branch's loss_names.
+  static constexpr size_t loss_count = 2 + (size_t{0} + ... + loss_names_of<Bs>().size());
+  static constexpr std::array<std::string_view, loss_count> loss_names = [] {
+    std::array<std::string_view, loss_count> all{"rpn_cls", "rpn_reg"};
+    size_t i = 2;
+    ([&] {
+      for (const auto name : loss_names_of<Bs>()) all[i++] = name;
+    }(), ...);
+    return all;
+  }();
+  static constexpr bool loss_names_unique() {
+    for (size_t i = 0; i < loss_names.size(); ++i)
+      for (size_t j = i + 1; j < loss_names.size(); ++j)
+        if (loss_names[i] == loss_names[j]) return false;
+    return true;
+  }
+};
+
+/// Whether T is the options_type of exactly one of the branches Bs.
+template <class T, class... Bs>
+constexpr int options_owners() {
+  return (0 + ... + [] {
+    if constexpr (branches::HasBranchOptions<Bs>) return std::is_same_v<T, typename Bs::options_type> ? 1 : 0;
+    else return 0;
+  }());
+}
+
+template <class BranchList, class... Os>
+struct branch_options_fit;
+template <class... Bs, class... Os>
+struct branch_options_fit<Branches<Bs...>, Os...> {
+  static constexpr bool each_owned_once = ((options_owners<Os, Bs...>() == 1) && ...);
+  template <class T>
+  static constexpr int given = (0 + ... + (std::is_same_v<T, Os> ? 1 : 0));
+  static constexpr bool each_given_once = ((given<Os> == 1) && ...);
 };
 
 }  // namespace detail
@@ -91,8 +141,13 @@ class TridentNet : public torch::nn::Module {
                 "`DetectionOutputs detect(const RoiContext&)`, e.g. trident::branches::DetectionBranch): it provides "
                 "the confidence alpha that AGWF weights the other branches' losses with");
   static_assert(Traits::names_unique(),
-                "TridentNet<Config>: two branches have the same `name`; names are module names and loss prefixes, "
-                "so they must be unique");
+                "TridentNet<Config>: two branches have the same `name`; names are module names, so they must be "
+                "unique");
+  static_assert(Traits::loss_names_unique(),
+                "TridentNet<Config>: two branches declare the same loss name in `loss_names` (or one of the RPN's, "
+                "rpn_cls and rpn_reg): losses are logged and summed by name, so every name must be unique");
+  static_assert(backbone::check_backbone<typename Cfg::backbone>());
+  static_assert(roi::check_pooler<typename Cfg::pooler>());
 
  public:
   using config = Cfg;
@@ -101,15 +156,24 @@ class TridentNet : public torch::nn::Module {
   using Weighting = typename Cfg::weighting;
   static constexpr losses::ConfidenceGradient confidence = Cfg::confidence;
 
-  explicit TridentNet(NetOptions options = {}) : options_(std::move(options)) {
-    stem_ = register_module("stem", Backbone::make_stem(options_.stem));
-    rpn_ = register_module("rpn", detector::RegionProposalNetwork(Backbone::stem_channels, options_.rpn));
-    head_ = register_module("head", Backbone::make_head(options_.stem.norm));
-    pooler_ = Pooler(options_.pooler);
-    auto setup = options_.branches;
-    setup.stem_channels = Backbone::stem_channels;
-    setup.head_channels = Backbone::head_channels;
-    branches_ = make_branches(setup, static_cast<typename Traits::type*>(nullptr));
+  /// The stem's and the head's module holders, as the backbone policy makes them (backbone::ResNetStem and
+  /// ResNetHead for backbone::ResNet<...>).
+  using Stem = decltype(Backbone::make_stem(std::declval<const backbone::StemOptions&>()));
+  using Head = decltype(Backbone::make_head(backbone::BatchNormMode::frozen));
+
+  explicit TridentNet(NetOptions options = {}) : options_(std::move(options)) { build(); }
+
+  /// With options of the branches that have their own (branches/concepts.hpp: options_type), one value per
+  /// such branch at most, in any order; a branch whose options are not given gets options_type{}.
+  template <class O, class... Os>
+  TridentNet(NetOptions options, const O& first, const Os&... rest) : options_(std::move(options)) {
+    using Fit = detail::branch_options_fit<typename Cfg::branches, O, Os...>;
+    static_assert(Fit::each_owned_once,
+                  "TridentNet<Config>(options, branch_options...): each branch option must be the `options_type` of "
+                  "exactly one of the configuration's branches");
+    static_assert(Fit::each_given_once, "TridentNet<Config>(options, branch_options...): a branch's options are given "
+                                        "twice");
+    build(first, rest...);
   }
 
   /// Training step's forward: every loss, by name. `targets` holds one Target per image.
@@ -128,7 +192,13 @@ class TridentNet : public torch::nn::Module {
     ctx.sampled = &sampled;
     ctx.detection = detection_branch().detect(ctx);
     boost::hana::for_each(branches_, [&](auto& branch) {
+      using B = typename std::decay_t<decltype(branch)>::element_type;
+      const auto before = static_cast<std::ptrdiff_t>(out.size());
       branch->template add_losses<Weighting, confidence>(ctx, out);
+      for (auto it = out.begin() + before; it != out.end(); ++it)
+        TRIDENT_CHECK(std::find(B::loss_names.begin(), B::loss_names.end(), it->first) != B::loss_names.end(),
+                      "trident::TridentNet::losses: branch '{}' added a loss '{}' that its loss_names do not declare "
+                      "({})", B::name, it->first, fmt::join(B::loss_names, ", "));
     });
     return out;
   }
@@ -242,16 +312,46 @@ class TridentNet : public torch::nn::Module {
     return *found;
   }
 
-  backbone::ResNetStem& stem() { return stem_; }
-  backbone::ResNetHead& head() { return head_; }
+  Stem& stem() { return stem_; }
+  Head& head() { return head_; }
   detector::RegionProposalNetwork& rpn() { return rpn_; }
   const NetOptions& options() const { return options_; }
 
  private:
-  template <class... Ptrs>
-  boost::hana::tuple<Ptrs...> make_branches(const branches::BranchSetup& setup, boost::hana::tuple<Ptrs...>*) {
-    return boost::hana::tuple<Ptrs...>{
-        register_module(std::string(Ptrs::element_type::name), std::make_shared<typename Ptrs::element_type>(setup))...};
+  template <class... Os>
+  void build(const Os&... branch_options) {
+    stem_ = register_module("stem", Backbone::make_stem(options_.stem));
+    rpn_ = register_module("rpn", detector::RegionProposalNetwork(Backbone::stem_channels, options_.rpn));
+    head_ = register_module("head", Backbone::make_head(options_.stem.norm));
+    if constexpr (std::constructible_from<Pooler, const roi::RoiAlignPoolerOptions&>) pooler_.emplace(options_.pooler);
+    else pooler_.emplace();
+    auto setup = options_.branches;
+    setup.stem_channels = Backbone::stem_channels;
+    setup.head_channels = Backbone::head_channels;
+    branches_ = make_branches(setup, static_cast<typename Traits::type*>(nullptr), branch_options...);
+  }
+
+  template <class... Ptrs, class... Os>
+  boost::hana::tuple<Ptrs...> make_branches(const branches::BranchSetup& setup, boost::hana::tuple<Ptrs...>*,
+                                            const Os&... branch_options) {
+    return boost::hana::tuple<Ptrs...>{register_module(
+        std::string(Ptrs::element_type::name), make_branch<typename Ptrs::element_type>(setup, branch_options...))...};
+  }
+
+  /// Branch B, with its options from `branch_options` when it has options of its own (options_type{} when none of
+  /// them is of that type).
+  template <class B, class... Os>
+  static std::shared_ptr<B> make_branch(const branches::BranchSetup& setup, const Os&... branch_options) {
+    if constexpr (branches::HasBranchOptions<B>) {
+      using O = typename B::options_type;
+      const O* given = nullptr;
+      ([&] {
+        if constexpr (std::is_same_v<O, Os>) given = &branch_options;
+      }(), ...);
+      return given != nullptr ? std::make_shared<B>(setup, *given) : std::make_shared<B>(setup, O{});
+    } else {
+      return std::make_shared<B>(setup);
+    }
   }
 
   auto& detection_branch() {
@@ -276,7 +376,7 @@ class TridentNet : public torch::nn::Module {
   branches::RoiContext roi_context(const at::Tensor& features, const std::vector<at::Tensor>& boxes) {
     branches::RoiContext ctx;
     ctx.boxes = boxes;
-    ctx.pooled = pooler_(features, boxes);
+    ctx.pooled = (*pooler_)(features, boxes);
     fill_heads(ctx);
     return ctx;
   }
@@ -298,7 +398,7 @@ class TridentNet : public torch::nn::Module {
     } else {
       ctx.boxes.push_back(boxes);
     }
-    ctx.pooled = pooler_(features, rois);
+    ctx.pooled = (*pooler_)(features, rois);
     fill_heads(ctx);
     return ctx;
   }
@@ -386,10 +486,10 @@ class TridentNet : public torch::nn::Module {
   }
 
   NetOptions options_;
-  backbone::ResNetStem stem_{nullptr};
+  Stem stem_{nullptr};
   detector::RegionProposalNetwork rpn_{nullptr};
-  backbone::ResNetHead head_{nullptr};
-  Pooler pooler_;
+  Head head_{nullptr};
+  std::optional<Pooler> pooler_;  ///< set in build() (a pooler policy may not be default-constructible)
   typename Traits::type branches_;
   std::shared_ptr<CudaGraphs> graphs_ = std::make_shared<CudaGraphs>();
   std::vector<std::pair<const void*, uint32_t>> weights_stamp_;

@@ -70,6 +70,13 @@ inline auto example_configurations() {
       named_configuration<PaperConfig<Prw>>("paper-prw", "the paper's network for PRW (ResNet-50)", prw));
 }
 
+/// The name a program's --config means: "paper" is the paper's configuration for the dataset ("paper-prw" for
+/// "prw", else "paper-cuhk-sysu", whose look-up table is the larger); any other name is itself.
+inline std::string configuration_name(std::string_view config, std::string_view dataset) {
+  if (config == "paper") return dataset == "prw" ? "paper-prw" : "paper-cuhk-sysu";
+  return std::string(config);
+}
+
 /// The names of a list, comma-separated (for messages and --help).
 template <class List>
 std::string configuration_names(const List& list) {

@@ -17,7 +17,7 @@
 ///   data::Loader loader(dataset, dataset.train, recipe.loader);
 ///   train::fit(net, source, recipe.trainer);
 
-#include <trident/data/loader.hpp>
+#include <trident/data/loader_options.hpp>
 #include <trident/model/configs.hpp>
 #include <trident/train/trainer.hpp>
 
