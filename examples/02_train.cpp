@@ -197,36 +197,38 @@ int main(int argc, char** argv) {
   app.add_option("--weights", o.weights, "torchvision ResNet-50 weights for the paper configuration (see README)");
   app.add_option("--gallery-size", o.gallery_size, "CUHK-SYSU protocol used for --evaluate")->capture_default_str();
   // The recipe's values (train/recipe.hpp; --list-configs prints them): each flag given replaces one.
-  f["--epochs"] = app.add_option("--epochs", o.epochs, "epochs (recipe: paper 14 CUHK-SYSU, 10 PRW; small 12)");
-  f["--batch-size"] = app.add_option("--batch-size", o.batch_size,
-                                     "images per iteration, over all processes (recipes: 4)");
-  f["--lr"] = app.add_option("--lr", o.lr, "learning rate after warm-up (recipe: paper 0.003, small 0.001)");
-  f["--optimizer"] = app.add_option("--optimizer", o.optimizer, "sgd or adamw (recipe: paper sgd, small adamw)")
-                         ->check(CLI::IsMember({"sgd", "adamw"}));
-  f["--momentum"] = app.add_option("--momentum", o.momentum, "SGD momentum; AdamW's beta1 (recipes: 0.9)");
-  f["--weight-decay"] = app.add_option("--weight-decay", o.weight_decay,
-                                       "SGD: L2 on the gradient; AdamW: decoupled (recipes: 5e-4)");
-  f["--decay-biases"] = app.add_option("--decay-biases", o.decay_biases,
-                                       "whether biases get weight decay too (recipes: true, as SeqNet; NAE: false)");
-  f["--warmup"] = app.add_option("--warmup", o.warmup,
-                                 "warm-up iterations, -1: one epoch (recipe: paper one epoch, small 30)");
-  f["--milestone"] = app.add_option("--milestone", o.milestone,
-                                    "epoch from which the rate is x0.1 (recipe: paper 8, small 10)");
-  f["--clip"] = app.add_option("--clip", o.clip, "clip the gradient norm to this, 0: off (recipe: paper 0, small 10)");
-  f["--min-size"] = app.add_option("--min-size", o.min_size,
-                                   "short side after resizing, 0: the pictures' own (recipe: paper 900, small 0)");
-  f["--max-size"] = app.add_option("--max-size", o.max_size,
-                                   "long side limit, 0: the pictures' own (recipe: paper 1500, small 0)");
-  f["--flip"] = app.add_option("--flip", o.flip, "horizontal flip probability (recipes: 0.5)");
-  f["--rois-per-image"] = app.add_option("--rois-per-image", o.rois_per_image,
-                                         "RoIs sampled per image for the heads (recipe: paper 128, small 32)");
-  f["--queue-background"] = app.add_option("--queue-background", o.queue_background,
-                                           "whether background proposals enter the re-id queue (the paper: yes)");
-  f["--net-option"] = app.add_option("--net-option", o.net_options,
-                                     "set a network option, name=value (repeatable; --list-configs lists them), e.g. "
-                                     "branches.part_loss.scores=probabilities, branches.detection_loss.box_beta=1, "
-                                     "branches.detection_loss.box_weight=10, stem.frozen_up_to=conv1, "
-                                     "stem.norm=trainable, sampler.bg_iou_threshold=0.1");
+  const auto recipe_option = [&](const std::string& flag, auto& value, const std::string& help) {
+    return f[flag] = app.add_option(flag, value, help);
+  };
+  recipe_option("--epochs", o.epochs, "epochs (recipe: paper 14 CUHK-SYSU, 10 PRW; small 12)");
+  recipe_option("--batch-size", o.batch_size, "images per iteration, over all processes (recipes: 4)");
+  recipe_option("--lr", o.lr, "learning rate after warm-up (recipe: paper 0.003, small 0.001)");
+  recipe_option("--optimizer", o.optimizer, "sgd or adamw (recipe: paper sgd, small adamw)")
+      ->check(CLI::IsMember({"sgd", "adamw"}));
+  recipe_option("--momentum", o.momentum, "SGD momentum; AdamW's beta1 (recipes: 0.9)");
+  recipe_option("--weight-decay", o.weight_decay,
+                "SGD: L2 on the gradient; AdamW: decoupled (recipes: 5e-4)");
+  recipe_option("--decay-biases", o.decay_biases,
+                "whether biases get weight decay too (recipes: true, as SeqNet; NAE: false)");
+  recipe_option("--warmup", o.warmup,
+                "warm-up iterations, -1: one epoch (recipe: paper one epoch, small 30)");
+  recipe_option("--milestone", o.milestone,
+                "epoch from which the rate is x0.1 (recipe: paper 8, small 10)");
+  recipe_option("--clip", o.clip, "clip the gradient norm to this, 0: off (recipe: paper 0, small 10)");
+  recipe_option("--min-size", o.min_size,
+                "short side after resizing, 0: the pictures' own (recipe: paper 900, small 0)");
+  recipe_option("--max-size", o.max_size,
+                "long side limit, 0: the pictures' own (recipe: paper 1500, small 0)");
+  recipe_option("--flip", o.flip, "horizontal flip probability (recipes: 0.5)");
+  recipe_option("--rois-per-image", o.rois_per_image,
+                "RoIs sampled per image for the heads (recipe: paper 128, small 32)");
+  recipe_option("--queue-background", o.queue_background,
+                "whether background proposals enter the re-id queue (the paper: yes)");
+  recipe_option("--net-option", o.net_options,
+                "set a network option, name=value (repeatable; --list-configs lists them), e.g. "
+                "branches.part_loss.scores=probabilities, branches.detection_loss.box_beta=1, "
+                "branches.detection_loss.box_weight=10, stem.frozen_up_to=conv1, "
+                "stem.norm=trainable, sampler.bg_iou_threshold=0.1");
   app.add_option("--workers", o.workers, "loader threads (0: load on the training thread)")->capture_default_str();
   app.add_option("--checkpoint-every", o.checkpoint_every, "also checkpoint every N iterations")->capture_default_str();
   app.add_option("--max-iterations", o.max_iterations, "stop after N iterations in total (a checkpoint is written)");
