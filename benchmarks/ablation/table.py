@@ -71,8 +71,8 @@ def main():
         print("| {} | {} | {} |".format(row, n, " | ".join(cells)))
 
     print("\nPaired differences row - {} (same seed), in points: mean +- standard deviation, the paired t "
-          "statistic, and * where |t| exceeds the two-sided 5% critical value for n - 1 degrees of freedom.\n"
-          .format(a.baseline))
+          "statistic (* where |t| exceeds the two-sided 5% critical value for n - 1 degrees of freedom), and for how "
+          "many seeds the row scored lower.\n".format(a.baseline))
     print("| row | pairs | " + " | ".join(name for name, _ in METRICS) + " |")
     print("|---|---:|" + "---:|" * len(METRICS))
     for row in rows:
@@ -88,12 +88,13 @@ def main():
                 cells.append("-")
                 continue
             m, s = mean(diffs), sd(diffs)
-            if s > 0:
-                t = m / (s / math.sqrt(len(diffs)))
-            else:
-                t = 0.0 if m == 0 else math.copysign(float("inf"), m)
+            if s == 0:  # the same difference for every seed (a count-based metric can do that): no t
+                cells.append("{:+.2f} +- 0.00 ({}/{} lower)".format(m, len(diffs) if m < 0 else 0, len(diffs)))
+                continue
+            t = m / (s / math.sqrt(len(diffs)))
             star = "*" if abs(t) > T_CRITICAL.get(len(diffs) - 1, 1.96) else ""
-            cells.append("{:+.2f} +- {:.2f} (t {:+.1f}){}".format(m, s, t, star))
+            lower = sum(1 for d in diffs if d < 0)
+            cells.append("{:+.2f} +- {:.2f} (t {:+.1f}{}, {}/{} lower)".format(m, s, t, star, lower, len(diffs)))
         print("| {} | {} | {} |".format(row, pairs, " | ".join(cells)))
 
 
