@@ -107,6 +107,16 @@ inline std::string_view trim(std::string_view s) {
   return s;
 }
 
+/// Calls f(line) for every line of `text` ('\n'-separated; a last line without '\n' included).
+template <class F>
+void for_each_line(std::string_view text, F&& f) {
+  while (!text.empty()) {
+    const auto end = text.find('\n');
+    f(text.substr(0, end));
+    text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
+  }
+}
+
 template <class T>
 std::string option_value_text(const T& v) {
   if constexpr (std::is_same_v<T, bool>) {
@@ -223,14 +233,11 @@ inline void set_net_option(NetOptions& o, std::string_view assignment, std::stri
 inline NetOptions parse_net_options(std::string_view text, std::string_view source) {
   NetOptions o;
   int line_number = 0;
-  while (!text.empty()) {
-    const auto end = text.find('\n');
-    const auto line = detail::trim(text.substr(0, end));
-    text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
+  detail::for_each_line(text, [&](std::string_view line) {
     ++line_number;
-    if (line.empty() || line.front() == '#') continue;
-    set_net_option(o, line, fmt::format("{}, line {}", source, line_number));
-  }
+    line = detail::trim(line);
+    if (!line.empty() && line.front() != '#') set_net_option(o, line, fmt::format("{}, line {}", source, line_number));
+  });
   return o;
 }
 

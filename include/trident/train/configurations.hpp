@@ -93,42 +93,27 @@ std::string configuration_names(const List& list) {
 template <class List, class F>
 auto with_configuration(const List& list, std::string_view name, F&& f) {
   using Result = decltype(f(boost::hana::front(list)));
-  bool found = false;
-  if constexpr (std::is_void_v<Result>) {
-    boost::hana::for_each(list, [&](const auto& entry) {
-      if (!found && entry.name == name) {
-        found = true;
-        f(entry);
-      }
-    });
-    TRIDENT_CHECK(found, "trident::train::with_configuration: no configuration is named '{}' (known: {})", name,
-                  configuration_names(list));
-  } else {
-    std::optional<std::decay_t<Result>> result;
-    boost::hana::for_each(list, [&](const auto& entry) {
-      if (!found && entry.name == name) {
-        found = true;
-        result.emplace(f(entry));
-      }
-    });
-    TRIDENT_CHECK(found, "trident::train::with_configuration: no configuration is named '{}' (known: {})", name,
-                  configuration_names(list));
-    return std::move(*result);
-  }
+  constexpr bool returns = !std::is_void_v<Result>;
+  std::optional<std::conditional_t<returns, std::decay_t<Result>, bool>> result;  // set once the name is found
+  boost::hana::for_each(list, [&](const auto& entry) {
+    if (result.has_value() || entry.name != name) return;
+    if constexpr (returns) {
+      result.emplace(f(entry));
+    } else {
+      f(entry);
+      result.emplace(true);
+    }
+  });
+  TRIDENT_CHECK(result.has_value(), "trident::train::with_configuration: no configuration is named '{}' (known: {})",
+                name, configuration_names(list));
+  if constexpr (returns) return std::move(*result);
 }
 
 /// TrainerOptions::metadata of a run (02_train records it): the recipe's name, the picture sizes the network
 /// trained at, and the network options, each of their lines prefixed "net.".
 inline std::string run_metadata(const NetOptions& net, int64_t min_size, int64_t max_size, std::string_view recipe) {
   std::string out = fmt::format("recipe = {}\nmin_size = {}\nmax_size = {}\n", recipe, min_size, max_size);
-  std::string_view text;
-  const std::string options = net_options_text(net);
-  text = options;
-  while (!text.empty()) {
-    const auto end = text.find('\n');
-    out += fmt::format("net.{}\n", text.substr(0, end));
-    text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
-  }
+  trident::detail::for_each_line(net_options_text(net), [&](std::string_view line) { out += fmt::format("net.{}\n", line); });
   return out;
 }
 
@@ -163,13 +148,9 @@ TrainedNetwork trained_network(const List& list, const std::string& checkpoint, 
   if (info.metadata.empty()) return out;
   out.recorded = true;
   std::string net_text;
-  std::string_view text = info.metadata;
-  while (!text.empty()) {
-    const auto end = text.find('\n');
-    const auto line = text.substr(0, end);
-    text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
+  trident::detail::for_each_line(info.metadata, [&](std::string_view line) {
     if (line.rfind("net.", 0) == 0) net_text += fmt::format("{}\n", line.substr(4));
-  }
+  });
   out.net = parse_net_options(net_text, fmt::format("{}: '{}', entry 'metadata' (net.*)", caller, checkpoint));
   for (auto [key, size] : {std::pair{"min_size", &out.min_size}, std::pair{"max_size", &out.max_size}}) {
     const auto value = info.value(key);
