@@ -21,12 +21,16 @@
 # --sanitize goes with any --libtorch; CI runs it with Debian's (docs/reliability.md, "Sanitizers").
 #   --exclude REGEX                                    leaves out the CTest tests whose names match REGEX (CI's
 #                                                      asan leg: the one training test that takes 9 minutes there)
+#   --optimize LEVEL                                   builds the ordinary (not sanitizer) legs with -O<LEVEL>
+#                                                      instead of Release's -O3 (CI's pip leg: -O1, a third less
+#                                                      compile time; docs/toolchains.md, "Build time")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 libtorch=debian
 sanitize=""
 exclude=""
+optimize=""
 build=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -39,8 +43,11 @@ while [ $# -gt 0 ]; do
     --exclude) [ $# -ge 2 ] || { echo "run-tests.sh: --exclude needs a regular expression" >&2; exit 2; }
                exclude=$2; shift 2 ;;
     --exclude=*) exclude=${1#--exclude=}; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
-    -*) echo "run-tests.sh: unknown option '$1' (known: --libtorch debian|pip|DIR, --sanitize LIST, --exclude REGEX)" >&2
+    --optimize) [ $# -ge 2 ] || { echo "run-tests.sh: --optimize needs a level (0, 1, 2, 3, s)" >&2; exit 2; }
+                optimize=$2; shift 2 ;;
+    --optimize=*) optimize=${1#--optimize=}; shift ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -*) echo "run-tests.sh: unknown option '$1' (known: --libtorch debian|pip|DIR, --sanitize LIST, --exclude REGEX, --optimize LEVEL)" >&2
         exit 2 ;;
     *) [ -z "$build" ] || { echo "run-tests.sh: one build directory only" >&2; exit 2; }
        build=$1; shift ;;
@@ -52,6 +59,11 @@ t0=$(date +%s)
 if [ "$libtorch" = pip ]; then cmake/install-deps.sh --pip-libtorch; else cmake/install-deps.sh; fi
 
 configure=(-DCMAKE_BUILD_TYPE=Release -DTRIDENT_WERROR=ON)
+case "$optimize" in
+  "") ;;
+  0|1|2|3|s) configure+=("-DCMAKE_CXX_FLAGS_RELEASE=-O$optimize -DNDEBUG") ;;
+  *) echo "run-tests.sh: --optimize takes 0, 1, 2, 3 or s, not '$optimize'" >&2; exit 2 ;;
+esac
 case "$sanitize" in
   "") ;;
   thread) build=${build:-build-tsan} ;;

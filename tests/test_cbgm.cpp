@@ -4,6 +4,7 @@
 // unmatched, empty images, an image outside the query's gallery); a seeded case checked against a numpy
 // re-implementation of SeqNet's re-scoring (tests/fixtures/cbgm_reference.py, which also runs SeqNet's own
 // utils/km.py); the context of a query image in SeqNet's order.
+#include "support/fixtures.hpp"
 #include <trident/eval/cbgm.hpp>
 
 #include <doctest/doctest.h>
@@ -24,11 +25,7 @@ using namespace trident;
 
 namespace {
 
-at::Tensor floats(std::vector<float> v, int64_t cols) {
-  const auto rows = static_cast<int64_t>(v.size()) / cols;
-  if (rows == 0) return at::empty({0, cols}, at::kFloat);
-  return at::tensor(v, at::kFloat).view({rows, cols});
-}
+using test::floats;
 
 /// The best total over all assignments covering the smaller side, by enumerating permutations.
 double brute_force_best(const std::vector<double>& w, int64_t rows, int64_t cols) {

@@ -68,7 +68,7 @@ std::vector<std::string> run_ranks(int n, Fn&& fn, std::vector<int> worlds = {},
   return errors;
 }
 
-std::string fresh_dir(const std::string& name) { return test::fresh_folder("distributed", name).string(); }
+std::string distributed_dir(const std::string& name) { return test::fresh_folder("distributed", name).string(); }
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path);
@@ -409,9 +409,9 @@ TEST_CASE("data parallel: 2 ranks x 2 images train as 1 rank x 4 (weights, momen
   // clipping. The 1-rank run is the plain single-process trainer. Tolerance: float32 sums in another order (the
   // gradient all-reduce, per-process batches through the convolutions): 1e-4 after 4 steps (measured: 6e-6),
   // where other random samples change the weights by far more (the control run with another seed, below).
-  const auto one = fresh_dir("one_rank");
-  const auto two = fresh_dir("two_ranks");
-  const auto resumed = fresh_dir("two_then_one");
+  const auto one = distributed_dir("one_rank");
+  const auto two = distributed_dir("two_ranks");
+  const auto resumed = distributed_dir("two_then_one");
   const auto r1 = launch(1, one);
   REQUIRE_MESSAGE(r1.exit_code() == 0, read_text(fs::path(one) / "error-rank0.txt"));
   const auto r2 = launch(2, two);
@@ -438,7 +438,7 @@ TEST_CASE("data parallel: 2 ranks x 2 images train as 1 rank x 4 (weights, momen
   MESSAGE("momentum buffers: largest relative difference ", dm, " (", where, ")");
   CHECK(dm < 1e-2);
   // The control: the same single-process run with other samples (another seed) ends far outside the tolerance.
-  const auto other = fresh_dir("one_rank_other_seed");
+  const auto other = distributed_dir("one_rank_other_seed");
   REQUIRE(launch(1, other, {{"TRIDENT_TEST_SEED", "8"}}).exit_code() == 0);
   const double control = largest_difference(a, saved_state(other, 0));
   const double control_momentum = largest_difference(saved_momentum(one), saved_momentum(other), nullptr, true);
@@ -460,7 +460,7 @@ TEST_CASE("data parallel: 2 ranks x 2 images train as 1 rank x 4 (weights, momen
 }
 
 TEST_CASE("data parallel: a rank killed mid-run stops the other within the time limit, naming it; the checkpoint stays" * no_gloo) {
-  const auto out = fresh_dir("killed");
+  const auto out = distributed_dir("killed");
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   // Rank 1 dies (SIGKILL) when it asks for its third batch; a checkpoint is written every iteration by rank 0.
@@ -482,7 +482,7 @@ TEST_CASE("data parallel: a rank killed mid-run stops the other within the time 
 }
 
 TEST_CASE("data parallel: a rank that hangs stops the other after the collective timeout, naming it" * no_gloo) {
-  const auto out = fresh_dir("hung");
+  const auto out = distributed_dir("hung");
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   // Rank 1 sleeps for an hour at its second batch; rank 0's next collective gives up after 5 s (the timeout), it
@@ -502,7 +502,7 @@ TEST_CASE("data parallel: a rank that hangs stops the other after the collective
 }
 
 TEST_CASE("data parallel: a loss that diverges on one rank stops every rank, naming it and the iteration" * no_gloo) {
-  const auto out = fresh_dir("diverged");
+  const auto out = distributed_dir("diverged");
   const auto r = launch(2, out, {{"TRIDENT_TEST_FAULT", "nan"}, {"TRIDENT_TEST_FAULT_RANK", "1"},
                                  {"TRIDENT_TEST_FAULT_AT", "3"}});
   CHECK(r.exit_codes[0] == 1);
@@ -521,7 +521,7 @@ TEST_CASE("data parallel: a loss that diverges on one rank stops every rank, nam
 }
 
 TEST_CASE("data parallel: processes started with different configurations are refused with the difference named" * no_gloo) {
-  const auto out = fresh_dir("mismatch");
+  const auto out = distributed_dir("mismatch");
   const auto r = launch(2, out, {{"TRIDENT_TEST_SEED", "7"}, {"TRIDENT_TEST_SEED_RANK1", "8"}});
   CHECK(r.exit_codes[0] == 1);
   CHECK(r.exit_codes[1] == 1);

@@ -288,10 +288,7 @@ void check_bit_identical(const SearchOutputs& a, const SearchOutputs& b) {
   CHECK(a.query_embeddings.equal(b.query_embeddings));
 }
 
-std::string file_bytes(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
-}
+using test::file_bytes;
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
 }

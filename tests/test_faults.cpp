@@ -57,9 +57,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string fresh_dir(const std::string& name) { return test::fresh_folder("faults", name).string(); }
+std::string faults_dir(const std::string& name) { return test::fresh_folder("faults", name).string(); }
 
-std::string file_bytes(const std::string& path) { return read_whole_file(path, "test"); }
+using test::file_bytes;
 
 void put_file(const std::string& path, std::string_view bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -429,7 +429,7 @@ TEST_CASE("crc32: the standard check value, zlib's values, continuation, and a b
 }
 
 TEST_CASE("checkpoint format: header, length and checksum as documented; version 1 files still load") {
-  const auto dir = fresh_dir("format");
+  const auto dir = faults_dir("format");
   TinyRun run;
   run.step();
   train::TrainState state;
@@ -464,7 +464,7 @@ TEST_CASE("checkpoint format: header, length and checksum as documented; version
 }
 
 TEST_CASE("checkpoint: truncated at any of several offsets, refused naming the file and the field; nothing loaded") {
-  const auto dir = fresh_dir("truncated");
+  const auto dir = faults_dir("truncated");
   TinyRun run;
   run.step();
   train::save_checkpoint(dir + "/good.pt", *run.model, run.sgd, {});
@@ -486,7 +486,7 @@ TEST_CASE("checkpoint: truncated at any of several offsets, refused naming the f
 }
 
 TEST_CASE("checkpoint: a damaged byte anywhere is refused naming the file and the field; nothing loaded") {
-  const auto dir = fresh_dir("damaged");
+  const auto dir = faults_dir("damaged");
   TinyRun run;
   run.step();
   train::save_checkpoint(dir + "/good.pt", *run.model, run.sgd, {});
@@ -526,7 +526,7 @@ TEST_CASE("checkpoint: a pickle declaring more bytes or memo entries than it has
   // Checksums prove a file is the one written, not that trident wrote it: a crafted archive with a valid header
   // reaches LibTorch's Unpickler, which would allocate what the pickle declares (4 GB for a string, a memo of
   // 1.7e9 entries: the weights reader's fuzzing findings 3-4). Each archive holds one record, data.pkl.
-  const auto dir = fresh_dir("pickle");
+  const auto dir = faults_dir("pickle");
   const auto crafted = [&](const std::string& name, const std::string& pickle) {
     std::string payload;
     {
@@ -557,7 +557,7 @@ TEST_CASE("checkpoint: a pickle declaring more bytes or memo entries than it has
 }
 
 TEST_CASE("checkpoint: another configuration, another version or another model is refused by name") {
-  const auto dir = fresh_dir("mismatch");
+  const auto dir = faults_dir("mismatch");
   TinyRun run;
   run.step();
   train::TrainState state;
@@ -615,7 +615,7 @@ TEST_CASE("checkpoint: another configuration, another version or another model i
 }
 
 TEST_CASE("a full disk while a checkpoint is written leaves the previous one intact and stops with the reason") {
-  const auto dir = fresh_dir("full_checkpoint");
+  const auto dir = faults_dir("full_checkpoint");
   const std::string path = dir + "/checkpoint.pt";
   TinyRun run;
   run.step();
@@ -732,7 +732,7 @@ TRIDENT_TEST_WORKER("faults-enospc") {
 }
 
 TEST_CASE("a real full disk (ENOSPC on a small tmpfs) while a checkpoint is written leaves the previous one intact") {
-  const auto dir = fresh_dir("enospc");
+  const auto dir = faults_dir("enospc");
   Trainer worker = start_trainer(dir, "", "faults-enospc");
   const int status = finish(worker, 300);
   REQUIRE(WIFEXITED(status));
@@ -746,7 +746,7 @@ TEST_CASE("a real full disk (ENOSPC on a small tmpfs) while a checkpoint is writ
 }
 
 TEST_CASE("a full disk while bytes are written atomically: the error names the file and the reason") {
-  const auto dir = fresh_dir("full_bytes");
+  const auto dir = faults_dir("full_bytes");
   const std::string path = dir + "/data.bin";
   write_bytes_atomically(path, "previous", "test");
   const std::string big(200000, 'x');
@@ -767,7 +767,7 @@ TEST_CASE("a full disk while bytes are written atomically: the error names the f
 
 #if TRIDENT_TESTS_WITH_JSON
 TEST_CASE("a full disk while a results file is written leaves the previous one intact and stops with the reason") {
-  const auto dir = fresh_dir("full_results");
+  const auto dir = faults_dir("full_results");
   SearchOutputs outputs;
   outputs.gallery_images = {"g1.jpg", "g2.jpg"};
   const auto boxes = [](int64_t k) {
@@ -812,7 +812,7 @@ TEST_CASE("a full disk while a results file is written leaves the previous one i
 TEST_CASE("training killed (SIGKILL) at random points and inside checkpoint writes, then resumed, ends bit-identical") {
   // Every training runs in its own process started from this executable (the worker above), one thread each:
   // an uninterrupted run, then one run killed again and again and resumed from its last checkpoint each time.
-  const auto reference = fresh_dir("sigkill_reference"), faulted = fresh_dir("sigkill_faulted");
+  const auto reference = faults_dir("sigkill_reference"), faulted = faults_dir("sigkill_faulted");
   const auto started = std::chrono::steady_clock::now();
   Trainer t = start_trainer(reference, "run");
   REQUIRE(wait_ready(t, 60));

@@ -98,7 +98,7 @@ std::map<std::string, Finding> findings() {
   return f;
 }
 
-std::string fuzz_dir() { return std::string(TRIDENT_FIXTURE_DIR) + "/fuzz"; }
+std::string fuzz_dir() { return (std::filesystem::path(TRIDENT_FIXTURE_DIR) / "fuzz").string(); }
 
 /// Whether this build has the reader of `harness` (fuzz/CMakeLists.txt names the component each one needs).
 bool reader_built(const std::string& harness) {

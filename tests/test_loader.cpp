@@ -51,7 +51,7 @@ td::Dataset small_dataset(const std::string& folder, int n) {
   return data;
 }
 
-td::LoaderOptions small_options(int workers, int64_t batch_size = 2) {
+td::LoaderOptions small_loader_options(int workers, int64_t batch_size = 2) {
   td::LoaderOptions options;
   options.batch_size = batch_size;
   options.workers = workers;
@@ -90,7 +90,7 @@ void check_same(const td::LoadedBatch& a, const td::LoadedBatch& b) {
 
 TEST_CASE("loader: every image exactly once per epoch; the order is a function of the seed and the epoch") {
   const auto data = small_dataset("once", 9);  // 7 training images
-  td::Loader loader(data, data.train, small_options(2, 3));
+  td::Loader loader(data, data.train, small_loader_options(2, 3));
   CHECK(loader.batches_per_epoch() == 3);  // 3 + 3 + 1
   std::vector<std::vector<int64_t>> orders;
   for (int64_t epoch = 0; epoch < 3; ++epoch) {
@@ -114,12 +114,12 @@ TEST_CASE("loader: every image exactly once per epoch; the order is a function o
   CHECK(orders[0] != orders[1]);
   CHECK(orders[1] != orders[2]);
 
-  auto other_seed = small_options(0, 3);
+  auto other_seed = small_loader_options(0, 3);
   other_seed.seed = 43;
   CHECK(td::Loader(data, data.train, other_seed).epoch_order(0) != orders[0]);
-  CHECK(td::Loader(data, data.train, small_options(0, 3)).epoch_order(1) == orders[1]);  // same (seed, epoch)
+  CHECK(td::Loader(data, data.train, small_loader_options(0, 3)).epoch_order(1) == orders[1]);  // same (seed, epoch)
 
-  auto unshuffled = small_options(0, 3);
+  auto unshuffled = small_loader_options(0, 3);
   unshuffled.shuffle = false;
   unshuffled.drop_last = true;
   td::Loader in_order(data, data.train, unshuffled);
@@ -129,7 +129,7 @@ TEST_CASE("loader: every image exactly once per epoch; the order is a function o
 
 TEST_CASE("loader: identical batches for 0, 1 and 3 workers, over two epochs") {
   const auto data = small_dataset("workers", 9);
-  td::Loader serial(data, data.train, small_options(0));
+  td::Loader serial(data, data.train, small_loader_options(0));
   const auto expected = drain(serial, 2);
   REQUIRE(expected.size() == 8);  // 4 batches (2, 2, 2, 1) per epoch
   bool some_flipped = false, some_kept = false;
@@ -139,7 +139,7 @@ TEST_CASE("loader: identical batches for 0, 1 and 3 workers, over two epochs") {
   CHECK(some_kept);
   for (const int workers : {1, 3}) {
     CAPTURE(workers);
-    td::Loader loader(data, data.train, small_options(workers));
+    td::Loader loader(data, data.train, small_loader_options(workers));
     const auto got = drain(loader, 2);
     REQUIRE(got.size() == expected.size());
     for (size_t i = 0; i < got.size(); ++i) check_same(got[i], expected[i]);
@@ -148,19 +148,19 @@ TEST_CASE("loader: identical batches for 0, 1 and 3 workers, over two epochs") {
 
 TEST_CASE("loader: a saved state resumes with exactly the remaining batches of an uninterrupted run") {
   const auto data = small_dataset("resume", 9);
-  td::Loader uninterrupted(data, data.train, small_options(2));
+  td::Loader uninterrupted(data, data.train, small_loader_options(2));
   const auto expected = drain(uninterrupted, 3);  // 12 batches
   REQUIRE(expected.size() == 12);
 
   td::LoaderState saved;
   {
-    td::Loader first(data, data.train, small_options(2));
+    td::Loader first(data, data.train, small_loader_options(2));
     while (first.next()) {}                              // epoch 0 (4 batches)
     for (int i = 0; i < 2; ++i) REQUIRE(first.next());  // and two of epoch 1
     saved = first.state();
   }  // destroyed with batches prefetched
   CHECK(saved == td::LoaderState{1, 2});
-  td::Loader resumed(data, data.train, small_options(3));
+  td::Loader resumed(data, data.train, small_loader_options(3));
   resumed.set_state(saved);
   std::vector<td::LoadedBatch> rest;
   while (auto b = resumed.next()) rest.push_back(std::move(*b));  // the rest of epoch 1
@@ -193,7 +193,7 @@ TEST_CASE("loader: flipped boxes and pixels against a hand computation") {
   record.pids = at::tensor({int64_t{0}}, at::kLong);
   data.images.push_back(record);
 
-  auto options = small_options(1, 1);
+  auto options = small_loader_options(1, 1);
   options.transform.min_size = 40;  // scale = 40 / 20 = 2 (long side 80 <= max_size 100): 40 x 80
   options.transform.max_size = 100;
   options.transform.flip_probability = 1.0;
@@ -220,7 +220,7 @@ TEST_CASE("loader: a missing picture fails the batch that needs it, naming the p
   data.images[2].path = (fs::path(TRIDENT_TEST_TMP_DIR) / "loader" / "missing" / "gone.png").string();
   for (const int workers : {0, 2}) {
     CAPTURE(workers);
-    auto options = small_options(workers, 2);
+    auto options = small_loader_options(workers, 2);
     options.shuffle = false;
     td::Loader loader(data, {0, 1, 2, 3, 4, 5}, options);
     REQUIRE(loader.next());  // images 0, 1
@@ -238,23 +238,23 @@ TEST_CASE("loader: destruction mid-epoch joins the workers; options are checked;
   const auto data = small_dataset("destroy", 9);
   const int caller_threads = at::get_num_threads();
   {
-    td::Loader untouched(data, data.train, small_options(3));
+    td::Loader untouched(data, data.train, small_loader_options(3));
   }
   {
-    td::Loader loader(data, data.train, small_options(3));
+    td::Loader loader(data, data.train, small_loader_options(3));
     REQUIRE(loader.next());
     CHECK(loader.worker_threads() == std::vector<int>{1, 1, 1});
   }
   CHECK(at::get_num_threads() == caller_threads);
 
-  auto bad = small_options(1);
+  auto bad = small_loader_options(1);
   bad.batch_size = 0;
   CHECK_THROWS_WITH_AS(td::Loader(data, data.train, bad), "trident::data::Loader: options.batch_size must be >= 1, got 0",
                        trident::Error);
-  CHECK_THROWS_WITH_AS(td::Loader(data, {0, 12}, small_options(1)),
+  CHECK_THROWS_WITH_AS(td::Loader(data, {0, 12}, small_loader_options(1)),
                        "trident::data::Loader: indices[1] = 12 is not an image of the dataset (it has 9)",
                        trident::Error);
-  CHECK_THROWS_AS(td::Loader(data, {}, small_options(1)), trident::Error);
+  CHECK_THROWS_AS(td::Loader(data, {}, small_loader_options(1)), trident::Error);
 }
 
 TEST_CASE("loader: in_order_options gives the test images one by one, in order, unflipped") {
@@ -279,11 +279,11 @@ TEST_CASE("loader: shards of a global batch are its consecutive parts, with the 
   for (const int n : {9, 10}) {
     CAPTURE(n);
     const auto data = small_dataset(fmt::format("shards{}", n), n);
-    td::Loader whole(data, data.train, small_options(0, 3));
+    td::Loader whole(data, data.train, small_loader_options(0, 3));
     auto expected = drain(whole, 2);
     std::vector<std::vector<td::LoadedBatch>> parts;
     for (int64_t rank = 0; rank < 2; ++rank) {
-      auto options = small_options(rank == 0 ? 0 : 2, 3);
+      auto options = small_loader_options(rank == 0 ? 0 : 2, 3);
       options.shard_rank = rank;
       options.shard_count = 2;
       td::Loader loader(data, data.train, options);
@@ -321,7 +321,7 @@ TEST_CASE("loader: shards of a global batch are its consecutive parts, with the 
     }
   }
   const auto data = small_dataset("shards9", 9);
-  auto options = small_options(0, 2);
+  auto options = small_loader_options(0, 2);
   options.shard_count = 3;
   options.shard_rank = 1;
   CHECK_THROWS_WITH(td::Loader(data, data.train, options),

@@ -34,7 +34,7 @@ std::set<std::string> loss_names(const LossMap& losses) {
   return names;
 }
 
-NetOptions small_options() {
+NetOptions test_net_options() {
   NetOptions o;
   o.stem.frozen_up_to = backbone::FrozenUpTo::none;  // no pretrained weights for the small backbone:
   o.stem.norm = backbone::BatchNormMode::trainable;   // it trains from scratch, with trained batch norms
@@ -100,7 +100,7 @@ TEST_CASE("a training step reads nothing from the device on the host, at any bat
   for (const int64_t images : {1, 3}) {
     CAPTURE(images);
     at::manual_seed(7);
-    auto options = small_options();
+    auto options = test_net_options();
     TridentNet<PaperConfig<CuhkSysu, backbone::ResNetSmall>> net(options);
     net.train();
     auto scenes = data::make_toy_scenes(images, 2, 3);
@@ -115,7 +115,7 @@ TEST_CASE("a training step reads nothing from the device on the host, at any bat
     CHECK(backward.count() == 0);
   }
   // The default checks read CPU tensors: the probe sees them (it is not blind).
-  TridentNet<PaperConfig<CuhkSysu, backbone::ResNetSmall>> net(small_options());
+  TridentNet<PaperConfig<CuhkSysu, backbone::ResNetSmall>> net(test_net_options());
   net.train();
   auto scenes = data::make_toy_scenes(1, 2, 3);
   test::HostReadProbe checked;
@@ -150,7 +150,7 @@ TEST_CASE_TEMPLATE("the ablations of Tables 1 and 2 train with the right losses"
                    WithoutAgwfConfig<Prw, backbone::ResNetSmall>, WithoutAgwfAndPartConfig<Prw, backbone::ResNetSmall>,
                    WithoutBinAndUnConfig<Prw, backbone::ResNetSmall>) {
   at::manual_seed(1);
-  TridentNet<Cfg> net(small_options());
+  TridentNet<Cfg> net(test_net_options());
   net.train();
   auto scenes = data::make_toy_scenes(2, 2, 3);
   const auto losses = net.losses(scenes.batch, scenes.targets);
@@ -173,7 +173,7 @@ TEST_CASE("a small configuration learns a handful of scenes: loss halves, traini
   use_all_cores(2);
   at::manual_seed(2);
   using Small = SmallConfig<4, 64>;
-  TridentNet<Small> net(small_options());
+  TridentNet<Small> net(test_net_options());
   auto scenes = data::make_toy_scenes(4, 2, 4);
   torch::optim::SGD sgd(net.parameters(), torch::optim::SGDOptions(0.005).momentum(0.9).weight_decay(5e-4));
   net.train();
@@ -227,7 +227,7 @@ TEST_CASE("a small configuration learns a handful of scenes: loss halves, traini
 
 TEST_CASE("describe() embeds given boxes as unit vectors") {
   at::manual_seed(3);
-  TridentNet<SmallConfig<4, 64>> net(small_options());
+  TridentNet<SmallConfig<4, 64>> net(test_net_options());
   net.eval();
   auto scenes = data::make_toy_scenes(2, 2, 4);
   const auto out = net.describe(scenes.batch, {scenes.targets[0].boxes, scenes.targets[1].boxes});
@@ -451,7 +451,7 @@ TEST_CASE("a backbone and a pooler of one's own: TridentNet trains and detects w
                       Branches<branches::DetectionBranch, branches::ReidBranch<LutSize<8>, QueueSize<16>, EmbedDim<8>>,
                                branches::PartBranch<Parts<2>>>>;
   at::manual_seed(5);
-  TridentNet<Tiny> net(small_options());
+  TridentNet<Tiny> net(test_net_options());
   static_assert(std::is_same_v<TridentNet<Tiny>::Stem, torch::nn::Sequential>);
   auto scenes = data::make_toy_scenes(2, 2, 3);
   net.train();
@@ -483,7 +483,7 @@ TEST_CASE("a branch's own options: given to the network's constructor, or option
     at::manual_seed(6);
     OptionsBranch::Options given;
     given.value = value;
-    auto net = value < 0 ? TridentNet<WithOptions>(small_options()) : TridentNet<WithOptions>(small_options(), given);
+    auto net = value < 0 ? TridentNet<WithOptions>(test_net_options()) : TridentNet<WithOptions>(test_net_options(), given);
     const double expected = value < 0 ? 0.25 : 3.5;
     CHECK(net.branch<OptionsBranch>().options.value == expected);
     net.train();
@@ -500,7 +500,7 @@ TEST_CASE("a branch that adds a loss it does not declare is refused by name") {
   using Undeclared = Config<backbone::ResNetSmall, roi::RoiAlignPooler<12, 4>,
                             Branches<branches::DetectionBranch, UndeclaredLossBranch>>;
   at::manual_seed(7);
-  TridentNet<Undeclared> net(small_options());
+  TridentNet<Undeclared> net(test_net_options());
   net.train();
   auto scenes = data::make_toy_scenes(1, 2, 3);
   CHECK_THROWS_WITH_AS(net.losses(scenes.batch, scenes.targets),

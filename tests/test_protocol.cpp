@@ -2,6 +2,7 @@
 // and search metrics are worked out by hand below, in the CUHK-SYSU form (queries with galleries) and the PRW form
 // (no galleries, cameras); matching by file name and (image, box); errors naming what the results lack.
 #if defined(TRIDENT_TESTS_WITH_JSON)
+#include "support/fixtures.hpp"
 #include <trident/eval/protocol.hpp>
 
 #include <doctest/doctest.h>
@@ -17,11 +18,7 @@ using doctest::Approx;
 
 namespace {
 
-at::Tensor floats(std::vector<float> v, int64_t cols) {
-  const auto rows = static_cast<int64_t>(v.size()) / cols;
-  if (rows == 0) return at::empty({0, cols}, at::kFloat);
-  return at::tensor(v, at::kFloat).view({rows, cols});
-}
+using test::floats;
 
 data::ImageRecord image(std::string name, std::vector<float> boxes, std::vector<int64_t> pids, int64_t camera) {
   data::ImageRecord r;

@@ -53,7 +53,7 @@ std::map<std::string, std::string> files_under(const fs::path& root) {
 }
 
 /// A small dataset: 20 training pictures with 10 identities, 60 test pictures with 8 queries (gallery 50).
-trident::data::SyntheticOptions small_options(uint32_t seed = 7) {
+trident::data::SyntheticOptions small_synthetic_options(uint32_t seed = 7) {
   trident::data::SyntheticOptions o;
   o.seed = seed;
   o.train_images = 20;
@@ -130,7 +130,7 @@ TEST_CASE("MAT writer: matrices, strings, structs and cells read back through Ma
 TEST_CASE("synthetic benchmark: reads back through read_cuhk_sysu with the expected counts and galleries") {
   namespace data = trident::data;
   const auto root = trident::test::fresh_dir("synthetic") / "set";
-  const auto o = small_options();
+  const auto o = small_synthetic_options();
   const auto report = data::write_synthetic_cuhk_sysu(root.string(), o);
   CHECK(!fs::exists(root.string() + ".partial"));
   CHECK(report.root == root.string());
@@ -264,7 +264,7 @@ TEST_CASE("synthetic benchmark: reads back through read_cuhk_sysu with the expec
 TEST_CASE("synthetic benchmark: the occlusion and low-resolution query subsets are TestG50's queries") {
   namespace data = trident::data;
   const auto root = trident::test::fresh_dir("synthetic_subsets") / "set";
-  auto o = small_options(5);
+  auto o = small_synthetic_options(5);
   o.occlusion_probability = 0.5;  // enough occluded queries for a subset
   data::write_synthetic_cuhk_sysu(root.string(), o);
   data::CuhkSysuOptions read_options;
@@ -302,7 +302,7 @@ TEST_CASE("synthetic benchmark: the occlusion and low-resolution query subsets a
 TEST_CASE("synthetic benchmark: the same seed gives the same bytes, another seed other pictures") {
   namespace data = trident::data;
   const auto dir = trident::test::fresh_dir("synthetic_determinism");
-  auto o = small_options(11);
+  auto o = small_synthetic_options(11);
   o.train_images = 8;
   o.train_identities = 4;
   data::write_synthetic_cuhk_sysu((dir / "a").string(), o);
@@ -322,7 +322,7 @@ TEST_CASE("synthetic benchmark: bad options and an occupied root are refused, le
   const auto dir = trident::test::fresh_dir("synthetic_refusals");
   const auto root = dir / "set";
   const auto refused = [&](auto change, const std::vector<std::string>& parts) {
-    auto o = small_options();
+    auto o = small_synthetic_options();
     change(o);
     check_error([&] { data::write_synthetic_cuhk_sysu(root.string(), o); }, parts);
     CHECK(!fs::exists(root));
@@ -338,14 +338,14 @@ TEST_CASE("synthetic benchmark: bad options and an occupied root are refused, le
   refused([](auto& o) { o.max_test_appearances = 52; }, {"options.max_test_appearances must be at most 51", "got 52"});
   refused([](auto& o) { o.train_identities = 1000; }, {"options.train_identities", "1000", "options.max_people"});
 
-  check_error([&] { data::write_synthetic_cuhk_sysu((dir / "..").string(), small_options()); },
+  check_error([&] { data::write_synthetic_cuhk_sysu((dir / "..").string(), small_synthetic_options()); },
               {"must name a folder of its own"});
   CHECK(fs::is_directory(dir));
 
   // A non-empty root is kept unless overwrite is set; an empty one is used.
   fs::create_directories(root);
   std::ofstream(root / "keep.txt") << "mine";
-  auto o = small_options();
+  auto o = small_synthetic_options();
   check_error([&] { data::write_synthetic_cuhk_sysu(root.string(), o); }, {root.string(), "not empty", "overwrite"});
   CHECK(fs::is_regular_file(root / "keep.txt"));
   CHECK(!fs::exists(root.string() + ".partial"));
@@ -364,7 +364,7 @@ TEST_CASE("protocol at every written gallery size: an oracle scores 100%, no det
   // in every gallery: AP 1 for every query at every size, and detection AP 1 and recall 1. Any slip in a gallery
   // (a missing image, a wrong box, the query's own picture) would lower it.
   const auto root = fs::path(TRIDENT_TEST_TMP_DIR) / "synthetic-protocol";
-  auto o = small_options(5);
+  auto o = small_synthetic_options(5);
   o.test_images = 520;
   o.test_identities = 12;
   o.overwrite = true;

@@ -34,7 +34,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string fresh_dir(const std::string& name) { return test::fresh_folder("train", name).string(); }
+std::string train_dir(const std::string& name) { return test::fresh_folder("train", name).string(); }
 
 using test::dummy_source;
 using test::Quadratic;
@@ -81,7 +81,7 @@ TEST_CASE("grad scaler: unscales, skips a step with Inf gradients and backs off,
 }
 
 TEST_CASE("training log: CSV and JSONL rows, and a resume drops the rows it will redo") {
-  const auto dir = fresh_dir("log");
+  const auto dir = train_dir("log");
   {
     train::TrainingLog log(dir);
     for (int64_t i = 0; i < 5; ++i) log.add({"a", "b"}, {i, i / 3, 0.1, {1.0 * i, 2.0}, 1.0 * i + 2, 4.0, 0.5 * i});
@@ -118,14 +118,14 @@ TEST_CASE("resume is exact: 3 iterations, stop, resume to 6 equals 6 uninterrupt
   o.seed = 7;
   o.print_every = 0;
 
-  o.out_dir = fresh_dir("uninterrupted");
+  o.out_dir = train_dir("uninterrupted");
   auto source_a = test::toy_training_source();
   at::manual_seed(7);  // the initialisation is the caller's; fit() seeds the sampling
   TridentNet<Small> a(test::toy_training_options());
   const auto full = train::fit(a, source_a, o);
   CHECK(full.iterations == 6);
 
-  o.out_dir = fresh_dir("interrupted");
+  o.out_dir = train_dir("interrupted");
   o.max_iterations = 3;
   {
     auto source = test::toy_training_source();
@@ -170,7 +170,7 @@ TEST_CASE("an evaluation between epochs sees that epoch's weights (optimizer ste
   o.epochs = 2;
   o.seed = 5;
   o.print_every = 0;
-  o.out_dir = fresh_dir("evaluate_between_epochs");
+  o.out_dir = train_dir("evaluate_between_epochs");
   auto source = test::toy_training_source();
   at::manual_seed(5);
   TridentNet<Small> net(test::toy_training_options());
@@ -242,7 +242,7 @@ TEST_CASE("ForeachSgd: bit-identical to torch::optim::SGD, the same checkpoints,
     }
     // The momentum buffers, through a checkpoint of the other kind: continuing either way stays identical.
     if (s.momentum != 0) {
-      const auto path = (fs::path(fresh_dir("foreach_sgd")) / "sgd.pt").string();
+      const auto path = (fs::path(train_dir("foreach_sgd")) / "sgd.pt").string();
       fs::create_directories(fs::path(path).parent_path());
       torch::save(foreach, path);
       torch::optim::SGD restored(a, options);
@@ -283,7 +283,7 @@ TEST_CASE("a loss that turns NaN stops training with its name and iteration, and
   o.schedule.warmup_iterations = 0;
   o.checkpoint_every = 1;
   o.print_every = 0;
-  o.out_dir = fresh_dir("diverge");
+  o.out_dir = train_dir("diverge");
   Quadratic q(/*nan_at=*/3);
   auto source = dummy_source(5);
   CHECK_THROWS_WITH_AS(train::fit(q, source, o),
@@ -314,7 +314,7 @@ TEST_CASE("AdamW: hand-computed decoupled steps, and a resume restores its momen
   o.schedule.warmup_iterations = 0;
   o.schedule.milestones = {100};
   o.print_every = 0;
-  o.out_dir = fresh_dir("adamw");
+  o.out_dir = train_dir("adamw");
   Quadratic full(100);
   auto source = dummy_source(1);
   train::fit(full, source, o);
@@ -331,7 +331,7 @@ TEST_CASE("AdamW: hand-computed decoupled steps, and a resume restores its momen
   CHECK(full.w.item<double>() == doctest::Approx(w).epsilon(1e-6));
   CHECK(w > 0.2);  // five steps of about lr each: the check is not vacuous
 
-  o.out_dir = fresh_dir("adamw_resumed");
+  o.out_dir = train_dir("adamw_resumed");
   o.max_iterations = 2;
   {
     Quadratic first(100);
@@ -384,7 +384,7 @@ TEST_CASE("decay_biases: true decays every parameter (SeqNet), false exempts the
   const auto exempting = train::detail::make_optimizer(*layer, params, two);
   for (const auto& p : params) p.mutable_grad() = at::ones_like(p);
   decaying->step();
-  const std::string path = fresh_dir("decay_biases") + "/checkpoint.pt";
+  const std::string path = train_dir("decay_biases") + "/checkpoint.pt";
   train::save_checkpoint(path, *layer, *decaying, {});
   CHECK_THROWS_WITH(train::load_checkpoint(path, *layer, *exempting),
                     doctest::Contains("the optimizer state does not match"));
@@ -395,7 +395,7 @@ TEST_CASE("decay_biases: true decays every parameter (SeqNet), false exempts the
 }
 
 TEST_CASE("checkpoints: a missing file, a file that is not a checkpoint, another model") {
-  const auto dir = fresh_dir("bad");
+  const auto dir = train_dir("bad");
   Quadratic q(100);
   torch::optim::SGD sgd(q.parameters(), torch::optim::SGDOptions(0.1));
   CHECK_THROWS_WITH(train::load_checkpoint(dir + "/none.pt", q, sgd), doctest::Contains("none.pt' does not exist"));

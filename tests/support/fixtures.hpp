@@ -5,14 +5,21 @@
 #include <doctest/doctest.h>
 
 #include <ATen/ops/allclose.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/tensor.h>
 
+#include <cstdint>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
 namespace trident::test {
 
-inline std::string fixture_path(const std::string& name) { return std::string(TRIDENT_FIXTURE_DIR) + "/" + name; }
+inline std::string fixture_path(const std::string& name) {
+  return (std::filesystem::path(TRIDENT_FIXTURE_DIR) / name).string();
+}
 
 /// A fixture file's tensors, with lookups that fail the test with the missing name.
 struct Fixture {
@@ -56,6 +63,19 @@ void check_error(F&& f, const std::vector<std::string>& parts) {
 inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   if (a.numel() == 0 && b.numel() == 0) return 0.0;
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+/// A matrix of `cols` columns from row-major values (an empty {0, cols} one from none).
+inline at::Tensor floats(std::vector<float> v, int64_t cols) {
+  const auto rows = static_cast<int64_t>(v.size()) / cols;
+  if (rows == 0) return at::empty({0, cols}, at::kFloat);
+  return at::tensor(v, at::kFloat).view({rows, cols});
+}
+
+/// A file's whole content as bytes ("" for a file that cannot be opened).
+inline std::string file_bytes(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
 }
 
 }  // namespace trident::test
