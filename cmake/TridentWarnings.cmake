@@ -17,13 +17,21 @@
 #     restrict                                            overlapping copies in inlined std::string code
 #   GCC 12 (Debian 12, the CI compiler) builds everything clean with them fatal, so there they stay errors.
 include_guard(GLOBAL)
+# trident_object_size_warnings_not_fatal(target): under TRIDENT_WERROR, GCC's object-size and access checks stay
+# warnings (the set above; also used by cmake/TridentPrecompiledHeaders.cmake for unity-built tests with GCC 12).
+function(trident_object_size_warnings_not_fatal target)
+  if(TRIDENT_WERROR AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    target_compile_options(${target} PRIVATE -Wno-error=array-bounds -Wno-error=stringop-overflow
+                                             -Wno-error=stringop-overread -Wno-error=restrict)
+  endif()
+endfunction()
+
 function(trident_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra)
   if(TRIDENT_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
-    if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_GREATER_EQUAL 13)
-      target_compile_options(${target} PRIVATE -Wno-error=array-bounds -Wno-error=stringop-overflow
-                                               -Wno-error=stringop-overread -Wno-error=restrict)
+    if(CMAKE_CXX_COMPILER_VERSION VERSION_GREATER_EQUAL 13)
+      trident_object_size_warnings_not_fatal(${target})
     endif()
   endif()
 endfunction()

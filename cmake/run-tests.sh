@@ -71,6 +71,9 @@ case "$sanitize" in
   *) echo "run-tests.sh: --sanitize takes address,undefined (or either alone) or thread, not '$sanitize'" >&2
      exit 2 ;;
 esac
+if [ -n "$sanitize" ] && [ -n "$optimize" ]; then
+  echo "run-tests.sh: --optimize is for the ordinary legs; --sanitize builds -O1 -g" >&2; exit 2
+fi
 if [ -n "$sanitize" ]; then
   # -O1 with debug information: the sanitizers' usual level (readable reports, a fraction of -O0's run time).
   configure=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g -DNDEBUG"

@@ -1,5 +1,6 @@
 #pragma once
 // Access to the reference fixtures written by tests/fixtures/make_fixtures.py (torchvision's outputs).
+#include <trident/core/files.hpp>
 #include <trident/io/tensor_file.hpp>
 
 #include <doctest/doctest.h>
@@ -10,8 +11,6 @@
 
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -72,11 +71,8 @@ inline at::Tensor floats(std::vector<float> v, int64_t cols) {
   return at::tensor(v, at::kFloat).view({rows, cols});
 }
 
-/// A file's whole content as bytes ("" for a file that cannot be opened).
-inline std::string file_bytes(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
-}
+/// A file's whole content as bytes; a file that cannot be read fails the test (trident::read_whole_file).
+inline std::string file_bytes(const std::string& path) { return read_whole_file(path, "test"); }
 
 }  // namespace trident::test
 
