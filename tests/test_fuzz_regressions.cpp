@@ -9,6 +9,9 @@
 #if defined(TRIDENT_TESTS_WITH_JSON)
 #include <trident/eval/results_file.hpp>
 #endif
+#if defined(TRIDENT_TESTS_WITH_VISION)
+#include <trident/data/pictures.hpp>
+#endif
 #if defined(TRIDENT_TESTS_WITH_MAT)
 #include <trident/data/cuhk_sysu.hpp>
 #include <trident/data/prw.hpp>
@@ -81,6 +84,15 @@ std::map<std::string, Finding> findings() {
   // A double beyond int64_t's range was converted to int64_t before the check (UBSan: float-cast-overflow).
   f["results_json/embedding_dim_1e19.json"] = {
       results_json, {"trident::eval::load_search_outputs", "embedding_dim", "[0, 4294967295]", "1e+19"}, ""};
+#endif
+#if defined(TRIDENT_TESTS_WITH_VISION)
+  // A 70-byte BMP declaring 1 x 2000000 pixels (under load_image's pixel limit): OpenCV's imread threw
+  // cv::Exception from its own size check (a side over 2^20), which left load_image as a foreign exception
+  // (libFuzzer: deadly signal; found in CI's smoke run). OpenCV's exceptions are now reported as trident errors.
+  f["picture/bmp_height_2000000.bmp"] = {
+      [](const std::string& path) { (void)trident::data::load_image(path); },
+      {"trident::data::load_image", "OpenCV refuses the image file", "CV_IO_MAX_IMAGE_HEIGHT"},
+      ""};
 #endif
 #if defined(TRIDENT_TESTS_WITH_MAT)
   // An annotation whose matrix header declares far more elements than the file holds: MatFile::matrix filled a

@@ -14,6 +14,7 @@
 #include <ATen/ops/zeros.h>
 #include <trident/io/mat_writer.hpp>
 #include <trident/viz/gallery_curve.hpp>
+#include <trident/viz/search_results.hpp>
 
 #include <opencv2/imgcodecs.hpp>
 
@@ -447,4 +448,36 @@ TEST_CASE("gallery-size curve: the points where the axes put them, bad series re
               {"increasing", "got 50"});
   check_error([&] { trident::viz::draw_gallery_size_curve({{"mAP", {50}, {0.5, 0.4}}}, path, "t"); },
               {"1 sizes and 2 values"});
+}
+
+TEST_CASE("search results picture: tiles scaled to one height, boxes where the matches are, bad pictures named") {
+  const auto dir = trident::test::fresh_dir("search_results");
+  // A grey query of 100 rows x 50 columns and a grey gallery picture of 50 x 150; at height 200 they are scaled
+  // by 2 and by 4, so the canvas is 100 + 6 + 600 columns wide and 28 + 200 rows high (the caption band on top).
+  const auto query = (dir / "query.png").string(), gallery = (dir / "gallery.png").string();
+  REQUIRE(cv::imwrite(query, cv::Mat(100, 50, CV_8UC3, cv::Scalar(128, 128, 128))));
+  REQUIRE(cv::imwrite(gallery, cv::Mat(50, 150, CV_8UC3, cv::Scalar(128, 128, 128))));
+  const auto out = (dir / "results.png").string();
+  trident::viz::ShownMatch match{gallery, {30, 10, 60, 40}, 0.75, true, std::nullopt};
+  trident::viz::draw_search_results(query, {10, 20, 40, 80}, {match}, out, 200);
+  const cv::Mat picture = cv::imread(out, cv::IMREAD_COLOR);
+  REQUIRE(!picture.empty());
+  CHECK(picture.cols == 706);
+  CHECK(picture.rows == 228);
+  const auto colour = [&](int x, int y) { return picture.at<cv::Vec3b>(y, x); };
+  CHECK(colour(20, 28 + 100) == cv::Vec3b(255, 160, 0));    // the query box's left side, x 10 * 2
+  CHECK(colour(35, 28 + 100) == cv::Vec3b(128, 128, 128));  // inside it: the picture
+  CHECK(colour(103, 28 + 100) == cv::Vec3b(255, 255, 255)); // the gap between the tiles
+  CHECK(colour(106 + 120, 28 + 100) == cv::Vec3b(0, 170, 0));  // the correct match's box, x 30 * 4
+  CHECK(colour(106 + 240, 28 + 100) == cv::Vec3b(0, 170, 0));  // its right side, x 60 * 4
+  CHECK(trident::test::partial_files(dir.string()).empty());
+  // A picture that cannot be decoded, or that OpenCV refuses (a side over 2^20 pixels), is named; nothing is written.
+  fs::remove(out);
+  std::ofstream(dir / "tall.pgm", std::ios::binary) << "P5\n1 2000000\n255\n\x01\x02";
+  match.path = (dir / "tall.pgm").string();
+  check_error([&] { trident::viz::draw_search_results(query, {10, 20, 40, 80}, {match}, out, 200); },
+              {"trident::viz::draw_search_results", "OpenCV refuses the image file", match.path});
+  check_error([&] { trident::viz::draw_search_results((dir / "missing.png").string(), {0, 0, 1, 1}, {}, out); },
+              {"trident::viz::draw_search_results", "no such image file", (dir / "missing.png").string()});
+  CHECK_FALSE(fs::exists(out));
 }

@@ -349,6 +349,26 @@ TEST_CASE("input limits: pictures that are empty, cut short, damaged, huge or no
   CHECK(td::load_image(ppm.string(), 3072).size(1) == 48);
   CHECK(what_of([&] { (void)td::load_image(ppm.string(), 3071); }).find("after decoding") != std::string::npos);
 
+  // Sizes that OpenCV's imread refuses by throwing (a side over 2^20 pixels, in any format), reported as an error
+  // naming the file: PGMs of a few bytes declaring 1 x 2000000 and 2000000 x 1 pixels (2 megapixels, under
+  // trident's own limit, in a format whose header trident does not read). Found by fuzz/picture (with a BMP,
+  // tests/fixtures/fuzz/picture/). A BMP header of 64 x 0 pixels is a picture OpenCV cannot read.
+  {
+    const auto tall = write_file(tmp_dir() / "tall.pgm", "P5\n1 2000000\n255\n\x01\x02\x03\x04");
+    const std::string message = what_of([&] { (void)td::load_image(tall.string()); });
+    CHECK(message.find(fmt::format("trident::data::load_image: OpenCV refuses the image file '{}' (21 bytes): ",
+                                   tall.string())) != std::string::npos);
+    CHECK(message.find("CV_IO_MAX_IMAGE_HEIGHT") != std::string::npos);
+    const auto wide = write_file(tmp_dir() / "wide.pgm", "P5\n2000000 1\n255\n\x01\x02");
+    CHECK(what_of([&] { (void)td::load_image(wide.string()); }).find("CV_IO_MAX_IMAGE_WIDTH") != std::string::npos);
+    std::string bmp_bytes = file_bytes(encoded_picture("flat.bmp", 48, 64));
+    bmp_bytes.replace(22, 4, std::string(4, '\0'));  // biHeight = 0
+    REQUIRE(td::picture_header(bmp_bytes)->height == 0);
+    const auto flat = write_file(tmp_dir() / "flat.bmp", bmp_bytes);
+    CHECK(what_of([&] { (void)td::load_image(flat.string()); })
+              .find(fmt::format("cannot read the image file '{}'", flat.string())) != std::string::npos);
+  }
+
   // A damaged PNG (cut in its pixel data): libpng's error, reported as a file OpenCV cannot read.
   const std::string png = file_bytes(encoded_picture("whole.png", 40, 40));
   const auto cut_png = write_file(tmp_dir() / "cut.png", png.substr(0, png.size() / 2));

@@ -114,13 +114,14 @@ inline std::optional<PictureHeader> picture_header(std::string_view b) {
   return std::nullopt;
 }
 
-/// Reads a picture (any format OpenCV reads) as a [3, H, W] float RGB tensor with values in [0, 1].
-/// Grey pictures are expanded to three channels, 16-bit ones reduced to 8 bits (OpenCV's IMREAD_COLOR).
+/// Decodes a picture file (any format OpenCV reads) as an 8-bit, 3-channel BGR cv::Mat: OpenCV's IMREAD_COLOR
+/// (grey pictures expanded to three channels, 16-bit ones reduced to 8 bits). `caller` starts every error.
 /// Refused, with an error naming the file: a missing or empty file; a JPEG cut short (no end-of-image marker);
 /// a picture of more than `max_pixels` pixels (JPEG, PNG and BMP before decoding, from their headers; other
-/// formats after decoding, before the float tensor is made); a file OpenCV cannot decode.
-inline at::Tensor load_image(const std::string& path, int64_t max_pixels = default_max_picture_pixels) {
-  static constexpr std::string_view caller = "trident::data::load_image";
+/// formats after decoding); a file OpenCV cannot decode, or whose declared size OpenCV's own checks refuse
+/// (a side over 2^20 pixels or not positive: OpenCV throws from imread there, in any format).
+inline cv::Mat decode_picture(const std::string& path, std::string_view caller,
+                              int64_t max_pixels = default_max_picture_pixels) {
   std::error_code ec;
   TRIDENT_CHECK(std::filesystem::is_regular_file(path, ec), "{}: no such image file '{}'", caller, path);
   const std::string bytes = read_whole_file(path, caller);
@@ -137,13 +138,32 @@ inline at::Tensor load_image(const std::string& path, int64_t max_pixels = defau
     if (header->width > 0 && header->height > 0 && header->width > max_pixels / header->height)
       too_large(header->width, header->height, header->format, "declared in its header; not decoded");
   }
-  const cv::Mat bgr = cv::imread(path, cv::IMREAD_COLOR);
+  cv::Mat bgr;
+  try {
+    bgr = cv::imread(path, cv::IMREAD_COLOR);
+  } catch (const cv::Exception& e) {
+    fail("{}: OpenCV refuses the image file '{}' ({} bytes): {} (in {})", caller, path, bytes.size(), e.err,
+         e.func);
+  }
   TRIDENT_CHECK(!bgr.empty(), "{}: cannot read the image file '{}' (not a picture, or damaged?)", caller, path);
   if (bgr.cols > max_pixels / bgr.rows) too_large(bgr.cols, bgr.rows, "decoded", "after decoding");
-  cv::Mat rgb;
-  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  return bgr;
+}
+
+/// Reads a picture (any format OpenCV reads) as a [3, H, W] float RGB tensor with values in [0, 1].
+/// What decode_picture refuses is refused here, with errors that start "trident::data::load_image".
+inline at::Tensor load_image(const std::string& path, int64_t max_pixels = default_max_picture_pixels) {
+  static constexpr std::string_view caller = "trident::data::load_image";
+  const cv::Mat bgr = decode_picture(path, caller, max_pixels);
   cv::Mat pixels;
-  rgb.convertTo(pixels, CV_32FC3, 1.0 / 255.0);
+  try {
+    cv::Mat rgb;
+    cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+    rgb.convertTo(pixels, CV_32FC3, 1.0 / 255.0);
+  } catch (const cv::Exception& e) {  // e.g. no memory for the float copy
+    fail("{}: converting the {} x {} picture '{}' to float RGB failed in OpenCV: {} (in {})", caller, bgr.cols,
+         bgr.rows, path, e.err, e.func);
+  }
   TRIDENT_CHECK(pixels.isContinuous(), "{}: unexpected non-contiguous image from '{}'", caller, path);
   const at::Tensor hwc = at::from_blob(pixels.data, {pixels.rows, pixels.cols, 3}, at::kFloat);
   return hwc.permute({2, 0, 1}).contiguous();  // contiguous() copies out of the cv::Mat's memory

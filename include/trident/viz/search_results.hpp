@@ -4,6 +4,7 @@
 /// pictures with the matched box, its rank and similarity; green or red frames when the truth is known.
 /// Part of trident::vision (OpenCV).
 #include <trident/config.hpp>
+#include <trident/data/pictures.hpp>
 #include <trident/viz/curves.hpp>
 
 #include <opencv2/core.hpp>
@@ -29,12 +30,6 @@ struct ShownMatch {
 };
 
 namespace detail {
-
-inline cv::Mat read_picture(const std::string& path, std::string_view caller) {
-  cv::Mat m = cv::imread(path, cv::IMREAD_COLOR);
-  TRIDENT_CHECK(!m.empty(), "{}: cannot read the picture '{}'", caller, path);
-  return m;
-}
 
 inline cv::Rect to_rect(const std::array<float, 4>& b) {
   return {cv::Point(static_cast<int>(b[0]), static_cast<int>(b[1])), cv::Point(static_cast<int>(b[2]), static_cast<int>(b[3]))};
@@ -62,7 +57,7 @@ inline void draw_search_results(const std::string& query_path, const std::array<
   const int band = 28, gap = 6;
   std::vector<cv::Mat> tiles;
   {
-    cv::Mat q = detail::read_picture(query_path, caller);
+    cv::Mat q = data::decode_picture(query_path, caller);
     const double f = detail::fit_height(q, height);
     cv::rectangle(q, detail::to_rect(detail::scaled(query_box, f)), cv::Scalar(255, 160, 0), 3);
     cv::Mat tile(height + band, q.cols, CV_8UC3, cv::Scalar(255, 255, 255));
@@ -72,7 +67,7 @@ inline void draw_search_results(const std::string& query_path, const std::array<
   }
   for (size_t r = 0; r < matches.size(); ++r) {
     const auto& m = matches[r];
-    cv::Mat g = detail::read_picture(m.path, caller);
+    cv::Mat g = data::decode_picture(m.path, caller);
     const double f = detail::fit_height(g, height);
     const cv::Scalar colour = !m.correct ? cv::Scalar(0, 200, 255) : *m.correct ? cv::Scalar(0, 170, 0) : cv::Scalar(0, 0, 220);
     if (m.truth && !(m.correct && *m.correct))
