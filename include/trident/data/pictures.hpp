@@ -119,7 +119,7 @@ inline std::optional<PictureHeader> picture_header(std::string_view b) {
 /// Refused, with an error naming the file: a missing or empty file; a JPEG cut short (no end-of-image marker);
 /// a picture of more than `max_pixels` pixels (JPEG, PNG and BMP before decoding, from their headers; other
 /// formats after decoding); a file OpenCV cannot decode, or whose declared size OpenCV's own checks refuse
-/// (a side over 2^20 pixels or not positive: OpenCV throws from imread there, in any format).
+/// (a side over 2^20 pixels: OpenCV throws from imread there, in any format).
 inline cv::Mat decode_picture(const std::string& path, std::string_view caller,
                               int64_t max_pixels = default_max_picture_pixels) {
   std::error_code ec;
