@@ -3,6 +3,8 @@
 // padding, load_image on a lossless png, and seeded determinism of prepare_training_sample. Needs OpenCV.
 #include <trident/data/pictures.hpp>
 
+#include "support/fixtures.hpp"
+
 #include <doctest/doctest.h>
 
 #include <ATen/ops/allclose.h>
@@ -236,7 +238,7 @@ TEST_CASE("transforms: load_image reads a png as RGB in [0, 1] and names a missi
 
 namespace {
 
-std::string file_bytes(const fs::path& path) { return trident::read_whole_file(path.string(), "test"); }
+using trident::test::file_bytes;
 
 fs::path write_file(const fs::path& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <random>
 #include <string>
@@ -119,7 +120,8 @@ inline std::optional<PictureHeader> picture_header(std::string_view b) {
 /// Refused, with an error naming the file: a missing or empty file; a JPEG cut short (no end-of-image marker);
 /// a picture of more than `max_pixels` pixels (JPEG, PNG and BMP before decoding, from their headers; other
 /// formats after decoding); a file OpenCV cannot decode, or whose declared size OpenCV's own checks refuse
-/// (a side over 2^20 pixels: OpenCV throws from imread there, in any format).
+/// (a side over 2^20 pixels: OpenCV's imdecode and imread throw there, in any format). The file is read once:
+/// its bytes go to the header checks and then to OpenCV's decoder.
 inline cv::Mat decode_picture(const std::string& path, std::string_view caller,
                               int64_t max_pixels = default_max_picture_pixels) {
   std::error_code ec;
@@ -139,8 +141,11 @@ inline cv::Mat decode_picture(const std::string& path, std::string_view caller,
       too_large(header->width, header->height, header->format, "declared in its header; not decoded");
   }
   cv::Mat bgr;
-  try {
-    bgr = cv::imread(path, cv::IMREAD_COLOR);
+  try {  // decodes the bytes already read (imread would read the file again); OpenCV's buffers take an int size
+    bgr = bytes.size() <= static_cast<size_t>(std::numeric_limits<int>::max())
+              ? cv::imdecode(cv::Mat(1, static_cast<int>(bytes.size()), CV_8UC1,
+                                     const_cast<char*>(bytes.data())), cv::IMREAD_COLOR)
+              : cv::imread(path, cv::IMREAD_COLOR);
   } catch (const cv::Exception& e) {
     fail("{}: OpenCV refuses the image file '{}' ({} bytes): {} (in {})", caller, path, bytes.size(), e.err,
          e.func);
