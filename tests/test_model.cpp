@@ -222,6 +222,41 @@ TEST_CASE("a small configuration learns a handful of scenes: loss halves, traini
     for (const auto& [name, value] : detections[i].outputs) TRIDENT_CHECK_CLOSE(value, unfolded[i].outputs.at(name), 1e-4);
   }
   backbone::set_batch_norm_folding(net, backbone::Folding::always);
+
+  // detect()'s fixed layout (the GPU's: the proposals padded to the RPN's post-NMS count per image, from NMS
+  // results kept as padded index tensors, with the padding masked out of the second NMS): the same detections.
+  // The trained weights in a network whose RPN may keep all 300 candidates, so that padding rows occur.
+  NetOptions wide = test_net_options();
+  wide.rpn.post_nms_top_n_test = wide.rpn.pre_nms_top_n_test;
+  TridentNet<Small> padded_net(wide);
+  {
+    const at::NoGradGuard no_grad;
+    auto parameters = padded_net.named_parameters();
+    for (const auto& p : net.named_parameters()) parameters[p.key()].copy_(p.value());
+    auto buffers = padded_net.named_buffers();
+    for (const auto& b : net.named_buffers()) buffers[b.key()].copy_(b.value());
+    padded_net.eval();
+    const auto features = padded_net.stem()->forward(scenes.batch.images);
+    const auto kept = ops::detail::nms_each_padded(padded_net.rpn()->candidates(features, scenes.batch.sizes));
+    CHECK(kept.index.size(1) == 300);
+    CHECK((kept.count < 300).all().item<bool>());  // padding rows in every image
+    CHECK((kept.count > 50).all().item<bool>());
+  }
+  const auto flexible = padded_net.detect(scenes.batch);
+  const trident::detail::ScopedFixedDetectLayout fixed_layout;
+  const auto fixed = padded_net.detect(scenes.batch);
+  REQUIRE(fixed.size() == flexible.size());
+  int64_t compared = 0;
+  for (size_t i = 0; i < flexible.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(fixed[i].boxes.size(0) == flexible[i].boxes.size(0));
+    compared += flexible[i].boxes.size(0);
+    TRIDENT_CHECK_CLOSE(fixed[i].boxes, flexible[i].boxes, 1e-3);
+    TRIDENT_CHECK_CLOSE(fixed[i].scores, flexible[i].scores, 1e-4);
+    REQUIRE(fixed[i].outputs.size() == flexible[i].outputs.size());
+    for (const auto& [name, value] : flexible[i].outputs) TRIDENT_CHECK_CLOSE(fixed[i].outputs.at(name), value, 1e-4);
+  }
+  CHECK(compared >= 8);
   use_all_cores(threads_before);
 }
 

@@ -277,6 +277,59 @@ TEST_CASE("nms and batched_nms: the device keeps exactly the CPU's boxes, in the
   check_on(none, device, "empty keep");
 }
 
+TEST_CASE("nms_each_padded: the device's greedy pass (NVRTC kernel) keeps exactly the CPU's boxes, padded") {
+  TRIDENT_DEVICE_UNDER_TEST(device);
+  // Problems as the network poses them: the RPN's 12000 training and 6000 test candidates of a picture at 0.7
+  // with a mask and the post-NMS cap, detections at 0.4 capped at 100, groups, none, one, and more problems than
+  // one launch holds (16).
+  std::vector<ops::detail::NmsProblem> problems;
+  const auto add = [&](int64_t n, double t, int64_t cap, uint64_t seed) {
+    ops::detail::NmsProblem p;
+    p.boxes = clustered_boxes(n, 1500, std::max<int64_t>(1, n / 60), seed);
+    p.scores = tied_scores(n, seed + 1);
+    at::manual_seed(seed + 2);
+    p.valid = at::rand({n}) > 0.05;
+    p.iou_threshold = t;
+    p.max_keep = cap;
+    problems.push_back(p);
+  };
+  add(12000, 0.7, 2000, 41);
+  add(6000, 0.7, 300, 42);
+  add(300, 0.4, 100, 43);
+  add(0, 0.5, 100, 44);
+  add(1, 0.5, 100, 45);
+  add(4000, 0.5, -1, 46);
+  at::manual_seed(47);
+  problems.back().groups = at::randint(0, 5, {4000}, at::kLong);
+  for (int k = 0; k < 14; ++k) add(50 + 40 * k, 0.5, 20, 50 + 3 * static_cast<uint64_t>(k));
+  const auto expected = ops::detail::nms_each_padded(problems);  // the CPU kernel's results, padded
+  std::vector<ops::detail::NmsProblem> on_device = problems;
+  for (auto& p : on_device) {
+    p.boxes = p.boxes.to(device);
+    p.scores = p.scores.to(device);
+    p.valid = p.valid.to(device);
+    if (p.groups.defined()) p.groups = p.groups.to(device);
+  }
+  if (device.is_cuda()) {  // a GPU machine must find NVRTC (else NMS silently waits for the host's pass)
+    std::string why;
+    REQUIRE_MESSAGE(CudaJit::available(&why), why);
+    CHECK(ops::detail::nms_greedy_on_device(on_device));
+  }
+  const auto got = ops::detail::nms_each_padded(on_device);
+  check_on(got.index, device, "index");
+  check_on(got.count, device, "count");
+  check_equal(got.count, expected.count, "kept counts");
+  check_equal(got.index, expected.index, "kept indices, padded with -1");
+  CHECK(expected.count[0].item<int64_t>() > 100);  // not vacuous
+  // nms_each on the device: the same lists (the greedy pass on the device, one read of the counts).
+  const auto lists = ops::detail::nms_each(on_device);
+  for (size_t k = 0; k < problems.size(); ++k) {
+    CAPTURE(k);
+    const auto row = static_cast<int64_t>(k);
+    check_equal(lists[k], expected.index[row].narrow(0, 0, expected.count[row].item<int64_t>()), "nms_each");
+  }
+}
+
 TEST_CASE("roi_align forward and backward on the device equal the CPU kernel's (torchvision fixture cases)") {
   TRIDENT_DEVICE_UNDER_TEST(device);
   const auto cases = fixture_roi_cases();

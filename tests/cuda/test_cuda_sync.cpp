@@ -11,11 +11,13 @@
 #include <trident/data/toy_scenes.hpp>
 #include <trident/model/configs.hpp>
 #include <trident/model/trident_net.hpp>
+#include <trident/ops/nms.hpp>
 #include <trident/ops/roi_align.hpp>
 #include <trident/roi/pooler.hpp>
 #include <trident/train/trainer.hpp>
 
 #include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randn.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -467,18 +469,19 @@ constexpr int64_t feature_h = 38, feature_w = 50, feature_channels = 1024;
 constexpr double picture_h = 608, picture_w = 800;
 
 // detect() and describe() of the paper's network on a batch of two 480 x 640 pictures. detect() waits for the
-// device on purpose where it selects: its two NMS (the RPN's proposals, the detections) copy their overlap bits to
-// the host for the greedy pass, once for the whole batch each (ops::detail::nms_each; the kept indices go back
-// from pinned memory without a wait). Everything else (thresholds as masks, the anchors, kept per feature size
-// after the warm-up call) needs no wait: 2, whatever the batch size. Before commit 0723cf2 it was about 40 for
-// this batch (a nonzero() per threshold, NMS's input checks and copies, per image). Should the first GPU run
-// print more, its report names each extra site: remove it, or raise the budget with a comment saying why.
-constexpr int64_t kDetectSyncBudget = 2;
+// device once, on purpose: to learn how many detections each picture has (the second NMS's counts), which is the
+// size of its output. The RPN's NMS runs on the device and its proposals stay there, padded to the post-NMS count
+// (ops::detail::nms_each_padded); everything else (thresholds as masks, the anchors, kept per feature size after
+// the warm-up call) needs no wait: 1, whatever the batch size. Before commit 0723cf2 it was about 40 for this
+// batch (a nonzero() per threshold, NMS's input checks and copies, per image), then 2 (each NMS's greedy pass on
+// the host). Should the first GPU run print more, its report names each extra site: remove it, or raise the
+// budget with a comment saying why.
+constexpr int64_t kDetectSyncBudget = 1;
 // describe() has no selection: the backbone, the RoI pooler (sync-free), the head and the branches' layers. None
 // of them needs the host, so the budget is 0; any call the report lists is one to remove.
 constexpr int64_t kDescribeSyncBudget = 0;
-// A training step's forward pass waits once on purpose: the RPN's NMS of the proposals (one copy of the overlap
-// bits for the whole batch). Its samplers draw fixed-size samples with device-side counts
+// A training step's forward pass waits once on purpose: the RPN's NMS of the proposals (the greedy pass runs on
+// the device; the wait reads how many proposals each picture kept). Its samplers draw fixed-size samples with device-side counts
 // (detector::sample_balanced), its losses select rows by mask, the re-id memory reads the labels from the
 // sampler's early host copy (HostCopy, an event rather than a stream synchronisation), and value checks read
 // CPU tensors only. The CPU proxy of this test (test_model.cpp, HostReadProbe) runs in CI. Before this budget
@@ -581,6 +584,49 @@ TEST_CASE("sync: the RoI pooler (roi_align, sampling ratio 2) forward and backwa
       CHECK_MESSAGE(rec.count() == 0, what, ": RoiAlignPooler synchronised ", rec.count(), " times (sites above)");
       CHECK(pooled.size(0) == 600);
     }
+  }
+#else
+  (void)device;
+  report_skip(no_sync_debug);
+#endif
+}
+
+TEST_CASE("sync: NMS of padded results (the RPN's, in detect()) never waits; nms_each waits once per call") {
+  TRIDENT_DEVICE_UNDER_TEST(device);
+#if TRIDENT_SYNC_DEBUG
+  if (!cuda_only(device)) return;
+  require_recorder_sees_syncs(device);
+  // Two pictures' RPN candidates at test time: 6000 boxes each at 0.7, masked, capped at 300.
+  at::manual_seed(61);
+  std::vector<ops::detail::NmsProblem> problems;
+  for (int i = 0; i < 2; ++i) {
+    ops::detail::NmsProblem p;
+    const auto xy = at::rand({6000, 2}, at::TensorOptions().device(device)) * 1200;
+    const auto wh = at::rand({6000, 2}, at::TensorOptions().device(device)) * 200 + 8;
+    p.boxes = at::cat({xy, xy + wh}, 1);
+    p.scores = at::rand({6000}, at::TensorOptions().device(device));
+    p.valid = p.scores > 0.02;
+    p.iou_threshold = 0.7;
+    p.max_keep = 300;
+    problems.push_back(p);
+  }
+  REQUIRE(ops::detail::nms_greedy_on_device(problems));
+  (void)ops::detail::nms_each_padded(problems);  // warm-up: the kernel's compilation and loading
+  {
+    SyncRecorder rec("nms_each_padded, 2 x 6000 candidates (budget 0)");
+    const auto kept = ops::detail::nms_each_padded(problems);
+    rec.stop();
+    print_report(rec, rec.count() != 0);
+    CHECK_MESSAGE(rec.count() == 0, "nms_each_padded synchronised ", rec.count(), " times (sites above)");
+    CHECK(kept.index.size(1) == 300);
+  }
+  {
+    SyncRecorder rec("nms_each, 2 x 6000 candidates (budget 1: the counts)");
+    const auto lists = ops::detail::nms_each(problems);
+    rec.stop();
+    print_report(rec, rec.count() > 1);
+    CHECK_MESSAGE(rec.count() <= 1, "nms_each synchronised ", rec.count(), " times (sites above)");
+    CHECK(lists.size() == 2);
   }
 #else
   (void)device;

@@ -1,11 +1,11 @@
 #pragma once
 // Runs trident's CUDA kernel sources (include/trident/ops/*_kernels.inc) on the host, so that their logic is
 // tested where there is no GPU (this project's machine and CI). The source is compiled by the host compiler with
-// CUDA's built-ins emulated: threadIdx / blockIdx / blockDim / gridDim, __ldg, __syncthreads, atomicAdd, the bit
-// casts, the 16-byte vector types and dynamic shared memory. A launch runs the grid's blocks one after the other
-// and each block's threads as real threads (std::thread), with a std::barrier for __syncthreads, so a kernel's
-// block-level cooperation (shared memory, barriers) and its atomic adds (std::atomic_ref) behave as on a GPU; warp
-// behaviour and the device's rounding (fused multiply-adds) are not emulated.
+// CUDA's built-ins emulated: threadIdx / blockIdx / blockDim / gridDim, __ldg, __syncthreads, atomicAdd, __ffsll,
+// the bit casts, the 16-byte vector types and dynamic shared memory. A launch runs the grid's blocks one after the
+// other and each block's threads as real threads (std::thread), with a std::barrier for __syncthreads, so a
+// kernel's block-level cooperation (shared memory, barriers) and its atomic adds (std::atomic_ref) behave as on a
+// GPU; warp behaviour and the device's rounding (fused multiply-adds) are not emulated.
 //
 // Include this after every LibTorch header: it defines threadIdx, blockIdx, blockDim, gridDim and the CUDA
 // qualifiers as macros. Then include a kernel source inside namespace trident::test::emu with
@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <barrier>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -64,6 +65,10 @@ T atomic_add(T* address, T value) {
   return std::atomic_ref<T>(*address).fetch_add(value);
 }
 inline void sync_threads() { block_barrier->arrive_and_wait(); }
+/// CUDA's __ffsll: the position (from 1) of the lowest set bit, 0 for 0.
+inline int ffsll(long long x) {
+  return x == 0 ? 0 : std::countr_zero(static_cast<unsigned long long>(x)) + 1;
+}
 inline float trident_half_to_float(unsigned short h) {
   return static_cast<float>(c10::Half(h, c10::Half::from_bits()));
 }
@@ -113,6 +118,7 @@ void launch(void (*kernel)(Params...), Dim3 grid, unsigned threads, size_t share
 #undef __float_as_uint
 #undef __syncthreads
 #undef atomicAdd
+#undef __ffsll
 #define threadIdx ::trident::test::emu::thread_index
 #define blockIdx ::trident::test::emu::block_index
 #define blockDim ::trident::test::emu::block_dim
@@ -126,5 +132,6 @@ void launch(void (*kernel)(Params...), Dim3 grid, unsigned threads, size_t share
 #define __float_as_uint(f) ::trident::test::emu::float_as_uint(f)
 #define __syncthreads() ::trident::test::emu::sync_threads()
 #define atomicAdd(p, v) ::trident::test::emu::atomic_add(p, v)
+#define __ffsll(x) ::trident::test::emu::ffsll(x)
 #define TRIDENT_UNROLL
 #define TRIDENT_DYNAMIC_SHARED(name) unsigned char* name = ::trident::test::emu::shared_memory

@@ -28,6 +28,8 @@
 #include <boost/hana/tuple.hpp>
 
 #include <ATen/ops/cat.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 
@@ -131,6 +133,23 @@ struct branch_options_fit<Branches<Bs...>, Os...> {
   static constexpr bool each_given_once = ((given<Os> == 1) && ...);
 };
 
+/// While one is alive on a thread, TridentNet::detect() on that thread takes its fixed layout on any device (the
+/// layout of CUDA graphs and of NMS on the device: see detect()): how the tests check that path on the CPU.
+class ScopedFixedDetectLayout {
+ public:
+  ScopedFixedDetectLayout() : previous_(forced()) { forced() = true; }
+  ~ScopedFixedDetectLayout() { forced() = previous_; }
+  ScopedFixedDetectLayout(const ScopedFixedDetectLayout&) = delete;
+  ScopedFixedDetectLayout& operator=(const ScopedFixedDetectLayout&) = delete;
+  static bool& forced() {
+    thread_local bool on = false;
+    return on;
+  }
+
+ private:
+  bool previous_;
+};
+
 }  // namespace detail
 
 template <class Cfg>
@@ -205,12 +224,16 @@ class TridentNet : public torch::nn::Module {
 
   /// Inference: per image, detections with scores and every branch's outputs for the detected boxes.
   ///
-  /// Three stages, each with shapes that depend only on the input sizes, around the two NMS (each waits for the
-  /// device once for the whole batch): (1) the stem, the RPN's head and its pre-NMS candidates; (2) the RoI pass
-  /// on the proposals: confidence and refined boxes; (3) the describe pass on the detected boxes: every branch's
-  /// outputs describe exactly the reported box. With NetOptions::cuda_graphs on a CUDA device (no autograd),
-  /// each stage is replayed as a CUDA graph (core/cuda_graphs.hpp): stage 2 on the proposals padded to the
-  /// RPN's post-NMS count per image, stage 3 on the detections padded to a multiple of 32 per image.
+  /// Three stages, each with shapes that depend only on the input sizes, around the two NMS: (1) the stem, the
+  /// RPN's head and its pre-NMS candidates; (2) the RoI pass on the proposals: confidence and refined boxes; (3)
+  /// the describe pass on the detected boxes: every branch's outputs describe exactly the reported box.
+  /// On a CUDA device, where NMS runs on the device (ops::detail::nms_greedy_on_device) or CUDA graphs are on,
+  /// detect() takes its fixed layout: the proposals stay on the device, padded to the RPN's post-NMS count per
+  /// image (ops::detail::nms_each_padded), so the only wait for the device is the second NMS's count of the
+  /// detections, the size of the output; elsewhere each NMS waits once for the whole batch (on the CPU: nothing to
+  /// wait for). With NetOptions::cuda_graphs on a CUDA device (no autograd), each stage is replayed as a CUDA graph
+  /// (core/cuda_graphs.hpp): stage 2 on the fixed layout, stage 3 on the detections padded to a multiple of 32 per
+  /// image.
   std::vector<Detections> detect(const ImageBatch& batch) {
     check_batch(batch, "trident::TridentNet::detect");
     const bool graphed = graphs_enabled(batch.images);
@@ -233,14 +256,37 @@ class TridentNet : public torch::nn::Module {
       candidates[i] = {s1[3 * i + 1], s1[3 * i + 2], s1[3 * i + 3], at::Tensor(), rpn_->options().nms_threshold,
                        rpn_->post_nms_top_n()};
     }
-    detector::RpnOutput rpn;
-    detector::RegionProposalNetworkImpl::select_proposals(candidates, rpn);
+    const bool fixed = graphed || detail::ScopedFixedDetectLayout::forced() ||
+                       ops::detail::nms_greedy_on_device(candidates);
+    // The proposals as rois [K, 5] and how many of them each image has; in the fixed layout `rows` per image,
+    // of which those in `proposal_valid` [images, rows] are proposals and the rest 16 x 16 boxes at the origin.
+    const int64_t rows = fixed ? std::max<int64_t>(rpn_->post_nms_top_n(), 1) : -1;
+    at::Tensor rois, proposal_valid;
+    std::vector<int64_t> proposal_counts;
+    if (fixed) {
+      auto kept = ops::detail::nms_each_padded(candidates).index;  // [images, post-NMS count]: no wait
+      if (kept.size(1) < rows)
+        kept = at::cat({kept, at::full({kept.size(0), rows - kept.size(1)}, -1, kept.options())}, 1);
+      proposal_valid = kept >= 0;
+      std::vector<at::Tensor> proposals;
+      for (size_t i = 0; i < images; ++i) {
+        const auto& boxes = candidates[i].boxes;
+        auto pad = at::zeros({1, 4}, boxes.options());
+        pad.narrow(1, 2, 2).fill_(16.0);
+        const auto index = kept.select(0, static_cast<int64_t>(i));
+        proposals.push_back(at::where(proposal_valid.select(0, static_cast<int64_t>(i)).unsqueeze(1),
+                                      boxes.index_select(0, index.clamp_min(0)), pad));
+        proposal_counts.push_back(rows);
+      }
+      rois = ops::boxes_to_rois(proposals);
+    } else {
+      detector::RpnOutput rpn;
+      detector::RegionProposalNetworkImpl::select_proposals(candidates, rpn);
+      rois = rois_of(rpn.proposals, rows);
+      for (const auto& p : rpn.proposals) proposal_counts.push_back(p.size(0));
+    }
 
     // Stage 2.
-    const int64_t rows = graphed ? std::max<int64_t>(rpn_->post_nms_top_n(), 1) : -1;
-    const auto rois = rois_of(rpn.proposals, rows);
-    std::vector<int64_t> proposal_counts;
-    for (const auto& p : rpn.proposals) proposal_counts.push_back(p.size(0));
     const auto stage2 = [&](const std::vector<at::Tensor>& in) {
       auto ctx = roi_context(in[0], in[1], rows, &proposal_counts);
       const auto d = detection_branch().detect(ctx);
@@ -248,21 +294,22 @@ class TridentNet : public torch::nn::Module {
       return std::vector<at::Tensor>{d.alpha, refined};
     };
     const auto s2 = graphed ? graphs_->run("detect.roi", {features, rois}, stage2) : stage2({features, rois});
-    // Per image: clipped, masked (confidence >= score_threshold, size >= min_box_size) and suppressed.
+    // Per image: clipped, masked (confidence >= score_threshold, size >= min_box_size; in the fixed layout the
+    // proposals only) and suppressed.
     std::vector<ops::detail::NmsProblem> problems(images);
     int64_t offset = 0;
     for (size_t i = 0; i < images; ++i) {
       const int64_t n = proposal_counts[i];
-      const int64_t first = graphed ? static_cast<int64_t>(i) * rows : offset;
       auto& p = problems[i];
-      p.boxes = ops::clip_boxes_to_image(s2[1].narrow(0, first, n), batch.sizes[i][0], batch.sizes[i][1]);
-      p.scores = s2[0].narrow(0, first, n);
+      p.boxes = ops::clip_boxes_to_image(s2[1].narrow(0, offset, n), batch.sizes[i][0], batch.sizes[i][1]);
+      p.scores = s2[0].narrow(0, offset, n);
       p.valid = (p.scores >= options_.score_threshold) & ops::box_size_at_least(p.boxes, options_.min_box_size);
+      if (fixed) p.valid &= proposal_valid.select(0, static_cast<int64_t>(i));
       p.iou_threshold = options_.nms_threshold;
       p.max_keep = options_.detections_per_image;
       offset += n;
     }
-    const auto keep = ops::detail::nms_each(problems);
+    const auto keep = ops::detail::nms_each(problems);  // the wait: how many boxes each image keeps
     std::vector<at::Tensor> kept_boxes, kept_scores;
     for (size_t i = 0; i < images; ++i) {
       kept_boxes.push_back(problems[i].boxes.index_select(0, keep[i]));

@@ -11,15 +11,21 @@
 /// coordinate-offset trick does but without its loss of precision for large coordinates.
 ///
 /// CPU tensors run a direct kernel (boxes in score order in separate coordinate arrays, each group on its own,
-/// a vectorised suppression loop); tensors on other devices compute the overlap bit matrix on the device
-/// in blocks and do the (inherently sequential) greedy pass on the host, which is how torchvision's CUDA
-/// kernel splits the work too. On a device the whole call waits for the device once: the bit matrices, score
-/// orders and masks of all its problems come to the host in one copy, and the kept indices go back in one
-/// asynchronous copy from pinned memory. detail::nms_each solves several problems (e.g. one per image) with
-/// that one wait, with per-box masks (a box outside the mask is neither kept nor suppresses) and a cap on the
-/// kept count, which is how the RPN and TridentNet::detect filter and suppress without further waits.
+/// a vectorised suppression loop). Tensors on other devices compute the overlap bit matrix on the device in
+/// blocks; the (inherently sequential) greedy pass then runs
+///  - on CUDA, in a kernel compiled at run time (nms_cuda.hpp, nms_kernels.inc: one block per problem, the
+///    removed set in shared memory, 64 boxes per step), so the kept indices never leave the device and the call
+///    waits only to learn how many were kept; detail::nms_each_padded returns them padded to a fixed size and does
+///    not wait at all;
+///  - elsewhere (or without NVRTC), on the host, which is how torchvision's CUDA kernel splits the work: the bit
+///    matrices, score orders and masks of all problems come to the host in one copy (the call's one wait), and
+///    the kept indices go back in one asynchronous copy from pinned memory.
+/// detail::nms_each solves several problems (e.g. one per image) at once, with per-box masks (a box outside the
+/// mask is neither kept nor suppresses) and a cap on the kept count, which is how the RPN and
+/// TridentNet::detect filter and suppress without further waits.
 
 #include <trident/ops/boxes.hpp>
+#include <trident/ops/nms_cuda.hpp>
 
 #include <ATen/Dispatch.h>
 #include <ATen/ops/arange.h>
@@ -32,6 +38,7 @@
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/sort.h>
 #include <ATen/ops/zeros.h>
 
@@ -204,18 +211,131 @@ struct NmsProblem {
   int64_t max_keep = -1;
 };
 
+/// Whether t holds half or bfloat16 values (from autocast): NMS computes their IoUs in float32.
+inline bool reduced(const at::Tensor& t) { return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16; }
+
+/// Every problem's overlap bit matrix, score order and mask, packed into one int64 tensor on their device: what
+/// the greedy passes read, on the host (nms_each) or in the kernel (nms_kernels.inc). Problem k's part starts at
+/// offsets[k] (0 for a problem without boxes, which has no part): OverlapBlocks(n).size() words of bits, then n
+/// box indices in decreasing score order (stable), then n mask values (1: the sorted box may be kept). `flat`
+/// is undefined when no problem has a box.
+struct PackedNms {
+  at::Tensor flat;
+  std::vector<int64_t> offsets;
+};
+
+inline PackedNms pack_nms_problems(const std::vector<NmsProblem>& problems) {
+  PackedNms packed;
+  packed.offsets.assign(problems.size(), 0);
+  std::vector<at::Tensor> pieces;
+  int64_t offset = 0;
+  for (size_t k = 0; k < problems.size(); ++k) {
+    const auto& p = problems[k];
+    const int64_t n = p.boxes.size(0);
+    if (n == 0) continue;
+    const auto boxes = reduced(p.boxes) ? p.boxes.to(at::kFloat) : p.boxes;
+    const auto scores = reduced(p.scores) ? p.scores.to(at::kFloat) : p.scores;
+    const auto order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+    packed.offsets[k] = offset;
+    pieces.push_back(overlap_bits(boxes, order, p.groups.defined() ? p.groups.to(at::kLong) : p.groups,
+                                  p.iou_threshold));
+    pieces.push_back(order);
+    pieces.push_back(p.valid.defined() ? p.valid.index_select(0, order).to(at::kLong)
+                                       : at::ones({n}, order.options()));
+    offset += OverlapBlocks(n).size() + 2 * n;
+  }
+  if (!pieces.empty()) packed.flat = at::cat(pieces);
+  return packed;
+}
+
+/// The kept indices of every problem as fixed-size tensors on the problems' device: `index` [P, K] (int64; K the
+/// largest cap, max_keep or else the box count) holds row k's kept indices in decreasing score order and -1
+/// after them, `count` [P] (int64) how many each kept.
+struct KeptPadded {
+  at::Tensor index, count;
+};
+
+/// The padded width of the problems' results: the largest cap (max_keep, else the box count).
+inline int64_t padded_width(const std::vector<NmsProblem>& problems) {
+  int64_t width = 0;
+  for (const auto& p : problems) width = std::max(width, p.max_keep >= 0 ? p.max_keep : p.boxes.size(0));
+  return width;
+}
+
+/// Whether nms_each and nms_each_padded run the problems' greedy pass on their device: CUDA tensors, the kernel
+/// available (nms_cuda.hpp), and every problem's removed set within the kernel's shared memory.
+inline bool nms_greedy_on_device(const std::vector<NmsProblem>& problems) {
+  if (problems.empty() || !problems.front().boxes.is_cuda() || !nms_cuda_kernels_available()) return false;
+  for (const auto& p : problems)
+    if (nms_shared_bytes(p.boxes.size(0)) > kNmsMaxSharedBytes) return false;
+  return true;
+}
+
+/// The kernel launches of the greedy pass on packed problems, planned on the host: the arguments of each launch
+/// (at most kNmsProblemsPerLaunch problems: the launch's blocks), its shared memory, and the outputs they
+/// write (uninitialised: the kernel writes every element). nms_each_padded launches them on CUDA; the tests run
+/// the same plans through the emulated kernel.
+struct NmsGreedyPlan {
+  PackedNms packed;
+  at::Tensor index, count;
+  std::vector<NmsKernelArgs> launches;
+  std::vector<unsigned> blocks, shared_bytes;
+};
+
+inline NmsGreedyPlan nms_greedy_plan(const std::vector<NmsProblem>& problems) {
+  NmsGreedyPlan plan;
+  plan.packed = pack_nms_problems(problems);
+  const auto options = at::TensorOptions().dtype(at::kLong).device(problems.front().boxes.device());
+  const auto total = static_cast<int64_t>(problems.size());
+  plan.index = at::empty({total, padded_width(problems)}, options);
+  plan.count = at::empty({total}, options);
+  for (int64_t first = 0; first < total; first += kNmsProblemsPerLaunch) {
+    NmsKernelArgs a;
+    a.out_stride = plan.index.size(1);
+    a.first = first;
+    const int64_t here = std::min(kNmsProblemsPerLaunch, total - first);
+    int64_t shared = 0;
+    for (int64_t j = 0; j < here; ++j) {
+      const auto& p = problems[static_cast<size_t>(first + j)];
+      const int64_t n = p.boxes.size(0), offset = plan.packed.offsets[static_cast<size_t>(first + j)];
+      const OverlapBlocks layout(n);
+      auto& d = a.problem[static_cast<size_t>(j)];
+      d.bits = offset;
+      d.order = offset + layout.size();
+      d.valid = d.order + n;
+      d.n = n;
+      d.block_rows = layout.block_rows;
+      d.cap = p.max_keep >= 0 ? p.max_keep : n;
+      shared = std::max(shared, nms_shared_bytes(n));
+    }
+    plan.launches.push_back(a);
+    plan.blocks.push_back(static_cast<unsigned>(here));
+    plan.shared_bytes.push_back(static_cast<unsigned>(shared));
+  }
+  return plan;
+}
+
+/// The greedy pass of every problem on their CUDA device (nms_greedy_on_device must hold): no wait for the device.
+inline KeptPadded nms_each_padded_on_device(const std::vector<NmsProblem>& problems) {
+  const auto plan = nms_greedy_plan(problems);
+  // A problem without boxes reads nothing; the kernel still needs a valid pointer.
+  const auto packed = plan.packed.flat.defined() ? plan.packed.flat : plan.index.new_zeros({1});
+  for (size_t l = 0; l < plan.launches.size(); ++l)
+    launch_nms_greedy(packed, plan.index, plan.count, plan.launches[l], plan.blocks[l], plan.shared_bytes[l]);
+  return {plan.index, plan.count};
+}
+
 /// Greedy NMS of every problem (all on one device): per problem, the indices into its boxes of the kept ones in
 /// decreasing score order. CPU tensors (unless `force_tensor_path`): the CPU kernel on each problem's valid
-/// boxes. Other devices: overlap_bits on the device for all problems, then one copy to the host of every bit
-/// matrix, score order and mask (the call's only wait for the device), the greedy passes on the host, and the
-/// kept indices back in one asynchronous copy (pinned memory on CUDA). Inputs are not checked here.
+/// boxes. CUDA with the kernel (nms_greedy_on_device): overlap_bits and the greedy passes on the device
+/// (nms_each_padded), and the call's only wait for the device reads how many boxes each problem kept. Other
+/// devices: overlap_bits on the device for all problems, then one copy to the host of every bit matrix, score
+/// order and mask (the call's only wait), the greedy passes on the host, and the kept indices back in one
+/// asynchronous copy (pinned memory on CUDA). Inputs are not checked here.
 inline std::vector<at::Tensor> nms_each(const std::vector<NmsProblem>& problems, bool force_tensor_path = false) {
   std::vector<at::Tensor> out(problems.size());
   if (problems.empty()) return out;
   const auto device = problems.front().boxes.device();
-  const auto reduced = [](const at::Tensor& t) {
-    return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;  // autocast: IoUs in float32
-  };
   if (device.is_cpu() && !force_tensor_path) {
     const trident::detail::HostPath host_path;
     for (size_t k = 0; k < problems.size(); ++k) {
@@ -247,48 +367,40 @@ inline std::vector<at::Tensor> nms_each(const std::vector<NmsProblem>& problems,
     return out;
   }
 
-  // On the device: per problem its bit matrix, score order and mask, packed into one int64 tensor.
-  std::vector<at::Tensor> pieces;
-  std::vector<int64_t> sizes(problems.size(), 0);
-  for (size_t k = 0; k < problems.size(); ++k) {
-    const auto& p = problems[k];
-    const int64_t n = p.boxes.size(0);
-    sizes[k] = n;
-    if (n == 0) continue;
-    const auto boxes = reduced(p.boxes) ? p.boxes.to(at::kFloat) : p.boxes;
-    const auto scores = reduced(p.scores) ? p.scores.to(at::kFloat) : p.scores;
-    const auto order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
-    pieces.push_back(overlap_bits(boxes, order, p.groups.defined() ? p.groups.to(at::kLong) : p.groups,
-                                  p.iou_threshold));
-    pieces.push_back(order);
-    pieces.push_back(p.valid.defined() ? p.valid.index_select(0, order).to(at::kLong)
-                                       : at::ones({n}, order.options()));
+  const auto cap_of = [](const NmsProblem& p) { return p.max_keep >= 0 ? p.max_keep : p.boxes.size(0); };
+  if (nms_greedy_on_device(problems)) {
+    // The greedy pass on the device; the one wait: how many each problem kept.
+    const auto padded = nms_each_padded_on_device(problems);
+    const auto counts = padded.count.to(at::kCPU);
+    const int64_t* n = counts.data_ptr<int64_t>();
+    for (size_t k = 0; k < problems.size(); ++k)
+      out[k] = padded.index.select(0, static_cast<int64_t>(k)).narrow(0, 0, n[k]);
+    return out;
   }
-  if (pieces.empty()) {
+  const auto packed = pack_nms_problems(problems);
+  if (!packed.flat.defined()) {
     for (auto& t : out) t = at::empty({0}, at::TensorOptions().dtype(at::kLong).device(device));
     return out;
   }
   // The one wait: everything to the host in one copy (into pinned memory on CUDA, the fastest transfer).
-  const auto flat = at::cat(pieces);
   auto host_options = at::TensorOptions().dtype(at::kLong);
   if (device.is_cuda()) host_options = host_options.pinned_memory(true);
-  auto host = at::empty({flat.size(0)}, host_options);
-  host.copy_(flat);
+  auto host = at::empty({packed.flat.size(0)}, host_options);
+  host.copy_(packed.flat);
   const int64_t* data = host.data_ptr<int64_t>();
   std::vector<int64_t> kept_all;
   std::vector<int64_t> counts(problems.size(), 0);
   for (size_t k = 0; k < problems.size(); ++k) {
-    const int64_t n = sizes[k];
+    const int64_t n = problems[k].boxes.size(0);
     if (n == 0) continue;
     const OverlapBlocks layout(n);
-    const auto* mask = reinterpret_cast<const uint64_t*>(data);
-    const int64_t* order = data + layout.size();
+    const auto* mask = reinterpret_cast<const uint64_t*>(data + packed.offsets[k]);
+    const int64_t* order = data + packed.offsets[k] + layout.size();
     const int64_t* valid = order + n;
-    data = valid + n;
     // The greedy pass a word at a time (as torchvision's CUDA NMS finishes on the host): a valid box not yet
     // removed is kept and ORs its row (from its own word on) into the removed set. O(kept * n / 64).
     const int64_t w = layout.words;
-    const int64_t cap = problems[k].max_keep >= 0 ? problems[k].max_keep : n;
+    const int64_t cap = cap_of(problems[k]);
     std::vector<uint64_t> removed(static_cast<size_t>(w), 0);
     const uint64_t* block = mask;  // the current block's first row
     int64_t block_first = 0;
@@ -317,6 +429,26 @@ inline std::vector<at::Tensor> nms_each(const std::vector<NmsProblem>& problems,
     offset += counts[k];
   }
   return out;
+}
+
+/// Greedy NMS of every problem with fixed-size results (KeptPadded), on the problems' device. On CUDA with the
+/// kernel (nms_greedy_on_device) the greedy pass runs there and nothing waits for the device: the shapes are known
+/// on the host, the counts stay on the device. Elsewhere nms_each's results, padded (`force_tensor_path` as there).
+inline KeptPadded nms_each_padded(const std::vector<NmsProblem>& problems, bool force_tensor_path = false) {
+  if (nms_greedy_on_device(problems)) return nms_each_padded_on_device(problems);
+  const auto lists = nms_each(problems, force_tensor_path);
+  const auto total = static_cast<int64_t>(problems.size());
+  auto options = at::TensorOptions().dtype(at::kLong);
+  if (total == 0) return {at::empty({0, 0}, options), at::empty({0}, options)};
+  const auto device = problems.front().boxes.device();
+  auto count = at::empty({total}, options);
+  for (int64_t k = 0; k < total; ++k) count.data_ptr<int64_t>()[k] = lists[static_cast<size_t>(k)].size(0);
+  auto index = at::full({total, padded_width(problems)}, -1, options.device(device));
+  for (int64_t k = 0; k < total; ++k) {
+    const auto& kept = lists[static_cast<size_t>(k)];
+    index.select(0, k).narrow(0, 0, kept.size(0)).copy_(kept);
+  }
+  return {index, count.to(device)};
 }
 
 inline at::Tensor nms_impl(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& groups,
