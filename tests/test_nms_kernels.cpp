@@ -38,7 +38,6 @@ static_assert(sizeof(test::emu::NmsKernelArgs::problem) / sizeof(test::emu::NmsP
 /// nms_each_padded's device path, with the emulated kernel: the plan's launches, `threads` per block.
 ops::detail::KeptPadded emulated_nms(const std::vector<ops::detail::NmsProblem>& problems, unsigned threads) {
   const auto plan = ops::detail::nms_greedy_plan(problems);
-  const auto packed = plan.packed.flat.defined() ? plan.packed.flat : plan.index.new_zeros({1});
   // Where the kernel fails to write, a value no result has.
   plan.index.fill_(-7);
   plan.count.fill_(-7);
@@ -46,7 +45,7 @@ ops::detail::KeptPadded emulated_nms(const std::vector<ops::detail::NmsProblem>&
     test::emu::NmsKernelArgs a;
     std::memcpy(&a, &plan.launches[l], sizeof a);
     test::emu::launch(&test::emu::trident_nms_greedy, {plan.blocks[l], 1, 1}, threads, plan.shared_bytes[l],
-                      reinterpret_cast<const long long*>(packed.data_ptr<int64_t>()),
+                      reinterpret_cast<const long long*>(plan.input.data_ptr<int64_t>()),
                       reinterpret_cast<long long*>(plan.index.data_ptr<int64_t>()),
                       reinterpret_cast<long long*>(plan.count.data_ptr<int64_t>()), a);
   }

@@ -258,21 +258,21 @@ class TridentNet : public torch::nn::Module {
     }
     const bool fixed = graphed || detail::ScopedFixedDetectLayout::forced() ||
                        ops::detail::nms_greedy_on_device(candidates);
-    // The proposals as rois [K, 5] and how many of them each image has; in the fixed layout `rows` per image,
-    // of which those in `proposal_valid` [images, rows] are proposals and the rest 16 x 16 boxes at the origin.
-    const int64_t rows = fixed ? std::max<int64_t>(rpn_->post_nms_top_n(), 1) : -1;
+    // The proposals as rois [K, 5] and how many of them each image has; in the fixed layout `rows` per image
+    // (the post-NMS count, or every candidate when it is not capped), of which those in `proposal_valid`
+    // [images, rows] are proposals and the rest padding_boxes.
+    int64_t rows = -1;
     at::Tensor rois, proposal_valid;
     std::vector<int64_t> proposal_counts;
     if (fixed) {
-      auto kept = ops::detail::nms_each_padded(candidates).index;  // [images, post-NMS count]: no wait
-      if (kept.size(1) < rows)
-        kept = at::cat({kept, at::full({kept.size(0), rows - kept.size(1)}, -1, kept.options())}, 1);
+      auto kept = ops::detail::nms_each_padded(candidates).index;  // [images, the cap]: no wait
+      rows = std::max<int64_t>(kept.size(1), 1);  // a row per image at least: a graph's tensors are never empty
+      if (kept.size(1) < rows) kept = at::full({kept.size(0), rows}, -1, kept.options());
       proposal_valid = kept >= 0;
+      const auto pad = images > 0 ? padding_boxes(1, candidates[0].boxes.options()) : at::Tensor();
       std::vector<at::Tensor> proposals;
       for (size_t i = 0; i < images; ++i) {
         const auto& boxes = candidates[i].boxes;
-        auto pad = at::zeros({1, 4}, boxes.options());
-        pad.narrow(1, 2, 2).fill_(16.0);
         const auto index = kept.select(0, static_cast<int64_t>(i));
         proposals.push_back(at::where(proposal_valid.select(0, static_cast<int64_t>(i)).unsqueeze(1),
                                       boxes.index_select(0, index.clamp_min(0)), pad));
@@ -456,17 +456,23 @@ class TridentNet : public torch::nn::Module {
     ctx.g = ops::max_pool_strips(ctx.g_map, 1).flatten(1);
   }
 
+  /// `rows` boxes that fill a fixed layout's unused rows: 16 x 16 at the origin (valid for every picture and
+  /// pooler; their outputs are computed and dropped).
+  static at::Tensor padding_boxes(int64_t rows, const at::TensorOptions& options) {
+    auto pad = at::zeros({rows, 4}, options);
+    pad.narrow(1, 2, 2).fill_(16.0);
+    return pad;
+  }
+
   /// Per-image boxes -> rois [K, 5] (image index, x1, y1, x2, y2): the boxes one image after the other
-  /// (rows < 0), or each image's boxes padded to `rows` rows with a 16 x 16 box at the origin (rows > 0: the
-  /// fixed layout of a CUDA graph; the padding rows' outputs are computed and dropped).
+  /// (rows < 0), or each image's boxes padded to `rows` rows with padding_boxes (rows > 0: the fixed layout of a
+  /// CUDA graph).
   static at::Tensor rois_of(const std::vector<at::Tensor>& boxes, int64_t rows) {
     if (rows < 0) return ops::boxes_to_rois(boxes);
     std::vector<at::Tensor> padded;
     for (const auto& b : boxes) {
       TRIDENT_CHECK(b.size(0) <= rows, "trident::TridentNet: {} boxes for a layout of {} per image", b.size(0), rows);
-      auto pad = at::zeros({rows - b.size(0), 4}, b.options());
-      pad.narrow(1, 2, 2).fill_(16.0);
-      padded.push_back(at::cat({b, pad}, 0));
+      padded.push_back(at::cat({b, padding_boxes(rows - b.size(0), b.options())}, 0));
     }
     return ops::boxes_to_rois(padded);
   }

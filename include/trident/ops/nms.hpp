@@ -211,6 +211,9 @@ struct NmsProblem {
   int64_t max_keep = -1;
 };
 
+/// The most boxes a problem keeps: its max_keep, or all its boxes when it has none.
+inline int64_t kept_cap(const NmsProblem& p) { return p.max_keep >= 0 ? p.max_keep : p.boxes.size(0); }
+
 /// Whether t holds half or bfloat16 values (from autocast): NMS computes their IoUs in float32.
 inline bool reduced(const at::Tensor& t) { return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16; }
 
@@ -258,7 +261,7 @@ struct KeptPadded {
 /// The padded width of the problems' results: the largest cap (max_keep, else the box count).
 inline int64_t padded_width(const std::vector<NmsProblem>& problems) {
   int64_t width = 0;
-  for (const auto& p : problems) width = std::max(width, p.max_keep >= 0 ? p.max_keep : p.boxes.size(0));
+  for (const auto& p : problems) width = std::max(width, kept_cap(p));
   return width;
 }
 
@@ -271,13 +274,14 @@ inline bool nms_greedy_on_device(const std::vector<NmsProblem>& problems) {
   return true;
 }
 
-/// The kernel launches of the greedy pass on packed problems, planned on the host: the arguments of each launch
-/// (at most kNmsProblemsPerLaunch problems: the launch's blocks), its shared memory, and the outputs they
-/// write (uninitialised: the kernel writes every element). nms_each_padded launches them on CUDA; the tests run
-/// the same plans through the emulated kernel.
+/// The kernel launches of the greedy pass on packed problems, planned on the host: the tensor the kernel reads
+/// (the packed problems, or one zero when no problem has a box: the kernel reads nothing then but needs a valid
+/// pointer), the arguments of each launch (at most kNmsProblemsPerLaunch problems: the launch's blocks), its
+/// shared memory, and the outputs they write (uninitialised: the kernel writes every element). nms_each_padded
+/// launches them on CUDA; the tests run the same plans through the emulated kernel.
 struct NmsGreedyPlan {
   PackedNms packed;
-  at::Tensor index, count;
+  at::Tensor input, index, count;
   std::vector<NmsKernelArgs> launches;
   std::vector<unsigned> blocks, shared_bytes;
 };
@@ -289,6 +293,7 @@ inline NmsGreedyPlan nms_greedy_plan(const std::vector<NmsProblem>& problems) {
   const auto total = static_cast<int64_t>(problems.size());
   plan.index = at::empty({total, padded_width(problems)}, options);
   plan.count = at::empty({total}, options);
+  plan.input = plan.packed.flat.defined() ? plan.packed.flat : at::zeros({1}, options);
   for (int64_t first = 0; first < total; first += kNmsProblemsPerLaunch) {
     NmsKernelArgs a;
     a.out_stride = plan.index.size(1);
@@ -305,7 +310,7 @@ inline NmsGreedyPlan nms_greedy_plan(const std::vector<NmsProblem>& problems) {
       d.valid = d.order + n;
       d.n = n;
       d.block_rows = layout.block_rows;
-      d.cap = p.max_keep >= 0 ? p.max_keep : n;
+      d.cap = kept_cap(p);
       shared = std::max(shared, nms_shared_bytes(n));
     }
     plan.launches.push_back(a);
@@ -318,10 +323,8 @@ inline NmsGreedyPlan nms_greedy_plan(const std::vector<NmsProblem>& problems) {
 /// The greedy pass of every problem on their CUDA device (nms_greedy_on_device must hold): no wait for the device.
 inline KeptPadded nms_each_padded_on_device(const std::vector<NmsProblem>& problems) {
   const auto plan = nms_greedy_plan(problems);
-  // A problem without boxes reads nothing; the kernel still needs a valid pointer.
-  const auto packed = plan.packed.flat.defined() ? plan.packed.flat : plan.index.new_zeros({1});
   for (size_t l = 0; l < plan.launches.size(); ++l)
-    launch_nms_greedy(packed, plan.index, plan.count, plan.launches[l], plan.blocks[l], plan.shared_bytes[l]);
+    launch_nms_greedy(plan.input, plan.index, plan.count, plan.launches[l], plan.blocks[l], plan.shared_bytes[l]);
   return {plan.index, plan.count};
 }
 
@@ -367,7 +370,6 @@ inline std::vector<at::Tensor> nms_each(const std::vector<NmsProblem>& problems,
     return out;
   }
 
-  const auto cap_of = [](const NmsProblem& p) { return p.max_keep >= 0 ? p.max_keep : p.boxes.size(0); };
   if (nms_greedy_on_device(problems)) {
     // The greedy pass on the device; the one wait: how many each problem kept.
     const auto padded = nms_each_padded_on_device(problems);
@@ -400,7 +402,7 @@ inline std::vector<at::Tensor> nms_each(const std::vector<NmsProblem>& problems,
     // The greedy pass a word at a time (as torchvision's CUDA NMS finishes on the host): a valid box not yet
     // removed is kept and ORs its row (from its own word on) into the removed set. O(kept * n / 64).
     const int64_t w = layout.words;
-    const int64_t cap = cap_of(problems[k]);
+    const int64_t cap = kept_cap(problems[k]);
     std::vector<uint64_t> removed(static_cast<size_t>(w), 0);
     const uint64_t* block = mask;  // the current block's first row
     int64_t block_first = 0;
